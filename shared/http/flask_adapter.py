@@ -1,0 +1,45 @@
+"""Serve a route table as a functions-framework (Flask) HTTP function."""
+
+from collections.abc import Callable
+
+import flask
+
+from shared.errors import PayloadTooLarge
+from shared.http.messages import Request
+from shared.http.routing import Router, new_request_id
+from shared.settings import get_settings
+
+
+def body_reader(request: flask.Request) -> Callable[[], bytes]:
+    """Reads the body, refusing more than the configured limit whether or not a length was sent."""
+
+    def read() -> bytes:
+        limit = get_settings().max_body_bytes
+        too_large = PayloadTooLarge(f"The body exceeds {limit} bytes.", details={"limit": limit})
+        if request.content_length is not None and request.content_length > limit:
+            raise too_large
+        body = request.stream.read(limit + 1)
+        if len(body) > limit:
+            raise too_large
+        return body
+
+    return read
+
+
+def flask_function(router: Router) -> Callable[[flask.Request], flask.Response]:
+    """The `handle` target functions-framework calls with each Flask request."""
+
+    def handle(request: flask.Request) -> flask.Response:
+        response = router.dispatch(
+            Request(
+                method=request.method,
+                path=request.path,
+                query={key: request.args.getlist(key) for key in request.args},
+                headers={key.lower(): value for key, value in request.headers.items()},
+                read_body=body_reader(request),
+                request_id=new_request_id(request.headers.get("X-Request-Id")),
+            )
+        )
+        return flask.Response(response.body, status=response.status, headers=response.headers)
+
+    return handle

@@ -1,0 +1,18 @@
+"""Building blocks every domain's models share."""
+
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+
+Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100)]
+Description = Annotated[str, StringConstraints(max_length=2000)]
+
+
+class InputModel(BaseModel):
+    """A request body: unknown fields are refused so typos and smuggled operators surface as 422."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class IdField(BaseModel):
+    id: str = Field(description="Opaque identifier")

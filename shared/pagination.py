@@ -1,0 +1,81 @@
+"""Keyset pagination shared by every list endpoint: newest first, stable under inserts."""
+
+import base64
+import binascii
+import json
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any, Generic, TypeVar
+
+from bson import ObjectId
+from bson.errors import InvalidId
+from pydantic import BaseModel, Field
+from pymongo import DESCENDING
+from pymongo.collection import Collection
+
+from shared.errors import ValidationFailed
+
+ItemT = TypeVar("ItemT")
+
+
+class PageParams(BaseModel):
+    limit: int = Field(20, ge=1, le=100)
+    cursor: str | None = None
+    page: int | None = Field(None, ge=1, le=10_000)
+
+
+class Page(BaseModel, Generic[ItemT]):
+    items: list[ItemT]
+    next_cursor: str | None
+    total: int
+    limit: int
+    page: int | None = None
+
+
+def encode_cursor(created_at: datetime, object_id: ObjectId) -> str:
+    raw = json.dumps({"t": int(created_at.timestamp() * 1000), "id": str(object_id)})
+    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[datetime, ObjectId]:
+    try:
+        padded = cursor + "=" * (-len(cursor) % 4)
+        position = json.loads(base64.urlsafe_b64decode(padded))
+        created_at = datetime.fromtimestamp(position["t"] / 1000, tz=UTC)
+        return created_at, ObjectId(position["id"])
+    except (ValueError, KeyError, TypeError, InvalidId, binascii.Error) as exc:
+        raise ValidationFailed(
+            "The cursor is not one this API handed out.",
+            details=[{"loc": ["query", "cursor"], "msg": "invalid cursor"}],
+        ) from exc
+
+
+def find_page(
+    collection: Collection, query: Mapping[str, Any], params: PageParams
+) -> tuple[list[dict[str, Any]], str | None, int]:
+    """One page of documents newest first (created_at, then _id), the next cursor and the total."""
+    page_query: dict[str, Any] = dict(query)
+    skip = 0
+    if params.cursor:
+        created_at, object_id = decode_cursor(params.cursor)
+        after_cursor = {
+            "$or": [
+                {"created_at": {"$lt": created_at}},
+                {"created_at": created_at, "_id": {"$lt": object_id}},
+            ]
+        }
+        page_query = {"$and": [page_query, after_cursor]}
+    elif params.page:
+        skip = (params.page - 1) * params.limit
+    documents = list(
+        collection.find(page_query)
+        .sort([("created_at", DESCENDING), ("_id", DESCENDING)])
+        .skip(skip)
+        .limit(params.limit + 1)
+    )
+    next_cursor = None
+    if len(documents) > params.limit:
+        documents = documents[: params.limit]
+        last = documents[-1]
+        next_cursor = encode_cursor(last["created_at"], last["_id"])
+    return documents, next_cursor, collection.count_documents(dict(query))

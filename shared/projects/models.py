@@ -1,0 +1,34 @@
+"""Projects: the top-level container of prompts."""
+
+from datetime import datetime
+
+from pydantic import BaseModel
+
+from shared.models import Description, InputModel, Name
+from shared.pagination import PageParams
+
+
+class ProjectCreate(InputModel):
+    name: Name
+    description: Description = ""
+
+
+class ProjectUpdate(InputModel):
+    name: Name | None = None
+    description: Description | None = None
+
+
+class Project(BaseModel):
+    id: str
+    name: str
+    description: str
+    created_at: datetime
+    updated_at: datetime
+
+
+class ProjectListParams(PageParams):
+    pass
+
+
+class ProjectDeleteParams(BaseModel):
+    cascade: bool = False

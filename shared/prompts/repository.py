@@ -1,0 +1,234 @@
+"""Storage of prompts (metadata) and their immutable, gap-free numbered versions."""
+
+import re
+from typing import Any, ClassVar
+
+from pymongo import ASCENDING, DESCENDING, IndexModel, ReturnDocument
+from pymongo.collection import Collection
+from pymongo.errors import DuplicateKeyError
+
+from shared.db import indexed_collection, to_object_id, utc_now
+from shared.errors import Conflict
+from shared.pagination import find_page
+from shared.prompts.models import (
+    LATEST_LABEL,
+    PromptContent,
+    PromptCreate,
+    PromptListParams,
+    PromptRecord,
+    PromptVersion,
+)
+
+
+def _record(document: dict[str, Any]) -> PromptRecord:
+    return PromptRecord(
+        id=str(document["_id"]),
+        project_id=str(document["project_id"]),
+        name=document["name"],
+        category=document.get("category"),
+        tags=document.get("tags", []),
+        labels=document.get("labels", {}),
+        latest_version=document["latest_version"],
+        created_at=document["created_at"],
+        updated_at=document["updated_at"],
+    )
+
+
+def _version(document: dict[str, Any]) -> PromptVersion:
+    return PromptVersion(**{k: v for k, v in document.items() if k not in ("_id", "prompt_id")})
+
+
+def _name_taken(name: str) -> Conflict:
+    return Conflict(f"This project already has a prompt named {name!r}.", code="name_taken")
+
+
+class PromptRepository:
+    PROMPT_INDEXES: ClassVar[list[IndexModel]] = [
+        IndexModel(
+            [("project_id", ASCENDING), ("name", ASCENDING)], unique=True, name="unique_name"
+        ),
+        IndexModel(
+            [("project_id", ASCENDING), ("created_at", DESCENDING), ("_id", DESCENDING)],
+            name="project_newest_first",
+        ),
+        IndexModel([("created_at", DESCENDING), ("_id", DESCENDING)], name="newest_first"),
+        IndexModel([("project_id", ASCENDING), ("tags", ASCENDING)], name="project_tags"),
+        IndexModel([("project_id", ASCENDING), ("category", ASCENDING)], name="project_category"),
+    ]
+    VERSION_INDEXES: ClassVar[list[IndexModel]] = [
+        IndexModel(
+            [("prompt_id", ASCENDING), ("version", DESCENDING)], unique=True, name="unique_version"
+        ),
+    ]
+
+    def __init__(self) -> None:
+        self.prompts: Collection = indexed_collection("prompts", self.PROMPT_INDEXES)
+        self.versions: Collection = indexed_collection("prompt_versions", self.VERSION_INDEXES)
+
+    def create(self, data: PromptCreate) -> tuple[PromptRecord, PromptVersion]:
+        """Insert a prompt with version 1; a name taken in the project is a conflict."""
+        now = utc_now()
+        document = {
+            "project_id": to_object_id(data.project_id),
+            "name": data.name,
+            "category": data.category,
+            "tags": data.tags,
+            "labels": dict.fromkeys(data.labels, 1),
+            "latest_version": 1,
+            "created_at": now,
+            "updated_at": now,
+        }
+        try:
+            self.prompts.insert_one(document)
+        except DuplicateKeyError as exc:
+            raise _name_taken(data.name) from exc
+        version = {
+            "prompt_id": document["_id"],
+            "version": 1,
+            **data.stored(),
+            "variables": data.variables(),
+            "commit_message": data.commit_message,
+            "created_at": now,
+        }
+        try:
+            self.versions.insert_one(version)
+        except Exception:
+            self.prompts.delete_one({"_id": document["_id"]})
+            raise
+        return _record(document), _version(version)
+
+    def get(self, prompt_id: str) -> PromptRecord | None:
+        object_id = to_object_id(prompt_id)
+        document = object_id and self.prompts.find_one({"_id": object_id})
+        return _record(document) if document else None
+
+    def get_version(self, prompt_id: str, version: int) -> PromptVersion | None:
+        object_id = to_object_id(prompt_id)
+        document = object_id and self.versions.find_one(
+            {"prompt_id": object_id, "version": version}
+        )
+        return _version(document) if document else None
+
+    def search(self, params: PromptListParams) -> tuple[list[PromptRecord], str | None, int] | None:
+        """A page of prompts matching the filters; None when the project id cannot exist."""
+        conditions: list[dict[str, Any]] = []
+        if params.project_id is not None:
+            project_id = to_object_id(params.project_id)
+            if project_id is None:
+                return None
+            conditions.append({"project_id": project_id})
+        for field, value in (
+            ("name", params.name),
+            ("category", params.category),
+            ("tags", params.tag),
+        ):
+            if value is not None:
+                conditions.append({field: value})
+        if params.label is not None and params.label != LATEST_LABEL:
+            conditions.append({f"labels.{params.label}": {"$exists": True}})
+        if params.q:
+            conditions.append({"name": {"$regex": re.escape(params.q), "$options": "i"}})
+        query = (
+            {"$and": conditions} if len(conditions) > 1 else (conditions[0] if conditions else {})
+        )
+        documents, next_cursor, total = find_page(self.prompts, query, params)
+        return [_record(document) for document in documents], next_cursor, total
+
+    def list_versions(
+        self, prompt_id: str, limit: int, older_than: int | None
+    ) -> list[PromptVersion]:
+        """Versions newest first, at most `limit + 1` so callers can tell if more exist."""
+        query: dict[str, Any] = {"prompt_id": to_object_id(prompt_id)}
+        if older_than is not None:
+            query["version"] = {"$lt": older_than}
+        cursor = self.versions.find(query).sort("version", DESCENDING).limit(limit + 1)
+        return [_version(document) for document in cursor]
+
+    def add_version(
+        self, prompt_id: str, content: PromptContent, commit_message: str | None
+    ) -> tuple[PromptVersion, bool]:
+        """Append a version unless the content equals the newest one; (version, created).
+
+        The number is the newest existing version plus one, claimed by the unique
+        (prompt_id, version) index: concurrent writers retry on a duplicate, so numbers
+        stay consecutive even if a writer dies between its two writes.
+        """
+        object_id = to_object_id(prompt_id)
+        stored = content.stored()
+        while True:
+            newest = self.versions.find_one(
+                {"prompt_id": object_id}, sort=[("version", DESCENDING)]
+            )
+            if newest is None:
+                raise LookupError(f"prompt {prompt_id} has no versions")
+            if {key: newest.get(key) for key in stored} == stored:
+                return _version(newest), False
+            document = {
+                "prompt_id": object_id,
+                "version": newest["version"] + 1,
+                **stored,
+                "variables": content.variables(),
+                "commit_message": commit_message,
+                "created_at": utc_now(),
+            }
+            try:
+                self.versions.insert_one(document)
+            except DuplicateKeyError:
+                continue
+            self.prompts.update_one(
+                {"_id": object_id},
+                {
+                    "$max": {"latest_version": document["version"]},
+                    "$set": {"updated_at": utc_now()},
+                },
+            )
+            return _version(document), True
+
+    def update_metadata(self, prompt_id: str, fields: dict[str, Any]) -> PromptRecord | None:
+        object_id = to_object_id(prompt_id)
+        try:
+            document = object_id and self.prompts.find_one_and_update(
+                {"_id": object_id},
+                {"$set": {**fields, "updated_at": utc_now()}},
+                return_document=ReturnDocument.AFTER,
+            )
+        except DuplicateKeyError as exc:
+            raise _name_taken(fields["name"]) from exc
+        return _record(document) if document else None
+
+    def set_label(self, prompt_id: str, label: str, version: int) -> PromptRecord | None:
+        return self.update_metadata(prompt_id, {f"labels.{label}": version})
+
+    def remove_label(self, prompt_id: str, label: str) -> PromptRecord | None:
+        """Drop a label; None when the prompt does not carry it."""
+        object_id = to_object_id(prompt_id)
+        document = object_id and self.prompts.find_one_and_update(
+            {"_id": object_id, f"labels.{label}": {"$exists": True}},
+            {"$unset": {f"labels.{label}": ""}, "$set": {"updated_at": utc_now()}},
+            return_document=ReturnDocument.AFTER,
+        )
+        return _record(document) if document else None
+
+    def delete(self, prompt_id: str) -> bool:
+        """Delete a prompt, then its versions (a crash in between leaves no visible prompt)."""
+        object_id = to_object_id(prompt_id)
+        if object_id is None or not self.prompts.delete_one({"_id": object_id}).deleted_count:
+            return False
+        self.versions.delete_many({"prompt_id": object_id})
+        return True
+
+    def count_in_project(self, project_id: str) -> int:
+        object_id = to_object_id(project_id)
+        return self.prompts.count_documents({"project_id": object_id}) if object_id else 0
+
+    def delete_project_prompts(self, project_id: str) -> int:
+        """Delete every prompt of a project with its versions; the number of prompts removed."""
+        object_id = to_object_id(project_id)
+        prompt_ids = [
+            doc["_id"] for doc in self.prompts.find({"project_id": object_id}, {"_id": 1})
+        ]
+        if not prompt_ids:
+            return 0
+        deleted = self.prompts.delete_many({"_id": {"$in": prompt_ids}}).deleted_count
+        self.versions.delete_many({"prompt_id": {"$in": prompt_ids}})
+        return deleted

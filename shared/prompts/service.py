@@ -1,0 +1,222 @@
+"""What a team does with prompts: create, version, label, compare, fetch at run time."""
+
+import difflib
+import hashlib
+from typing import Any
+
+from pydantic import TypeAdapter, ValidationError
+
+from shared.errors import Conflict, not_found, validation_failed
+from shared.pagination import Page
+from shared.projects.repository import ProjectRepository
+from shared.prompts.models import (
+    LATEST_LABEL,
+    DiffParams,
+    FieldChange,
+    LabelName,
+    Prompt,
+    PromptContent,
+    PromptCreate,
+    PromptDiff,
+    PromptListParams,
+    PromptRecord,
+    PromptUpdate,
+    PromptUpdated,
+    PromptVersion,
+    VersionListParams,
+    VersionPage,
+    VersionSelector,
+)
+from shared.prompts.repository import PromptRepository
+
+_LABEL_NAME = TypeAdapter(LabelName)
+
+
+def _checked_label(label: str) -> str:
+    """A label from a URL path, refused unless it is a valid label name."""
+    try:
+        return _LABEL_NAME.validate_python(label)
+    except ValidationError as exc:
+        raise validation_failed(
+            "Labels are 1-50 letters, digits, '_' or '-'.", exc, "path"
+        ) from exc
+
+
+def prompt_etag(record: PromptRecord, version: int) -> str:
+    """Changes whenever anything the response shows can change: the prompt or the version."""
+    stamp = f"{record.id}:{version}:{record.updated_at.timestamp():.3f}"
+    return '"' + hashlib.sha1(stamp.encode()).hexdigest()[:20] + '"'
+
+
+def _content_lines(version: PromptVersion) -> list[str]:
+    """The content as diffable lines: a template as is, chat messages under `[role]` headers."""
+    if version.template is not None:
+        return [line + "\n" for line in version.template.splitlines()]
+    lines: list[str] = []
+    for message in version.messages or []:
+        lines.append(f"[{message.role}]\n")
+        lines.extend(line + "\n" for line in message.content.splitlines())
+    return lines
+
+
+def _config_changes(before: dict[str, Any], after: dict[str, Any]) -> list[FieldChange]:
+    return [
+        FieldChange(field=key, before=before.get(key), after=after.get(key))
+        for key in sorted(before.keys() | after.keys())
+        if before.get(key) != after.get(key)
+    ]
+
+
+class PromptService:
+    def __init__(self) -> None:
+        self.prompts = PromptRepository()
+        self.projects = ProjectRepository()
+
+    def create(self, data: PromptCreate) -> Prompt:
+        """Create a prompt and its version 1 in an existing project."""
+        project = self.projects.get(data.project_id)
+        if project is None:
+            raise not_found("project", data.project_id)
+        record, version = self.prompts.create(data)
+        return Prompt(**record.model_dump(), version=version)
+
+    def search(self, params: PromptListParams) -> Page[PromptRecord]:
+        found = self.prompts.search(params)
+        items, next_cursor, total = found if found is not None else ([], None, 0)
+        return Page(
+            items=items, next_cursor=next_cursor, total=total, limit=params.limit, page=params.page
+        )
+
+    def get_record(self, prompt_id: str) -> PromptRecord:
+        record = self.prompts.get(prompt_id)
+        if record is None:
+            raise not_found("prompt", prompt_id)
+        return record
+
+    def resolve_version_number(self, record: PromptRecord, selector: VersionSelector) -> int:
+        """The version a selector names: a number, a label, or the latest."""
+        if selector.version is not None:
+            if selector.version > record.latest_version:
+                raise not_found("version", f"{record.id}@{selector.version}")
+            return selector.version
+        label = selector.label or LATEST_LABEL
+        number = record.version_for_label(label)
+        if number is None:
+            raise not_found("label", f"{record.id}@{label}")
+        return number
+
+    def get_version(self, prompt_id: str, number: int) -> PromptVersion:
+        version = self.prompts.get_version(prompt_id, number)
+        if version is None:
+            raise not_found("version", f"{prompt_id}@{number}")
+        return version
+
+    def fetch(
+        self, prompt_id: str, selector: VersionSelector, known_etags: list[str]
+    ) -> tuple[Prompt | None, str]:
+        """The prompt at the chosen version and its ETag; None when a known ETag still matches.
+
+        The run-time hot path: a revalidation costs one indexed read of the prompt.
+        """
+        record = self.get_record(prompt_id)
+        number = self.resolve_version_number(record, selector)
+        etag = prompt_etag(record, number)
+        if etag in known_etags or "*" in known_etags:
+            return None, etag
+        return Prompt(**record.model_dump(), version=self.get_version(prompt_id, number)), etag
+
+    def update(self, prompt_id: str, changes: PromptUpdate) -> PromptUpdated:
+        """Apply metadata in place; content or config changes append a version."""
+        record = self.get_record(prompt_id)
+        metadata = changes.metadata()
+        if metadata:
+            record = self.prompts.update_metadata(prompt_id, metadata) or record
+        created = False
+        if changes.touches_content():
+            latest = self.get_version(prompt_id, record.latest_version)
+            content = self._merged_content(latest, changes)
+            version, created = self.prompts.add_version(prompt_id, content, changes.commit_message)
+            record = self.get_record(prompt_id)
+        else:
+            version = self.get_version(prompt_id, record.latest_version)
+        return PromptUpdated(**record.model_dump(), version=version, created_version=created)
+
+    @staticmethod
+    def _merged_content(latest: PromptVersion, changes: PromptUpdate) -> PromptContent:
+        """The latest content with the update applied; config merges key by key (null removes)."""
+        given = changes.model_dump(include={"type", "template", "messages"}, exclude_unset=True)
+        content: dict[str, Any] = {
+            "type": given.get("type", latest.type),
+            "template": latest.template,
+            "messages": latest.messages,
+            "config": dict(latest.config),
+        }
+        if "template" in given or "messages" in given:
+            content["template"] = given.get("template")
+            content["messages"] = given.get("messages")
+        if changes.config is not None:
+            for key, value in changes.config.model_dump(exclude_unset=True).items():
+                if value is None:
+                    content["config"].pop(key, None)
+                else:
+                    content["config"][key] = value
+        try:
+            return PromptContent.model_validate(content)
+        except ValidationError as exc:
+            raise validation_failed(
+                "The update leaves the prompt without valid content.", exc, "body"
+            ) from exc
+
+    def delete(self, prompt_id: str) -> None:
+        if not self.prompts.delete(prompt_id):
+            raise not_found("prompt", prompt_id)
+
+    def list_versions(self, prompt_id: str, params: VersionListParams) -> VersionPage:
+        self.get_record(prompt_id)
+        versions = self.prompts.list_versions(prompt_id, params.limit, params.cursor)
+        more = len(versions) > params.limit
+        versions = versions[: params.limit]
+        return VersionPage(items=versions, next_cursor=versions[-1].version if more else None)
+
+    def diff(self, prompt_id: str, params: DiffParams) -> PromptDiff:
+        """A unified diff of the content and a field-by-field diff of the config."""
+        before = self.get_version(prompt_id, params.from_version)
+        after = self.get_version(prompt_id, params.to_version)
+        content_diff = "".join(
+            difflib.unified_diff(
+                _content_lines(before),
+                _content_lines(after),
+                fromfile=f"v{before.version}",
+                tofile=f"v{after.version}",
+            )
+        )
+        return PromptDiff(
+            prompt_id=prompt_id,
+            from_version=before.version,
+            to_version=after.version,
+            type_changed=before.type != after.type,
+            content_diff=content_diff,
+            config_changes=_config_changes(before.config, after.config),
+            variables_added=[v for v in after.variables if v not in before.variables],
+            variables_removed=[v for v in before.variables if v not in after.variables],
+        )
+
+    def move_label(self, prompt_id: str, label: str, version: int) -> Prompt:
+        """Point a label at an existing version (how teams promote and roll back)."""
+        label = _checked_label(label)
+        if label == LATEST_LABEL:
+            raise Conflict("'latest' always follows the newest version.", code="reserved_label")
+        self.get_record(prompt_id)
+        target = self.get_version(prompt_id, version)
+        record = self.prompts.set_label(prompt_id, label, version)
+        if record is None:
+            raise not_found("prompt", prompt_id)
+        return Prompt(**record.model_dump(), version=target)
+
+    def remove_label(self, prompt_id: str, label: str) -> None:
+        label = _checked_label(label)
+        if label == LATEST_LABEL:
+            raise Conflict("'latest' always follows the newest version.", code="reserved_label")
+        self.get_record(prompt_id)
+        if self.prompts.remove_label(prompt_id, label) is None:
+            raise not_found("label", f"{prompt_id}@{label}")
