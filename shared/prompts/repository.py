@@ -27,7 +27,7 @@ def _record(document: dict[str, Any]) -> PromptRecord:
         name=document["name"],
         category=document.get("category"),
         tags=document.get("tags", []),
-        labels=document.get("labels", {}),
+        labels={**document.get("labels", {}), LATEST_LABEL: document["latest_version"]},
         latest_version=document["latest_version"],
         created_at=document["created_at"],
         updated_at=document["updated_at"],

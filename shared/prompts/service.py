@@ -106,6 +106,7 @@ class PromptService:
         return number
 
     def get_version(self, prompt_id: str, number: int) -> PromptVersion:
+        """One version of a prompt; 404 when either does not exist."""
         version = self.prompts.get_version(prompt_id, number)
         if version is None:
             raise not_found("version", f"{prompt_id}@{number}")

@@ -1,0 +1,115 @@
+"""Real components on loopback: SecantusDB (or TEST_MONGODB_URI), the dev gateway over HTTP."""
+
+import os
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+
+import httpx
+import pytest
+import uvicorn
+from pymongo import MongoClient
+from pymongo.database import Database
+
+from devtools.embedded_mongo import EmbeddedMongo, free_port
+from devtools.gateway import build_gateway
+from shared.settings import get_settings
+
+
+@pytest.fixture(scope="session")
+def mongo_uri() -> Iterator[str]:
+    """A real MongoDB when TEST_MONGODB_URI is set, else an in-memory SecantusDB process."""
+    external = os.environ.get("TEST_MONGODB_URI")
+    if external:
+        yield external
+        return
+    with EmbeddedMongo(":memory:") as server:
+        yield server.uri
+
+
+@pytest.fixture(autouse=True)
+def environment(mongo_uri: str) -> Iterator[str]:
+    """Each test gets a fresh database and its own environment, restored afterwards."""
+    saved = dict(os.environ)
+    database = f"test_{uuid.uuid4().hex[:12]}"
+    os.environ.update({"MONGODB_URI": mongo_uri, "MONGODB_DB": database, "CORS_ORIGINS": "*"})
+    get_settings.cache_clear()
+    yield database
+    os.environ.clear()
+    os.environ.update(saved)
+    get_settings.cache_clear()
+    with MongoClient(mongo_uri, serverSelectionTimeoutMS=2000) as client:
+        client.drop_database(database)
+
+
+class ServerThread:
+    """An ASGI app served by uvicorn on 127.0.0.1 from a background thread."""
+
+    def __init__(self, app: object) -> None:
+        self.port = free_port()
+        config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning")
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def __enter__(self) -> "ServerThread":
+        self.thread.start()
+        deadline = time.monotonic() + 10
+        while not self.server.started:
+            if time.monotonic() > deadline:
+                raise RuntimeError("the gateway did not start")
+            time.sleep(0.01)
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=10)
+
+
+@pytest.fixture(scope="session")
+def gateway_url() -> Iterator[str]:
+    with ServerThread(build_gateway()) as server:
+        yield server.url
+
+
+@pytest.fixture
+def client(gateway_url: str) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=gateway_url, timeout=30) as http:
+        yield http
+
+
+@pytest.fixture
+def project(client: httpx.Client) -> dict:
+    response = client.post("/projects", json={"name": "Support bot", "description": "Helpdesk"})
+    assert response.status_code == 201, response.text
+    return response.json()
+
+
+@pytest.fixture
+def make_prompt(client: httpx.Client, project: dict):
+    """Create a prompt in the test project; keyword arguments override the defaults."""
+
+    def create(**fields: object) -> dict:
+        body = {
+            "project_id": project["id"],
+            "name": f"prompt-{uuid.uuid4().hex[:6]}",
+            "type": "text",
+            "template": "Answer {{question}} politely.",
+            **fields,
+        }
+        response = client.post("/prompts", json=body)
+        assert response.status_code == 201, response.text
+        return response.json()
+
+    return create
+
+
+@pytest.fixture
+def database(mongo_uri: str, environment: str) -> Iterator[Database]:
+    """The test's database, for asserting on what was stored."""
+    with MongoClient(mongo_uri, serverSelectionTimeoutMS=2000, tz_aware=True) as mongo:
+        yield mongo[environment]
