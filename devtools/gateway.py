@@ -4,7 +4,9 @@ It loads each function exactly as functions-framework does in production (`creat
 shared target name), so a function behaves the same here as alone or behind OpenFaaS/Knative.
 """
 
+from collections.abc import Iterable
 from pathlib import Path
+from wsgiref.types import StartResponse, WSGIApplication, WSGIEnvironment
 
 import functions_framework
 from a2wsgi import WSGIMiddleware
@@ -21,10 +23,20 @@ def function_names() -> list[str]:
     return sorted(path.parent.name for path in FUNCTIONS_DIR.glob("*/main.py"))
 
 
+def _input_terminated(app: WSGIApplication) -> WSGIApplication:
+    """Tell Flask the body stream ends by itself, as gunicorn does, so chunked bodies are read."""
+
+    def application(environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+        environ["wsgi.input_terminated"] = True
+        return app(environ, start_response)
+
+    return application
+
+
 def load_function(name: str) -> ASGIApp:
     """The function's app as functions-framework builds it, as ASGI."""
     app = functions_framework.create_app(TARGET, str(FUNCTIONS_DIR / name / "main.py"))
-    return WSGIMiddleware(app) if isinstance(app, Flask) else app
+    return WSGIMiddleware(_input_terminated(app)) if isinstance(app, Flask) else app
 
 
 class Gateway:

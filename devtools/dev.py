@@ -1,0 +1,45 @@
+"""`make dev`: every function behind one local gateway, on embedded defaults.
+
+Starts SecantusDB with its data in `.data/mongo` unless MONGODB_URI is configured, serves the
+gateway on http://127.0.0.1:$PORT (8080), and stops the database when the gateway exits.
+"""
+
+import logging
+import os
+from contextlib import ExitStack
+from pathlib import Path
+
+import uvicorn
+
+from devtools.embedded_mongo import EmbeddedMongo
+from devtools.gateway import build_gateway, function_names
+from shared.settings import get_settings
+
+DATA_DIR = Path(__file__).resolve().parent.parent / ".data"
+
+logger = logging.getLogger("better_assistant.dev")
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    port = int(os.environ.get("PORT", "8080"))
+    host = os.environ.get("HOST", "127.0.0.1")
+    with ExitStack() as stack:
+        if "mongodb_uri" not in get_settings().model_fields_set:
+            DATA_DIR.mkdir(exist_ok=True)
+            mongo = stack.enter_context(
+                EmbeddedMongo(str(DATA_DIR / "mongo"), log_path=DATA_DIR / "mongo.log")
+            )
+            os.environ["MONGODB_URI"] = mongo.uri
+            get_settings.cache_clear()
+            logger.info("embedded MongoDB (SecantusDB) at %s, data in %s", mongo.uri, DATA_DIR)
+        else:
+            logger.info("using MONGODB_URI from the environment")
+        gateway = build_gateway()
+        for name in function_names():
+            logger.info("function %-16s http://%s:%d/%s", name, host, port, name)
+        uvicorn.run(gateway, host=host, port=port, log_level="info")
+
+
+if __name__ == "__main__":
+    main()

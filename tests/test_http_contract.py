@@ -1,0 +1,154 @@
+"""The one error model, limits, CORS and request ids, identical for every function."""
+
+import httpx
+import pytest
+
+from shared.http.messages import Request
+from shared.http.routing import Router
+
+FUNCTIONS = ["projects", "prompts"]
+
+
+@pytest.mark.parametrize("function", FUNCTIONS)
+def test_unknown_route_is_404_in_the_error_model(client: httpx.Client, function: str) -> None:
+    response = client.get(f"/{function}/a/b/c/d")
+    assert response.status_code == 404
+    assert response.headers["content-type"] == "application/json"
+    assert response.json()["error"]["code"] == "route_not_found"
+
+
+@pytest.mark.parametrize("function", FUNCTIONS)
+def test_wrong_method_is_405_with_allow(client: httpx.Client, function: str) -> None:
+    response = client.patch(f"/{function}")
+    assert response.status_code == 405
+    assert "POST" in response.headers["Allow"]
+    assert response.json()["error"]["code"] == "method_not_allowed"
+
+
+@pytest.mark.parametrize("function", FUNCTIONS)
+def test_malformed_json_is_400(client: httpx.Client, function: str) -> None:
+    response = client.post(
+        f"/{function}", content=b'{"name": ', headers={"Content-Type": "application/json"}
+    )
+    assert response.status_code == 400
+    assert response.json()["error"]["code"] == "malformed_json"
+
+
+@pytest.mark.parametrize("function", FUNCTIONS)
+def test_missing_body_is_400(client: httpx.Client, function: str) -> None:
+    assert client.post(f"/{function}").status_code == 400
+
+
+@pytest.mark.parametrize("function", FUNCTIONS)
+def test_wrong_content_type_is_415(client: httpx.Client, function: str) -> None:
+    response = client.post(f"/{function}", content=b"name=x", headers={"Content-Type": "text/plain"})
+    assert response.status_code == 415
+    assert response.json()["error"]["code"] == "unsupported_media_type"
+
+
+def test_body_over_the_limit_is_413_and_stores_nothing(
+    client: httpx.Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MAX_BODY_BYTES", "2048")
+    from shared.settings import get_settings
+
+    get_settings.cache_clear()
+    big = {"name": "big", "description": "x" * 4000}
+    assert client.post("/projects", json=big).status_code == 413
+
+    def chunks():
+        yield b'{"name": "streamed", "description": "'
+        yield b"y" * 4000
+        yield b'"}'
+
+    streamed = client.post(
+        "/projects", content=chunks(), headers={"Content-Type": "application/json"}
+    )
+    assert streamed.status_code == 413
+    assert streamed.json()["error"]["details"] == {"limit": 2048}
+    assert client.get("/projects").json()["total"] == 0
+
+
+def test_unknown_fields_are_422(client: httpx.Client) -> None:
+    response = client.post("/projects", json={"name": "x", "owner": "me"})
+    assert response.status_code == 422
+    assert response.json()["error"]["details"][0]["loc"] == ["body", "owner"]
+
+
+def test_query_operators_in_json_never_reach_mongodb(
+    client: httpx.Client, project: dict, make_prompt
+) -> None:
+    make_prompt(name="secret")
+    for body in (
+        {"name": {"$ne": ""}},
+        {"name": "x", "description": {"$gt": ""}},
+    ):
+        assert client.post("/projects", json=body).status_code == 422
+    smuggled = client.put(f"/projects/{project['id']}", json={"name": {"$set": {"x": 1}}})
+    assert smuggled.status_code == 422
+    listed = client.get("/prompts", params={"project_id": project["id"], "name": '{"$ne": ""}'})
+    assert listed.json()["items"] == []
+
+
+def test_validation_errors_name_every_failing_field(client: httpx.Client) -> None:
+    response = client.post("/prompts", json={"type": "text"})
+    assert response.status_code == 422
+    locations = {tuple(item["loc"]) for item in response.json()["error"]["details"]}
+    assert {("body", "project_id"), ("body", "name")} <= locations
+
+
+def test_request_id_is_echoed_or_generated(client: httpx.Client) -> None:
+    echoed = client.get("/projects", headers={"X-Request-Id": "trace-123"})
+    assert echoed.headers["X-Request-Id"] == "trace-123"
+    generated = client.get("/projects")
+    assert len(generated.headers["X-Request-Id"]) == 32
+
+
+def test_unexpected_errors_are_500_with_only_the_request_id(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    router = Router("broken")
+
+    @router.get("/")
+    def explode(request: Request) -> None:
+        raise RuntimeError("password=hunter2 in a stack trace")
+
+    request = Request("GET", "/", {}, {}, lambda: b"", "req-42")
+    response = router.dispatch(request)
+    assert response.status == 500
+    assert b"hunter2" not in response.body
+    assert b'"request_id":"req-42"' in response.body
+    assert "req-42" in caplog.text
+
+
+def test_cors_preflight_and_allowed_origins(
+    client: httpx.Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CORS_ORIGINS", "https://app.example.com")
+    from shared.settings import get_settings
+
+    get_settings.cache_clear()
+    preflight = client.options(
+        "/prompts/abc",
+        headers={
+            "Origin": "https://app.example.com",
+            "Access-Control-Request-Method": "PUT",
+            "Access-Control-Request-Headers": "content-type, if-none-match",
+        },
+    )
+    assert preflight.status_code == 204
+    assert preflight.headers["Access-Control-Allow-Origin"] == "https://app.example.com"
+    assert "PUT" in preflight.headers["Access-Control-Allow-Methods"]
+    assert preflight.headers["Access-Control-Allow-Headers"] == "content-type, if-none-match"
+
+    allowed = client.get("/projects", headers={"Origin": "https://app.example.com"})
+    assert allowed.headers["Access-Control-Allow-Origin"] == "https://app.example.com"
+    assert "ETag" in allowed.headers["Access-Control-Expose-Headers"]
+    denied = client.get("/projects", headers={"Origin": "https://evil.example.com"})
+    assert "Access-Control-Allow-Origin" not in denied.headers
+
+
+def test_health_is_cheap_and_readiness_reaches_mongodb(client: httpx.Client) -> None:
+    for function in FUNCTIONS:
+        assert client.get(f"/{function}/healthz").json() == {"status": "ok"}
+        assert client.get(f"/{function}/readyz").json() == {"status": "ready"}

@@ -1,0 +1,86 @@
+"""Each function also runs alone under the functions-framework CLI, as it does when deployed."""
+
+import os
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from devtools.embedded_mongo import free_port
+from devtools.gateway import FUNCTIONS_DIR, TARGET, function_names
+
+CLI = Path(sys.executable).parent / "functions-framework"
+
+
+def wait_until_healthy(url: str, process: subprocess.Popen[bytes]) -> None:
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        if process.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError(f"{url} did not start: {process.stderr.read().decode()}")
+        time.sleep(0.1)
+
+
+@pytest.fixture(scope="module")
+def deployed(mongo_uri: str) -> Iterator[dict[str, str]]:
+    """Every function started exactly as a deployment starts it, each on its own port."""
+    database = f"standalone_{uuid.uuid4().hex[:8]}"
+    processes: list[subprocess.Popen[bytes]] = []
+    urls: dict[str, str] = {}
+    try:
+        for name in function_names():
+            port = free_port()
+            env = {**os.environ, "MONGODB_URI": mongo_uri, "MONGODB_DB": database, "PORT": str(port)}
+            source = FUNCTIONS_DIR / name / "main.py"
+            processes.append(
+                subprocess.Popen(
+                    [str(CLI), "--source", str(source), "--target", TARGET],
+                    env=env,
+                    cwd="/",
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.PIPE,
+                )
+            )
+            urls[name] = f"http://127.0.0.1:{port}"
+        for process, url in zip(processes, urls.values(), strict=True):
+            wait_until_healthy(url, process)
+        yield urls
+    finally:
+        for process in processes:
+            process.terminate()
+            process.wait(timeout=10)
+
+
+@pytest.mark.parametrize("name", function_names())
+def test_each_function_answers_at_its_own_root(deployed: dict[str, str], name: str) -> None:
+    with httpx.Client(base_url=deployed[name]) as http:
+        assert http.get("/readyz").json() == {"status": "ready"}
+        assert http.get("/").status_code == 200
+        assert http.get("/nothing/here/at/all").status_code == 404
+
+
+def test_separately_deployed_functions_work_together(deployed: dict[str, str]) -> None:
+    projects = httpx.Client(base_url=deployed["projects"])
+    prompts = httpx.Client(base_url=deployed["prompts"])
+    project = projects.post("/", json={"name": f"alone-{uuid.uuid4().hex[:6]}"}).json()
+    body = {
+        "project_id": project["id"],
+        "name": "alone",
+        "type": "text",
+        "template": "Hi {{x}}",
+        "labels": ["production"],
+    }
+    prompt = prompts.post("/", json=body)
+    assert prompt.status_code == 201
+    fetched = prompts.get(f"/{prompt.json()['id']}", params={"label": "production"})
+    assert fetched.json()["version"]["template"] == "Hi {{x}}"
+    assert projects.delete(f"/{project['id']}").status_code == 409
