@@ -6,8 +6,10 @@ gateway on http://127.0.0.1:$PORT (8080), and stops the database when the gatewa
 
 import logging
 import os
+import signal
 from contextlib import ExitStack
 from pathlib import Path
+from types import FrameType
 
 import uvicorn
 
@@ -20,7 +22,13 @@ DATA_DIR = Path(__file__).resolve().parent.parent / ".data"
 logger = logging.getLogger("better_assistant.dev")
 
 
+def _exit_on_sigterm(signum: int, frame: FrameType | None) -> None:
+    raise SystemExit(0)
+
+
 def main() -> None:
+    # uvicorn re-raises the signal that stopped it; exiting through Python lets the database stop.
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     port = int(os.environ.get("PORT", "8080"))
     host = os.environ.get("HOST", "127.0.0.1")

@@ -59,7 +59,6 @@ class EmbeddedMongo:
             ],
             stdout=log,
             stderr=subprocess.STDOUT,
-            start_new_session=True,
         )
         self._wait_until_ready(timeout)
         return self

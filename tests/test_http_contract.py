@@ -41,7 +41,9 @@ def test_missing_body_is_400(client: httpx.Client, function: str) -> None:
 
 @pytest.mark.parametrize("function", FUNCTIONS)
 def test_wrong_content_type_is_415(client: httpx.Client, function: str) -> None:
-    response = client.post(f"/{function}", content=b"name=x", headers={"Content-Type": "text/plain"})
+    response = client.post(
+        f"/{function}", content=b"name=x", headers={"Content-Type": "text/plain"}
+    )
     assert response.status_code == 415
     assert response.json()["error"]["code"] == "unsupported_media_type"
 
@@ -110,7 +112,7 @@ def test_unexpected_errors_are_500_with_only_the_request_id(
     router = Router("broken")
 
     @router.get("/")
-    def explode(request: Request) -> None:
+    def explode() -> None:
         raise RuntimeError("password=hunter2 in a stack trace")
 
     request = Request("GET", "/", {}, {}, lambda: b"", "req-42")

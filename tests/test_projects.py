@@ -108,7 +108,9 @@ def test_delete_with_prompts_needs_cascade(
     assert refused.json()["error"]["details"] == {"prompts": 1}
     assert client.get(f"/prompts/{prompt['id']}").status_code == 200
 
-    assert client.delete(f"/projects/{project['id']}", params={"cascade": "true"}).status_code == 204
+    assert (
+        client.delete(f"/projects/{project['id']}", params={"cascade": "true"}).status_code == 204
+    )
     assert client.get(f"/projects/{project['id']}").status_code == 404
     assert client.get(f"/prompts/{prompt['id']}").status_code == 404
     assert database.prompts.count_documents({}) == 0

@@ -106,7 +106,12 @@ def test_name_is_unique_within_a_project_only(client: httpx.Client, make_prompt)
 def test_create_in_a_missing_project_is_404(client: httpx.Client) -> None:
     response = client.post(
         "/prompts",
-        json={"project_id": "6b0731e5942f52642075caa9", "name": "p", "type": "text", "template": "x"},
+        json={
+            "project_id": "6b0731e5942f52642075caa9",
+            "name": "p",
+            "type": "text",
+            "template": "x",
+        },
     )
     assert response.status_code == 404
 

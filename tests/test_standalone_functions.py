@@ -39,7 +39,12 @@ def deployed(mongo_uri: str) -> Iterator[dict[str, str]]:
     try:
         for name in function_names():
             port = free_port()
-            env = {**os.environ, "MONGODB_URI": mongo_uri, "MONGODB_DB": database, "PORT": str(port)}
+            env = {
+                **os.environ,
+                "MONGODB_URI": mongo_uri,
+                "MONGODB_DB": database,
+                "PORT": str(port),
+            }
             source = FUNCTIONS_DIR / name / "main.py"
             processes.append(
                 subprocess.Popen(

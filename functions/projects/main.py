@@ -1,9 +1,10 @@
 """The `projects` function: create, list, read, update and delete projects."""
 
 from shared.http.flask_adapter import flask_function
-from shared.http.messages import Request, Response, json_response, no_content
 from shared.http.routing import Router
+from shared.pagination import Page
 from shared.projects.models import (
+    Project,
     ProjectCreate,
     ProjectDeleteParams,
     ProjectListParams,
@@ -15,29 +16,33 @@ router = Router("projects")
 
 
 @router.get("/")
-def list_projects(request: Request) -> Response:
-    return json_response(ProjectService().search(request.query_as(ProjectListParams)))
+def list_projects(query: ProjectListParams) -> Page[Project]:
+    """List projects, newest first."""
+    return ProjectService().search(query)
 
 
-@router.post("/")
-def create_project(request: Request) -> Response:
-    return json_response(ProjectService().create(request.body_as(ProjectCreate)), 201)
+@router.post("/", status=201)
+def create_project(body: ProjectCreate) -> Project:
+    """Create a project."""
+    return ProjectService().create(body)
 
 
 @router.get("/{project_id}")
-def get_project(request: Request, project_id: str) -> Response:
-    return json_response(ProjectService().get(project_id))
+def get_project(project_id: str) -> Project:
+    """Get one project."""
+    return ProjectService().get(project_id)
 
 
 @router.put("/{project_id}")
-def update_project(request: Request, project_id: str) -> Response:
-    return json_response(ProjectService().update(project_id, request.body_as(ProjectUpdate)))
+def update_project(project_id: str, body: ProjectUpdate) -> Project:
+    """Update a project's given fields."""
+    return ProjectService().update(project_id, body)
 
 
 @router.delete("/{project_id}")
-def delete_project(request: Request, project_id: str) -> Response:
-    ProjectService().delete(project_id, request.query_as(ProjectDeleteParams))
-    return no_content()
+def delete_project(project_id: str, query: ProjectDeleteParams) -> None:
+    """Delete a project; `cascade=true` also deletes its prompts."""
+    ProjectService().delete(project_id, query)
 
 
 handle = flask_function(router)

@@ -1,15 +1,22 @@
 """The `prompts` function: versioned prompts with labels, diffs and cacheable run-time fetches."""
 
 from shared.http.flask_adapter import flask_function
-from shared.http.messages import Request, Response, json_response, no_content
+from shared.http.messages import Request, Response, json_response
 from shared.http.routing import Router
+from shared.pagination import Page
 from shared.prompts.models import (
     DiffParams,
     LabelMove,
+    Prompt,
     PromptCreate,
+    PromptDiff,
     PromptListParams,
+    PromptRecord,
     PromptUpdate,
+    PromptUpdated,
+    PromptVersion,
     VersionListParams,
+    VersionPage,
     VersionSelector,
 )
 from shared.prompts.service import PromptService
@@ -18,20 +25,21 @@ router = Router("prompts")
 
 
 @router.get("/")
-def list_prompts(request: Request) -> Response:
-    return json_response(PromptService().search(request.query_as(PromptListParams)))
+def list_prompts(query: PromptListParams) -> Page[PromptRecord]:
+    """List prompts, filtered by project, name, category, tag, label or a name search."""
+    return PromptService().search(query)
 
 
-@router.post("/")
-def create_prompt(request: Request) -> Response:
-    return json_response(PromptService().create(request.body_as(PromptCreate)), 201)
+@router.post("/", status=201)
+def create_prompt(body: PromptCreate) -> Prompt:
+    """Create a prompt with its version 1."""
+    return PromptService().create(body)
 
 
 @router.get("/{prompt_id}")
-def get_prompt(request: Request, prompt_id: str) -> Response:
-    prompt, etag = PromptService().fetch(
-        prompt_id, request.query_as(VersionSelector), request.if_none_match()
-    )
+def get_prompt(request: Request, prompt_id: str, query: VersionSelector) -> Prompt:
+    """Get a prompt at a version or label (latest by default); 304 on a matching ETag."""
+    prompt, etag = PromptService().fetch(prompt_id, query, request.if_none_match())
     headers = {"ETag": etag, "Cache-Control": "no-cache"}
     if prompt is None:
         return Response(304, headers=headers)
@@ -39,43 +47,45 @@ def get_prompt(request: Request, prompt_id: str) -> Response:
 
 
 @router.put("/{prompt_id}")
-def update_prompt(request: Request, prompt_id: str) -> Response:
-    return json_response(PromptService().update(prompt_id, request.body_as(PromptUpdate)))
+def update_prompt(prompt_id: str, body: PromptUpdate) -> PromptUpdated:
+    """Update metadata in place; content or config changes create a new version."""
+    return PromptService().update(prompt_id, body)
 
 
 @router.delete("/{prompt_id}")
-def delete_prompt(request: Request, prompt_id: str) -> Response:
+def delete_prompt(prompt_id: str) -> None:
+    """Delete a prompt and its versions."""
     PromptService().delete(prompt_id)
-    return no_content()
 
 
 @router.get("/{prompt_id}/versions")
-def list_versions(request: Request, prompt_id: str) -> Response:
-    return json_response(
-        PromptService().list_versions(prompt_id, request.query_as(VersionListParams))
-    )
+def list_versions(prompt_id: str, query: VersionListParams) -> VersionPage:
+    """List a prompt's versions, newest first."""
+    return PromptService().list_versions(prompt_id, query)
 
 
-@router.get("/{prompt_id}/versions/{number:int}")
-def get_version(request: Request, prompt_id: str, number: int) -> Response:
-    return json_response(PromptService().get_version(prompt_id, number))
+@router.get("/{prompt_id}/versions/{number}")
+def get_version(prompt_id: str, number: int) -> PromptVersion:
+    """Get one version."""
+    return PromptService().get_version(prompt_id, number)
 
 
 @router.get("/{prompt_id}/diff")
-def diff_versions(request: Request, prompt_id: str) -> Response:
-    return json_response(PromptService().diff(prompt_id, request.query_as(DiffParams)))
+def diff_versions(prompt_id: str, query: DiffParams) -> PromptDiff:
+    """Diff two versions: content as a unified diff, config field by field."""
+    return PromptService().diff(prompt_id, query)
 
 
 @router.put("/{prompt_id}/labels/{label}")
-def move_label(request: Request, prompt_id: str, label: str) -> Response:
-    move = request.body_as(LabelMove)
-    return json_response(PromptService().move_label(prompt_id, label, move.version))
+def move_label(prompt_id: str, label: str, body: LabelMove) -> Prompt:
+    """Point a label at a version."""
+    return PromptService().move_label(prompt_id, label, body.version)
 
 
 @router.delete("/{prompt_id}/labels/{label}")
-def remove_label(request: Request, prompt_id: str, label: str) -> Response:
+def remove_label(prompt_id: str, label: str) -> None:
+    """Remove a label."""
     PromptService().remove_label(prompt_id, label)
-    return no_content()
 
 
 handle = flask_function(router)

@@ -1,21 +1,33 @@
-"""One route table per function, dispatched in one place: errors, CORS, health and request ids."""
+"""One route table per function, dispatched in one place: errors, CORS, health and request ids.
 
+A handler declares what it needs by parameter: `request`, `body: SomeModel` (the JSON body,
+validated), `query: SomeModel` (the query string, validated) and path parameters by name (an
+`int` annotation makes the path segment numeric). It returns a pydantic model (rendered as JSON
+with the route's status), None (204) or a ready `Response`. The same declarations describe the
+route in the OpenAPI document.
+"""
+
+import inspect
 import logging
 import re
+import typing
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import BaseModel
 
 from shared.db import DATABASE_UNAVAILABLE_ERRORS, ping_database
 from shared.errors import AppError, MethodNotAllowed, NotFound, ServiceUnavailable
-from shared.http.messages import Request, Response, json_response
+from shared.http.messages import Request, Response, json_response, no_content
 from shared.settings import get_settings
 
 logger = logging.getLogger("better_assistant")
 
-Handler = Callable[..., Response]
+Handler = Callable[..., Any]
 
-_PARAMETER = re.compile(r"\{(\w+(?::int)?)\}")
+_PARAMETER = re.compile(r"\{(\w+)\}")
 _CORS_METHODS = "GET, POST, PUT, DELETE, OPTIONS"
 
 
@@ -23,24 +35,61 @@ _CORS_METHODS = "GET, POST, PUT, DELETE, OPTIONS"
 class Route:
     method: str
     path: str
-    pattern: re.Pattern[str]
-    integers: frozenset[str]
     handler: Handler
+    status: int = 200
+    pattern: re.Pattern[str] = field(init=False)
+    body: type[BaseModel] | None = field(init=False, default=None)
+    query: type[BaseModel] | None = field(init=False, default=None)
+    response: Any = field(init=False, default=None)
+    path_types: dict[str, type] = field(init=False, default_factory=dict)
+    is_async: bool = field(init=False, default=False)
+    wants_request: bool = field(init=False, default=False)
+
+    def __post_init__(self) -> None:
+        hints = typing.get_type_hints(self.handler)
+        names = _PARAMETER.findall(self.path)
+        set_field = object.__setattr__
+        set_field(self, "path_types", {name: hints.get(name, str) for name in names})
+        set_field(self, "pattern", _compile(self.path, self.path_types))
+        set_field(self, "body", hints.get("body"))
+        set_field(self, "query", hints.get("query"))
+        set_field(self, "response", hints.get("return"))
+        set_field(self, "is_async", inspect.iscoroutinefunction(self.handler))
+        set_field(self, "wants_request", "request" in inspect.signature(self.handler).parameters)
+
+    def arguments(self, request: Request, path_values: dict[str, str]) -> dict[str, Any]:
+        """The handler's keyword arguments, parsed and validated from the request."""
+        arguments: dict[str, Any] = {
+            name: self.path_types[name](value) for name, value in path_values.items()
+        }
+        if self.wants_request:
+            arguments["request"] = request
+        if self.body is not None:
+            arguments["body"] = request.body_as(self.body)
+        if self.query is not None:
+            arguments["query"] = request.query_as(self.query)
+        return arguments
+
+    def render(self, result: Any) -> Response:
+        if isinstance(result, Response):
+            return result
+        if result is None:
+            return no_content()
+        return json_response(result, self.status)
 
 
-def _parameter_regex(parameter: str) -> str:
-    name, _, kind = parameter.partition(":")
-    return f"(?P<{name}>[0-9]{{1,9}})" if kind == "int" else f"(?P<{name}>[^/]+)"
-
-
-def compile_path(path: str) -> tuple[re.Pattern[str], frozenset[str]]:
-    """`/{prompt_id}/versions/{number:int}` -> a regex with named groups, and the int ones."""
+def _compile(path: str, path_types: dict[str, type]) -> re.Pattern[str]:
+    """`/{prompt_id}/versions/{number}` -> a regex with a named group per path parameter."""
     parts = _PARAMETER.split(path.rstrip("/") or "/")
-    regex = "".join(
-        _parameter_regex(part) if index % 2 else re.escape(part) for index, part in enumerate(parts)
-    )
-    integers = frozenset(part.partition(":")[0] for part in parts[1::2] if part.endswith(":int"))
-    return re.compile(f"^{regex}/?$" if regex != "/" else "^/?$"), integers
+    regex = ""
+    for index, part in enumerate(parts):
+        if index % 2 == 0:
+            regex += re.escape(part)
+        elif path_types[part] is int:
+            regex += f"(?P<{part}>[0-9]{{1,9}})"
+        else:
+            regex += f"(?P<{part}>[^/]+)"
+    return re.compile(f"^{regex}/?$" if regex != "/" else "^/?$")
 
 
 class Router:
@@ -48,35 +97,32 @@ class Router:
 
     def __init__(self, name: str) -> None:
         self.name = name
-        self.routes: list[Route] = []
-        self.add("GET", "/healthz", _health)
-        self.add("GET", "/readyz", _readiness)
+        self.routes: list[Route] = [
+            Route("GET", "/healthz", _health),
+            Route("GET", "/readyz", _readiness),
+        ]
 
-    def add(self, method: str, path: str, handler: Handler) -> None:
-        pattern, integers = compile_path(path)
-        self.routes.append(Route(method, path, pattern, integers, handler))
-
-    def get(self, path: str) -> Callable[[Handler], Handler]:
-        return self._decorator("GET", path)
-
-    def post(self, path: str) -> Callable[[Handler], Handler]:
-        return self._decorator("POST", path)
-
-    def put(self, path: str) -> Callable[[Handler], Handler]:
-        return self._decorator("PUT", path)
-
-    def delete(self, path: str) -> Callable[[Handler], Handler]:
-        return self._decorator("DELETE", path)
-
-    def _decorator(self, method: str, path: str) -> Callable[[Handler], Handler]:
+    def route(self, method: str, path: str, status: int = 200) -> Callable[[Handler], Handler]:
         def register(handler: Handler) -> Handler:
-            self.add(method, path, handler)
+            self.routes.append(Route(method, path, handler, status))
             return handler
 
         return register
 
-    def resolve(self, method: str, path: str) -> tuple[Handler, dict[str, str | int]]:
-        """The handler and path parameters for a request; 404 or 405 when there is none."""
+    def get(self, path: str) -> Callable[[Handler], Handler]:
+        return self.route("GET", path)
+
+    def post(self, path: str, status: int = 200) -> Callable[[Handler], Handler]:
+        return self.route("POST", path, status)
+
+    def put(self, path: str) -> Callable[[Handler], Handler]:
+        return self.route("PUT", path)
+
+    def delete(self, path: str) -> Callable[[Handler], Handler]:
+        return self.route("DELETE", path, 204)
+
+    def resolve(self, method: str, path: str) -> tuple[Route, dict[str, str]]:
+        """The route and raw path values for a request; 404 or 405 when there is none."""
         allowed: list[str] = []
         lookup_method = "GET" if method == "HEAD" else method
         for route in self.routes:
@@ -84,32 +130,35 @@ class Router:
             if match is None:
                 continue
             if route.method == lookup_method:
-                parameters: dict[str, str | int] = {
-                    name: int(value) if name in route.integers else value
-                    for name, value in match.groupdict().items()
-                }
-                return route.handler, parameters
+                return route, match.groupdict()
             allowed.append(route.method)
         if allowed:
             raise MethodNotAllowed(sorted({*allowed, "OPTIONS"}))
         raise NotFound(f"No route {path} in function {self.name}.", code="route_not_found")
 
     def dispatch(self, request: Request) -> Response:
-        """Run the matching handler and render any failure as the one error model."""
-        if request.method == "OPTIONS" and request.header("access-control-request-method"):
-            response = Response(204)
-        else:
-            response = self._run(request)
-        response.headers["X-Request-Id"] = request.request_id
-        response.headers.update(cors_headers(request))
-        return response
-
-    def _run(self, request: Request) -> Response:
+        """Run the matching (synchronous) handler and render any failure as the error model."""
+        if is_preflight(request):
+            return finish(request, Response(204))
         try:
-            handler, parameters = self.resolve(request.method, request.path)
-            return handler(request, **parameters)
+            route, path_values = self.resolve(request.method, request.path)
+            response = route.render(route.handler(**route.arguments(request, path_values)))
         except Exception as exc:
-            return render_error(exc, request.request_id)
+            response = render_error(exc, request.request_id)
+        return finish(request, response)
+
+
+def is_preflight(request: Request) -> bool:
+    return (
+        request.method == "OPTIONS" and request.header("access-control-request-method") is not None
+    )
+
+
+def finish(request: Request, response: Response) -> Response:
+    """Headers every response carries: the request id and CORS."""
+    response.headers["X-Request-Id"] = request.request_id
+    response.headers.update(cors_headers(request))
+    return response
 
 
 def render_error(exc: Exception, request_id: str) -> Response:
@@ -157,10 +206,16 @@ def new_request_id(incoming: str | None) -> str:
     return uuid.uuid4().hex
 
 
-def _health(request: Request) -> Response:
-    return json_response({"status": "ok"})
+class HealthStatus(BaseModel):
+    status: str
 
 
-def _readiness(request: Request) -> Response:
+def _health() -> HealthStatus:
+    """Liveness: answers without touching any dependency."""
+    return HealthStatus(status="ok")
+
+
+def _readiness() -> HealthStatus:
+    """Readiness: one round trip to MongoDB (503 when it is unreachable)."""
     ping_database()
-    return json_response({"status": "ready"})
+    return HealthStatus(status="ready")
