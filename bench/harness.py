@@ -1,0 +1,121 @@
+"""What every benchmark needs: functions started as deployed, and a bounded load generator.
+
+All traffic goes to 127.0.0.1; every run is bounded by a request count and a time limit.
+"""
+
+import asyncio
+import os
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+from devtools.embedded_mongo import free_port
+from devtools.gateway import FUNCTIONS_DIR, TARGET
+
+CLI = Path(sys.executable).parent / "functions-framework"
+
+
+@contextmanager
+def running_function(name: str, env: dict[str, str]) -> Iterator[str]:
+    """One function under the functions-framework CLI (gunicorn), exactly as in its image."""
+    port = free_port()
+    process = subprocess.Popen(
+        [str(CLI), "--source", str(FUNCTIONS_DIR / name / "main.py"), "--target", TARGET],
+        env={**os.environ, **env, "PORT": str(port)},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"function {name} did not start")
+            time.sleep(0.05)
+        yield url
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+
+
+@dataclass
+class LoadResult:
+    requests: int
+    errors: int
+    seconds: float
+    latencies_ms: list[float]
+
+    @property
+    def per_second(self) -> float:
+        return self.requests / self.seconds if self.seconds else 0.0
+
+    def percentile(self, fraction: float) -> float:
+        ordered = sorted(self.latencies_ms)
+        if not ordered:
+            return float("nan")
+        return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
+
+    def row(self, label: str) -> str:
+        return (
+            f"{label:<44} {self.per_second:>9.0f} {self.percentile(0.5):>9.2f} "
+            f"{self.percentile(0.99):>9.2f} {self.errors:>6}"
+        )
+
+
+HEADER = f"{'scenario':<44} {'req/s':>9} {'p50 ms':>9} {'p99 ms':>9} {'errors':>6}"
+
+
+def load(
+    url: str,
+    *,
+    concurrency: int,
+    total: int,
+    max_seconds: float,
+    headers: dict[str, str] | None = None,
+    expect_status: int = 200,
+) -> LoadResult:
+    """GET `url` `total` times from `concurrency` workers (stopping early at `max_seconds`)."""
+
+    async def run() -> LoadResult:
+        latencies: list[float] = []
+        errors = 0
+        remaining = total
+        limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+        async with httpx.AsyncClient(limits=limits, timeout=30, headers=headers) as client:
+            started = time.perf_counter()
+            deadline = started + max_seconds
+
+            async def worker() -> None:
+                nonlocal remaining, errors
+                while remaining > 0 and time.perf_counter() < deadline:
+                    remaining -= 1
+                    sent = time.perf_counter()
+                    try:
+                        response = await client.get(url)
+                        ok = response.status_code == expect_status
+                    except httpx.HTTPError:
+                        ok = False
+                    latencies.append((time.perf_counter() - sent) * 1000)
+                    errors += 0 if ok else 1
+
+            await asyncio.gather(*(worker() for _ in range(concurrency)))
+            elapsed = time.perf_counter() - started
+        return LoadResult(len(latencies), errors, elapsed, latencies)
+
+    return asyncio.run(run())
+
+
+def median(values: list[float]) -> float:
+    return statistics.median(values)
