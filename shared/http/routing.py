@@ -37,6 +37,8 @@ class Route:
     path: str
     handler: Handler
     status: int = 200
+    # For streamed routes: the type of the server-sent events, for the OpenAPI document.
+    events: Any = None
     pattern: re.Pattern[str] = field(init=False)
     body: type[BaseModel] | None = field(init=False, default=None)
     query: type[BaseModel] | None = field(init=False, default=None)
@@ -102,9 +104,11 @@ class Router:
             Route("GET", "/readyz", _readiness),
         ]
 
-    def route(self, method: str, path: str, status: int = 200) -> Callable[[Handler], Handler]:
+    def route(
+        self, method: str, path: str, status: int = 200, events: Any = None
+    ) -> Callable[[Handler], Handler]:
         def register(handler: Handler) -> Handler:
-            self.routes.append(Route(method, path, handler, status))
+            self.routes.append(Route(method, path, handler, status, events))
             return handler
 
         return register
@@ -112,8 +116,10 @@ class Router:
     def get(self, path: str) -> Callable[[Handler], Handler]:
         return self.route("GET", path)
 
-    def post(self, path: str, status: int = 200) -> Callable[[Handler], Handler]:
-        return self.route("POST", path, status)
+    def post(
+        self, path: str, status: int = 200, events: Any = None
+    ) -> Callable[[Handler], Handler]:
+        return self.route("POST", path, status, events)
 
     def put(self, path: str) -> Callable[[Handler], Handler]:
         return self.route("PUT", path)
