@@ -277,24 +277,26 @@ class FakeDeepSeek:
         keep_alive = headers.get("connection", "").lower() != "close"
 
         if headers.get("authorization", "") in ("", "Bearer", "Bearer invalid-key"):
-            ok = await self._error(writer, 401)
+            ok = await self._error(record, writer, 401)
         elif method == "GET" and path == "/models":
             data = [{"id": m, "object": "model", "owned_by": "deepseek"} for m in MODELS]
-            ok = await self._json(writer, 200, {"object": "list", "data": data})
+            ok = await self._json(record, writer, 200, {"object": "list", "data": data})
         elif method == "POST" and path == "/chat/completions":
             try:
                 record.body = json.loads(raw) if raw else None
             except ValueError:
-                ok = await self._error(writer, 400, "Invalid Format: request body is not JSON")
+                ok = await self._error(
+                    record, writer, 400, "Invalid Format: request body is not JSON"
+                )
             else:
                 ok = await self._chat(record, reader, writer)
         else:
-            ok = await self._error(writer, 404, f"Not Found: {method} {target}")
-        record.completed = ok
+            ok = await self._error(record, writer, 404, f"Not Found: {method} {target}")
         return ok and keep_alive
 
     async def _json(
         self,
+        record: RequestRecord,
         writer: asyncio.StreamWriter,
         status: int,
         payload: Any,
@@ -302,12 +304,15 @@ class FakeDeepSeek:
     ) -> bool:
         body = json.dumps(payload).encode()
         headers = [("content-type", "application/json"), ("content-length", str(len(body)))]
+        # Mark first: the client may read the response before drain() returns here.
+        record.completed = True
         writer.write(_head(status, headers + (extra or [])) + body)
         await writer.drain()
         return True
 
     async def _error(
         self,
+        record: RequestRecord,
         writer: asyncio.StreamWriter,
         status: int,
         message: str | None = None,
@@ -318,19 +323,21 @@ class FakeDeepSeek:
         extra = []
         if status == 429 or retry_after is not None:
             extra.append(("retry-after", str(1 if retry_after is None else retry_after)))
-        return await self._json(writer, status, {"error": error}, extra)
+        return await self._json(record, writer, status, {"error": error}, extra)
 
     @staticmethod
-    async def _sleep(
+    async def _sleep_until(
         reader: asyncio.StreamReader,
         writer: asyncio.StreamWriter,
-        seconds: float,
+        deadline: float,
         keepalive_s: float | None = None,
     ) -> None:
-        """Sleep, sending keep-alive comments if asked; raise ConnectionError if the client left."""
+        """Sleep until loop time `deadline`, sending keep-alive comments if asked.
+
+        Raises ConnectionError if the client left.
+        """
         loop = asyncio.get_running_loop()
         now = loop.time()
-        deadline = now + seconds
         next_ping = now + keepalive_s if keepalive_s else float("inf")
         while True:
             if reader.at_eof() or reader.exception() is not None or writer.is_closing():
@@ -363,16 +370,18 @@ class FakeDeepSeek:
         body = record.body
         messages = body.get("messages") if isinstance(body, dict) else None
         if not isinstance(messages, list) or not messages:
-            return await self._error(writer, 400, "Invalid Format: `messages` must be a list")
+            return await self._error(
+                record, writer, 400, "Invalid Format: `messages` must be a list"
+            )
         if any(isinstance(m, dict) and "reasoning_content" in m for m in messages):
-            return await self._error(writer, 400, REASONING_IN_INPUT)
+            return await self._error(record, writer, 400, REASONING_IN_INPUT)
         try:
             scenario, failing = self._pick_scenario(messages)
         except DirectiveError as exc:
-            return await self._error(writer, 400, str(exc))
+            return await self._error(record, writer, 400, str(exc))
         if failing and scenario.status is not None:
             msg, retry = scenario.error_message, scenario.retry_after
-            return await self._error(writer, scenario.status, msg, retry)
+            return await self._error(record, writer, scenario.status, msg, retry)
 
         model = str(body.get("model", "deepseek-chat"))
         thinking = body.get("thinking")
@@ -416,7 +425,7 @@ class FakeDeepSeek:
 
         total = scenario.first_token_delay_s + scenario.token_interval_s * len(pieces + thoughts)
         try:
-            await self._sleep(reader, writer, total)
+            await self._sleep_until(reader, writer, asyncio.get_running_loop().time() + total)
         except ConnectionError:
             record.disconnected = True
             return False
@@ -432,7 +441,7 @@ class FakeDeepSeek:
             "finish_reason": scenario.finish_reason,
         }
         payload = {**meta, "object": "chat.completion", "choices": [choice], "usage": usage}
-        return await self._json(writer, 200, payload)
+        return await self._json(record, writer, 200, payload)
 
     @staticmethod
     def _frames(
@@ -463,22 +472,23 @@ class FakeDeepSeek:
         """Send the pre-encoded frames; False if the stream was cut or the client left."""
         interval, cut = scenario.token_interval_s, scenario.cut_after_chunks
         writer.write(STREAM_HEAD)
+        # Token times are absolute (first token + i * interval) so sleeps do not accumulate drift.
+        start = asyncio.get_running_loop().time() + scenario.first_token_delay_s
         try:
             await writer.drain()
-            await self._sleep(
-                reader, writer, scenario.first_token_delay_s, scenario.keepalive_interval_s
-            )
+            await self._sleep_until(reader, writer, start, scenario.keepalive_interval_s)
             for i, frame in enumerate(frames[:cut]):
                 if i and interval:
-                    await self._sleep(reader, writer, interval)
+                    await self._sleep_until(reader, writer, start + i * interval)
                 writer.write(frame)
                 await writer.drain()
             if cut is not None:
                 return False  # the caller closes the socket: no finish chunk, no [DONE]
+            record.completed = True
             writer.write(tail)
             await writer.drain()
         except ConnectionError:
-            record.disconnected = True
+            record.completed, record.disconnected = False, True
             return False
         return True
 

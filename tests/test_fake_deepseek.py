@@ -4,22 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import json
-import sys
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
 import openai
 import pytest
 
-# `uv run pytest` does not put the repo root on sys.path (the project is not installed).
-ROOT = str(Path(__file__).resolve().parents[1])
-if ROOT not in sys.path:
-    sys.path.insert(0, ROOT)
-
-from devtools.fake_deepseek import (  # noqa: E402
+from devtools.fake_deepseek import (
     REASONING_IN_INPUT,
     FakeDeepSeek,
     RequestRecord,
