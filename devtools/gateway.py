@@ -9,6 +9,7 @@ from pathlib import Path
 from wsgiref.types import StartResponse, WSGIApplication, WSGIEnvironment
 
 import functions_framework
+from functions_framework import _function_registry
 from a2wsgi import WSGIMiddleware
 from flask import Flask
 from starlette.responses import JSONResponse
@@ -35,6 +36,10 @@ def _input_terminated(app: WSGIApplication) -> WSGIApplication:
 
 def load_function(name: str) -> ASGIApp:
     """The function's app as functions-framework builds it, as ASGI."""
+    # The framework records ASGI targets by name, process-wide; every function's target is
+    # `handle`, so forget the previous function's kind before loading the next.
+    _function_registry.ASGI_FUNCTIONS.discard(TARGET)
+    _function_registry.REGISTRY_MAP.pop(TARGET, None)
     app = functions_framework.create_app(TARGET, str(FUNCTIONS_DIR / name / "main.py"))
     return WSGIMiddleware(_input_terminated(app)) if isinstance(app, Flask) else app
 

@@ -4,7 +4,7 @@ from functools import cache
 from pathlib import Path
 from typing import Annotated
 
-from pydantic import AliasChoices, Field, field_validator
+from pydantic import AliasChoices, BaseModel, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 OPENFAAS_SECRETS_DIR = Path("/var/openfaas/secrets")
@@ -13,6 +13,28 @@ OPENFAAS_SECRETS_DIR = Path("/var/openfaas/secrets")
 def _setting(env_name: str, secret_name: str | None = None) -> AliasChoices:
     """Name a setting by its environment variable and, for secrets, its OpenFaaS secret file."""
     return AliasChoices(env_name, secret_name) if secret_name else AliasChoices(env_name)
+
+
+class ModelPrice(BaseModel):
+    """USD per million tokens."""
+
+    input_cache_hit: float = Field(ge=0)
+    input_cache_miss: float = Field(ge=0)
+    output: float = Field(ge=0)
+
+
+def _price(cache_hit: float, cache_miss: float, output: float) -> ModelPrice:
+    return ModelPrice(input_cache_hit=cache_hit, input_cache_miss=cache_miss, output=output)
+
+
+# DeepSeek's peak-hour list prices (off-peak is half); set DEEPSEEK_PRICES to follow changes.
+DEFAULT_PRICES = {
+    "deepseek-flash": _price(0.006, 0.30, 1.20),
+    "deepseek-v4-flash": _price(0.006, 0.30, 1.20),
+    "deepseek-chat": _price(0.006, 0.30, 1.20),
+    "deepseek-reasoner": _price(0.006, 0.30, 1.20),
+    "deepseek-v4-pro": _price(0.044, 1.32, 3.96),
+}
 
 
 class Settings(BaseSettings):
@@ -31,6 +53,34 @@ class Settings(BaseSettings):
     )
     max_body_bytes: int = Field(1_048_576, ge=1024, validation_alias=_setting("MAX_BODY_BYTES"))
     log_level: str = Field("INFO", validation_alias=_setting("LOG_LEVEL"))
+
+    # The seed README called the key API_KEY; both names work.
+    deepseek_api_key: SecretStr | None = Field(
+        None, validation_alias=AliasChoices("DEEPSEEK_API_KEY", "API_KEY", "deepseek-api-key")
+    )
+    deepseek_base_url: str = Field(
+        "https://api.deepseek.com", validation_alias=_setting("DEEPSEEK_BASE_URL")
+    )
+    deepseek_model: str = Field("deepseek-v4-flash", validation_alias=_setting("DEEPSEEK_MODEL"))
+    deepseek_connect_timeout_s: float = Field(
+        10, gt=0, validation_alias=_setting("DEEPSEEK_CONNECT_TIMEOUT_S")
+    )
+    # DeepSeek keeps a busy request queued, sending keep-alive comments, for minutes.
+    deepseek_first_token_timeout_s: float = Field(
+        600, gt=0, validation_alias=_setting("DEEPSEEK_FIRST_TOKEN_TIMEOUT_S")
+    )
+    deepseek_idle_timeout_s: float = Field(
+        60, gt=0, validation_alias=_setting("DEEPSEEK_IDLE_TIMEOUT_S")
+    )
+    deepseek_max_retries: int = Field(
+        2, ge=0, le=10, validation_alias=_setting("DEEPSEEK_MAX_RETRIES")
+    )
+    deepseek_retry_backoff_s: float = Field(
+        0.5, ge=0, le=30, validation_alias=_setting("DEEPSEEK_RETRY_BACKOFF_S")
+    )
+    deepseek_prices: dict[str, ModelPrice] = Field(
+        default_factory=lambda: dict(DEFAULT_PRICES), validation_alias=_setting("DEEPSEEK_PRICES")
+    )
 
     @field_validator("cors_origins", mode="before")
     @classmethod

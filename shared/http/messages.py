@@ -1,7 +1,7 @@
 """Framework-neutral requests and responses, so services and routes never see Flask or Starlette."""
 
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any, TypeVar
@@ -74,6 +74,13 @@ class Response:
     status: int = 200
     body: bytes = b""
     headers: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class EventStream(Response):
+    """A `text/event-stream` response: (event name, JSON data) pairs, sent as they come."""
+
+    events: AsyncIterator[tuple[str, dict[str, Any]]] | None = None
 
 
 def json_response(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:

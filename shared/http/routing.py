@@ -7,6 +7,7 @@ with the route's status), None (204) or a ready `Response`. The same declaration
 route in the OpenAPI document.
 """
 
+import asyncio
 import inspect
 import logging
 import re
@@ -149,6 +150,22 @@ class Router:
         try:
             route, path_values = self.resolve(request.method, request.path)
             response = route.render(route.handler(**route.arguments(request, path_values)))
+        except Exception as exc:
+            response = render_error(exc, request.request_id)
+        return finish(request, response)
+
+    async def dispatch_async(self, request: Request) -> Response:
+        """As `dispatch`; coroutine handlers are awaited, the others run in a worker thread."""
+        if is_preflight(request):
+            return finish(request, Response(204))
+        try:
+            route, path_values = self.resolve(request.method, request.path)
+            arguments = route.arguments(request, path_values)
+            if route.is_async:
+                result = await route.handler(**arguments)
+            else:
+                result = await asyncio.to_thread(route.handler, **arguments)
+            response = route.render(result)
         except Exception as exc:
             response = render_error(exc, request.request_id)
         return finish(request, response)

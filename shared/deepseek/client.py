@@ -1,0 +1,184 @@
+"""The DeepSeek client: the official `openai` SDK pointed at DeepSeek's (or any compatible) URL.
+
+Answers are always streamed from upstream and read as raw SSE lines, each parsed once: that is
+the cheapest way through the SDK, and it gives every call a time to first token. Retries happen
+only before the first token, and only for errors worth retrying.
+"""
+
+import asyncio
+import json
+import random
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack
+from typing import Any
+
+import httpx2
+import openai
+
+from shared.deepseek import errors
+from shared.deepseek.models import ChatCall, Delta, Finish, Usage
+from shared.settings import Settings, get_settings
+
+_SAMPLING_PARAMETERS = (
+    "temperature",
+    "top_p",
+    "max_tokens",
+    "frequency_penalty",
+    "presence_penalty",
+    "stop",
+    "response_format",
+)
+# A Retry-After longer than this is not waited out inside a request; the caller gets the 429.
+_MAX_RETRY_WAIT_S = 20.0
+
+
+def _retry_after(response: httpx2.Response) -> float | None:
+    try:
+        return float(response.headers.get("retry-after", ""))
+    except ValueError:
+        return None
+
+
+def _status_error(exc: openai.APIStatusError) -> errors.UpstreamError:
+    body = exc.body if isinstance(exc.body, dict) else {}
+    upstream = body.get("error", body) if isinstance(body.get("error", body), dict) else {}
+    message = upstream.get("message") or exc.message
+    return errors.from_status(exc.status_code, str(message), _retry_after(exc.response))
+
+
+class DeepSeekClient:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        key = settings.deepseek_api_key
+        self.configured = key is not None
+        self._sdk = openai.AsyncOpenAI(
+            api_key=key.get_secret_value() if key else "not-configured",
+            base_url=settings.deepseek_base_url,
+            max_retries=0,
+            timeout=openai.Timeout(
+                connect=settings.deepseek_connect_timeout_s,
+                read=max(settings.deepseek_first_token_timeout_s, settings.deepseek_idle_timeout_s),
+                write=30,
+                pool=settings.deepseek_first_token_timeout_s,
+            ),
+        )
+
+    async def stream(self, call: ChatCall) -> AsyncIterator[Delta | Finish]:
+        """Deltas as they arrive, then one Finish; raises UpstreamError on any failure."""
+        if not self.configured:
+            raise errors.not_configured()
+        attempt = 0
+        while True:
+            started = False
+            try:
+                async for item in self._attempt(call):
+                    started = True
+                    yield item
+                return
+            except errors.UpstreamError as error:
+                wait = self._retry_wait(error, attempt)
+                if started or wait is None:
+                    raise
+                attempt += 1
+                await asyncio.sleep(wait)
+
+    def _retry_wait(self, error: errors.UpstreamError, attempt: int) -> float | None:
+        """Seconds to wait before the next attempt, or None when it should not be retried."""
+        if not error.retryable or attempt >= self.settings.deepseek_max_retries:
+            return None
+        if error.retry_after_s is not None and error.retry_after_s > _MAX_RETRY_WAIT_S:
+            return None
+        backoff = self.settings.deepseek_retry_backoff_s * 2**attempt
+        return max(error.retry_after_s or 0.0, backoff * random.uniform(0.8, 1.2))
+
+    async def _attempt(self, call: ChatCall) -> AsyncIterator[Delta | Finish]:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.settings.deepseek_first_token_timeout_s
+        got_token = False
+        finish_reason: str | None = None
+        usage = Usage()
+        model = call.model
+        done = False
+        async with AsyncExitStack() as stack:
+            try:
+                async with asyncio.timeout_at(deadline):
+                    response = await stack.enter_async_context(self._request(call))
+                lines = response.iter_lines().__aiter__()
+                while True:
+                    async with asyncio.timeout_at(deadline):
+                        line = await anext(lines, None)
+                    if line is None:
+                        break
+                    # Blank separators and ": keep-alive" comments carry no data.
+                    if not line.startswith("data:"):
+                        continue
+                    payload = line[5:].strip()
+                    if payload == "[DONE]":
+                        done = True
+                        break
+                    chunk = json.loads(payload)
+                    for choice in chunk.get("choices") or ():
+                        delta = choice.get("delta") or {}
+                        if reasoning := delta.get("reasoning_content"):
+                            got_token = True
+                            yield Delta("reasoning", reasoning)
+                        if content := delta.get("content"):
+                            got_token = True
+                            yield Delta("content", content)
+                        finish_reason = choice.get("finish_reason") or finish_reason
+                    if chunk.get("usage"):
+                        usage = Usage.from_upstream(chunk["usage"])
+                    model = chunk.get("model") or model
+                    if got_token:
+                        deadline = loop.time() + self.settings.deepseek_idle_timeout_s
+            except TimeoutError:
+                if got_token:
+                    raise errors.timed_out(
+                        f"DeepSeek sent nothing for {self.settings.deepseek_idle_timeout_s:g} s "
+                        "in the middle of the answer."
+                    ) from None
+                raise errors.timed_out(
+                    "DeepSeek sent no first token within "
+                    f"{self.settings.deepseek_first_token_timeout_s:g} s."
+                ) from None
+            except openai.APIStatusError as exc:
+                raise _status_error(exc) from exc
+            except openai.APIConnectionError as exc:
+                raise errors.unreachable(str(exc.__cause__ or exc)) from exc
+            except (httpx2.HTTPError, ValueError) as exc:
+                if got_token:
+                    raise errors.stream_broken(type(exc).__name__) from exc
+                raise errors.unreachable(type(exc).__name__) from exc
+        if not done and finish_reason is None:
+            raise errors.stream_broken("the stream ended before the answer was complete")
+        yield Finish(finish_reason, usage, model)
+
+    def _request(self, call: ChatCall) -> Any:
+        parameters = {
+            name: call.params[name] for name in _SAMPLING_PARAMETERS if name in call.params
+        }
+        extra_body = {"thinking": call.params["thinking"]} if "thinking" in call.params else None
+        return self._sdk.chat.completions.with_streaming_response.create(
+            model=call.model,
+            messages=call.messages,
+            stream=True,
+            stream_options={"include_usage": True},
+            extra_body=extra_body,
+            **parameters,
+        )
+
+
+_clients: dict[tuple[int, int], DeepSeekClient] = {}
+
+
+def get_deepseek() -> DeepSeekClient:
+    """The client for the current settings and event loop, built on first use and then reused.
+
+    The SDK's connection pool belongs to one event loop: a process serving requests has one.
+    """
+    settings = get_settings()
+    key = (id(asyncio.get_running_loop()), id(settings))
+    client = _clients.get(key)
+    if client is None:
+        client = _clients[key] = DeepSeekClient(settings)
+    return client

@@ -1,0 +1,144 @@
+"""Execution records: one prompt run against DeepSeek, with everything needed to judge it."""
+
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, Field, StringConstraints, field_validator, model_validator
+
+from shared.deepseek.models import Usage
+from shared.models import InputModel
+from shared.pagination import PageParams
+from shared.prompts.models import LabelName, ModelConfig
+from shared.streaming import ContentEvent, DoneEvent, ErrorEvent, ReasoningEvent
+
+ExecutionStatus = Literal["running", "ok", "error", "cancelled"]
+VariableName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,99}$")]
+UserInput = Annotated[str, StringConstraints(max_length=100_000)]
+
+
+def _check_keys(value: Any) -> None:
+    """Nested keys become MongoDB field names: refuse operators and dotted paths."""
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if not isinstance(key, str) or key.startswith("$") or "." in key:
+                raise ValueError(f"keys may not start with '$' or contain '.': {key!r}")
+            _check_keys(item)
+    elif isinstance(value, list):
+        for item in value:
+            _check_keys(item)
+
+
+class WithVariables(InputModel):
+    """A request carrying template variables: JSON values, stored as given."""
+
+    variables: dict[VariableName, Any] = Field(default_factory=dict)
+
+    @field_validator("variables")
+    @classmethod
+    def _safe_values(cls, variables: dict[str, Any]) -> dict[str, Any]:
+        _check_keys(variables)
+        return variables
+
+
+class ExecutionCreate(WithVariables):
+    prompt_id: str
+    version: int | None = Field(None, ge=1)
+    label: LabelName | None = None
+    input: UserInput | None = None
+    config: ModelConfig | None = None
+    stream: bool = False
+
+    @model_validator(mode="after")
+    def _one_selector(self) -> "ExecutionCreate":
+        if self.version is not None and self.label is not None:
+            raise ValueError("choose a version or a label, not both")
+        return self
+
+
+class ExecutionError(BaseModel):
+    code: str
+    message: str
+
+
+class RenderedMessage(BaseModel):
+    role: Literal["system", "user", "assistant"]
+    content: str
+
+
+class Execution(BaseModel):
+    id: str
+    project_id: str
+    prompt_id: str
+    prompt_version: int
+    label: str | None
+    model: str
+    params: dict[str, Any]
+    messages: list[RenderedMessage]
+    variables: dict[str, Any]
+    input: str | None
+    output: str
+    reasoning: str | None
+    finish_reason: str | None
+    usage: Usage | None
+    cost: float | None
+    latency_ms: float | None
+    ttft_ms: float | None
+    status: ExecutionStatus
+    error: ExecutionError | None
+    source: str
+    created_at: datetime
+    finished_at: datetime | None
+
+
+class ExecutionMeta(BaseModel):
+    execution_id: str
+    prompt_id: str
+    prompt_version: int
+    model: str
+
+
+class ExecutionMetaEvent(BaseModel):
+    event: Literal["meta"]
+    data: ExecutionMeta
+
+
+ExecutionEvent = Annotated[
+    ExecutionMetaEvent | ReasoningEvent | ContentEvent | DoneEvent | ErrorEvent,
+    Field(discriminator="event"),
+]
+
+
+class ExecutionListParams(PageParams):
+    prompt_id: str | None = None
+    version: int | None = Field(None, ge=1)
+    status: ExecutionStatus | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+
+
+class StatsParams(BaseModel):
+    prompt_id: str
+    since: datetime | None = None
+    until: datetime | None = None
+
+
+class VersionStats(BaseModel):
+    version: int
+    count: int
+    ok: int
+    errors: int
+    cancelled: int
+    error_rate: float
+    latency_p50_ms: float | None
+    latency_p95_ms: float | None
+    ttft_p50_ms: float | None
+    ttft_p95_ms: float | None
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+    cost: float
+
+
+class ExecutionStats(BaseModel):
+    prompt_id: str
+    versions: list[VersionStats]

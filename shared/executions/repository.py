@@ -1,0 +1,107 @@
+"""Storage of execution records."""
+
+from datetime import datetime
+from typing import Any, ClassVar
+
+from pymongo import ASCENDING, DESCENDING, IndexModel, ReturnDocument
+from pymongo.collection import Collection
+
+from shared.db import indexed_collection, to_object_id, utc_now
+from shared.executions.models import Execution, ExecutionListParams
+from shared.pagination import find_page
+
+
+def _execution(document: dict[str, Any]) -> Execution:
+    return Execution(
+        **{
+            **document,
+            "id": str(document["_id"]),
+            "project_id": str(document["project_id"]),
+            "prompt_id": str(document["prompt_id"]),
+        }
+    )
+
+
+def _time_range(since: datetime | None, until: datetime | None) -> dict[str, Any]:
+    bounds = {"$gte": since} if since else {}
+    if until:
+        bounds["$lt"] = until
+    return {"created_at": bounds} if bounds else {}
+
+
+class ExecutionRepository:
+    INDEXES: ClassVar[list[IndexModel]] = [
+        IndexModel(
+            [("prompt_id", ASCENDING), ("created_at", DESCENDING), ("_id", DESCENDING)],
+            name="prompt_newest_first",
+        ),
+        IndexModel(
+            [("prompt_id", ASCENDING), ("prompt_version", ASCENDING), ("created_at", DESCENDING)],
+            name="prompt_version_newest_first",
+        ),
+        IndexModel([("created_at", DESCENDING), ("_id", DESCENDING)], name="newest_first"),
+        IndexModel([("project_id", ASCENDING)], name="project"),
+    ]
+
+    def __init__(self) -> None:
+        self.collection: Collection = indexed_collection("executions", self.INDEXES)
+
+    def insert(self, record: dict[str, Any]) -> Execution:
+        """Store a new record (prompt and project ids given as strings)."""
+        document = {
+            **record,
+            "project_id": to_object_id(record["project_id"]),
+            "prompt_id": to_object_id(record["prompt_id"]),
+            "created_at": utc_now(),
+        }
+        self.collection.insert_one(document)
+        return _execution(document)
+
+    def finish(self, execution_id: str, outcome: dict[str, Any]) -> Execution | None:
+        """Write a run's outcome and end time."""
+        document = self.collection.find_one_and_update(
+            {"_id": to_object_id(execution_id)},
+            {"$set": {**outcome, "finished_at": utc_now()}},
+            return_document=ReturnDocument.AFTER,
+        )
+        return _execution(document) if document else None
+
+    def get(self, execution_id: str) -> Execution | None:
+        object_id = to_object_id(execution_id)
+        document = object_id and self.collection.find_one({"_id": object_id})
+        return _execution(document) if document else None
+
+    def search(self, params: ExecutionListParams) -> tuple[list[Execution], str | None, int] | None:
+        """A page of records, newest first; None when the prompt id cannot exist."""
+        query: dict[str, Any] = _time_range(params.since, params.until)
+        if params.prompt_id is not None:
+            prompt_id = to_object_id(params.prompt_id)
+            if prompt_id is None:
+                return None
+            query["prompt_id"] = prompt_id
+        if params.version is not None:
+            query["prompt_version"] = params.version
+        if params.status is not None:
+            query["status"] = params.status
+        documents, next_cursor, total = find_page(self.collection, query, params)
+        return [_execution(document) for document in documents], next_cursor, total
+
+    def outcomes(
+        self, prompt_id: str, since: datetime | None, until: datetime | None
+    ) -> list[dict[str, Any]]:
+        """The fields stats need, for every finished run of a prompt."""
+        query = {
+            "prompt_id": to_object_id(prompt_id),
+            "status": {"$ne": "running"},
+            **_time_range(since, until),
+        }
+        projection = {
+            "_id": 0,
+            "prompt_version": 1,
+            "status": 1,
+            "latency_ms": 1,
+            "ttft_ms": 1,
+            "usage": 1,
+            "cost": 1,
+        }
+        return list(self.collection.find(query, projection).sort("prompt_version", ASCENDING))

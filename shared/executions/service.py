@@ -1,0 +1,267 @@
+"""Running prompts against DeepSeek and keeping a record of every run."""
+
+import math
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from itertools import groupby
+from typing import Any
+
+import anyio
+
+from shared.deepseek.client import get_deepseek
+from shared.deepseek.errors import UpstreamError
+from shared.deepseek.models import ChatCall, Delta, Finish
+from shared.errors import AppError, not_found
+from shared.executions.models import (
+    Execution,
+    ExecutionCreate,
+    ExecutionListParams,
+    ExecutionStats,
+    StatsParams,
+    VersionStats,
+)
+from shared.executions.repository import ExecutionRepository
+from shared.pagination import Page
+from shared.prompts.models import LATEST_LABEL, ModelConfig, PromptRecord, VersionSelector
+from shared.prompts.rendering import render_messages
+from shared.prompts.service import PromptService
+from shared.settings import get_settings
+
+DEFAULT_LABEL = "production"
+
+
+def percentile(values: list[float], fraction: float) -> float | None:
+    """Nearest-rank percentile; None for no values."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    return ordered[max(1, math.ceil(fraction * len(ordered))) - 1]
+
+
+def merged_params(stored: dict[str, Any], override: ModelConfig | None) -> dict[str, Any]:
+    """The version's config with a request's overrides on top (null removes a key)."""
+    params = dict(stored)
+    if override is not None:
+        for key, value in override.model_dump(exclude_unset=True).items():
+            if value is None:
+                params.pop(key, None)
+            else:
+                params[key] = value
+    return params
+
+
+def default_version(record: PromptRecord) -> int:
+    """The version a run uses when none is named: `production` if set, else the latest."""
+    return record.labels.get(DEFAULT_LABEL, record.latest_version)
+
+
+@dataclass
+class Run:
+    """A run in progress: its stored record, the call to make, and what has come back."""
+
+    record: Execution
+    call: ChatCall
+    output: list[str] = field(default_factory=list)
+    reasoning: list[str] = field(default_factory=list)
+    finish: Finish | None = None
+    ttft_ms: float | None = None
+
+
+class ExecutionService:
+    def __init__(self) -> None:
+        self.executions = ExecutionRepository()
+        self.prompts = PromptService()
+
+    def prepare(self, data: ExecutionCreate, source: str = "api") -> Run:
+        """Resolve the prompt version, render it and store the record as running."""
+        record = self.prompts.get_record(data.prompt_id)
+        if data.version is None and data.label is None:
+            number = default_version(record)
+        else:
+            selector = VersionSelector(version=data.version, label=data.label)
+            number = self.prompts.resolve_version_number(record, selector)
+        version = self.prompts.get_version(record.id, number)
+        messages = render_messages(version, data.variables, data.input)
+        params = merged_params(version.config, data.config)
+        model = params.pop("model", None) or get_settings().deepseek_model
+        execution = self.executions.insert(
+            {
+                "project_id": record.project_id,
+                "prompt_id": record.id,
+                "prompt_version": number,
+                "label": data.label or (None if data.version else _label_of(record, number)),
+                "model": model,
+                "params": params,
+                "messages": messages,
+                "variables": data.variables,
+                "input": data.input,
+                "output": "",
+                "reasoning": None,
+                "finish_reason": None,
+                "usage": None,
+                "cost": None,
+                "latency_ms": None,
+                "ttft_ms": None,
+                "status": "running",
+                "error": None,
+                "source": source,
+                "finished_at": None,
+            }
+        )
+        return Run(execution, ChatCall(model, messages, params))
+
+    async def execute(self, run: Run) -> AsyncIterator[Delta]:
+        """Stream the run's deltas; the record is completed however the stream ends."""
+        started = time.perf_counter()
+        status, error = "error", None
+        try:
+            async for item in get_deepseek().stream(run.call):
+                if isinstance(item, Finish):
+                    run.finish = item
+                    continue
+                if run.ttft_ms is None:
+                    run.ttft_ms = (time.perf_counter() - started) * 1000
+                (run.output if item.kind == "content" else run.reasoning).append(item.text)
+                yield item
+            status = "ok"
+        except AppError as exc:
+            error = {"code": exc.code, "message": exc.message}
+            raise
+        except BaseException as exc:
+            if isinstance(exc, (GeneratorExit, anyio.get_cancelled_exc_class())):
+                status = "cancelled"
+                error = {"code": "cancelled", "message": "The client went away."}
+            else:
+                error = {"code": "internal_error", "message": "The run failed unexpectedly."}
+            raise
+        finally:
+            latency_ms = (time.perf_counter() - started) * 1000
+            # The record must be written even when the stream was cancelled.
+            with anyio.CancelScope(shield=True):
+                run.record = (
+                    await anyio.to_thread.run_sync(
+                        self.executions.finish,
+                        run.record.id,
+                        self._outcome(run, status, error, latency_ms),
+                    )
+                    or run.record
+                )
+
+    def _outcome(
+        self, run: Run, status: str, error: dict[str, str] | None, latency_ms: float
+    ) -> dict[str, Any]:
+        finish = run.finish
+        price = get_settings().deepseek_prices.get(run.call.model)
+        if finish is not None and price is None:
+            price = get_settings().deepseek_prices.get(finish.model)
+        return {
+            "status": status,
+            "error": error,
+            "output": "".join(run.output),
+            "reasoning": "".join(run.reasoning) or None,
+            "finish_reason": finish.finish_reason if finish else None,
+            "usage": finish.usage.model_dump() if finish else None,
+            "cost": finish.usage.cost(price) if finish and price else None,
+            "latency_ms": round(latency_ms, 3),
+            "ttft_ms": round(run.ttft_ms, 3) if run.ttft_ms is not None else None,
+        }
+
+    async def start(self, data: ExecutionCreate, source: str = "api") -> Run:
+        """`prepare` off the event loop."""
+        return await anyio.to_thread.run_sync(self.prepare, data, source)
+
+    async def run_to_completion(self, data: ExecutionCreate) -> Execution:
+        """Run without streaming to the caller; an upstream failure is raised after recording."""
+        run = await self.start(data)
+        try:
+            async for _ in self.execute(run):
+                pass
+        except UpstreamError as exc:
+            exc.details = {"execution_id": run.record.id}
+            raise
+        return run.record
+
+    async def stream_events(self, run: Run) -> AsyncIterator[tuple[str, dict[str, Any]]]:
+        """The run as stream events: meta, reasoning/content deltas, then done or error."""
+        yield (
+            "meta",
+            {
+                "execution_id": run.record.id,
+                "prompt_id": run.record.prompt_id,
+                "prompt_version": run.record.prompt_version,
+                "model": run.call.model,
+            },
+        )
+        try:
+            async for delta in self.execute(run):
+                yield delta.kind, {"delta": delta.text}
+        except AppError as exc:
+            yield "error", {"code": exc.code, "message": exc.message}
+            return
+        record = run.record
+        yield (
+            "done",
+            {
+                "finish_reason": record.finish_reason,
+                "usage": record.usage.model_dump() if record.usage else None,
+                "cost": record.cost,
+                "ttft_ms": record.ttft_ms,
+                "latency_ms": record.latency_ms,
+            },
+        )
+
+    def get(self, execution_id: str) -> Execution:
+        execution = self.executions.get(execution_id)
+        if execution is None:
+            raise not_found("execution", execution_id)
+        return execution
+
+    def search(self, params: ExecutionListParams) -> Page[Execution]:
+        found = self.executions.search(params)
+        items, next_cursor, total = found if found is not None else ([], None, 0)
+        return Page(
+            items=items, next_cursor=next_cursor, total=total, limit=params.limit, page=params.page
+        )
+
+    def stats(self, params: StatsParams) -> ExecutionStats:
+        """Per-version count, error rate, latency percentiles, tokens and cost."""
+        self.prompts.get_record(params.prompt_id)
+        outcomes = self.executions.outcomes(params.prompt_id, params.since, params.until)
+        versions = [
+            _version_stats(number, list(runs))
+            for number, runs in groupby(outcomes, key=lambda run: run["prompt_version"])
+        ]
+        return ExecutionStats(prompt_id=params.prompt_id, versions=versions)
+
+
+def _label_of(record: PromptRecord, number: int) -> str | None:
+    """The label a defaulted run went through: production when it points here, else latest."""
+    if record.labels.get(DEFAULT_LABEL) == number:
+        return DEFAULT_LABEL
+    return LATEST_LABEL
+
+
+def _version_stats(number: int, runs: list[dict[str, Any]]) -> VersionStats:
+    statuses = [run["status"] for run in runs]
+    latencies = [
+        run["latency_ms"] for run in runs if run["status"] == "ok" and run.get("latency_ms")
+    ]
+    ttfts = [run["ttft_ms"] for run in runs if run["status"] == "ok" and run.get("ttft_ms")]
+    usages = [run["usage"] for run in runs if run.get("usage")]
+    return VersionStats(
+        version=number,
+        count=len(runs),
+        ok=statuses.count("ok"),
+        errors=statuses.count("error"),
+        cancelled=statuses.count("cancelled"),
+        error_rate=round(statuses.count("error") / len(runs), 4),
+        latency_p50_ms=percentile(latencies, 0.5),
+        latency_p95_ms=percentile(latencies, 0.95),
+        ttft_p50_ms=percentile(ttfts, 0.5),
+        ttft_p95_ms=percentile(ttfts, 0.95),
+        prompt_tokens=sum(usage["prompt_tokens"] for usage in usages),
+        completion_tokens=sum(usage["completion_tokens"] for usage in usages),
+        total_tokens=sum(usage["total_tokens"] for usage in usages),
+        cost=round(sum(run.get("cost") or 0 for run in runs), 10),
+    )

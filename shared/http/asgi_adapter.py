@@ -1,0 +1,65 @@
+"""Serve a route table as a functions-framework ASGI (`functions_framework.aio`) function.
+
+Used by the functions that stream: one instance holds many concurrent streams on one event loop.
+"""
+
+from collections.abc import Awaitable, Callable
+
+import functions_framework.aio
+from starlette.requests import Request as StarletteRequest
+from starlette.responses import Response as StarletteResponse
+from starlette.responses import StreamingResponse
+
+from shared.errors import PayloadTooLarge
+from shared.http.messages import EventStream, Request, Response
+from shared.http.routing import Router, finish, new_request_id, render_error
+from shared.http.sse import STREAM_HEADERS, encode_stream
+from shared.settings import get_settings
+
+
+async def read_body(request: StarletteRequest, limit: int) -> bytes:
+    """The body, refusing more than `limit` bytes whether or not a length was sent."""
+    too_large = PayloadTooLarge(f"The body exceeds {limit} bytes.", details={"limit": limit})
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise too_large
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            raise too_large
+    return bytes(body)
+
+
+def to_starlette(response: Response) -> StarletteResponse:
+    if isinstance(response, EventStream) and response.events is not None:
+        return StreamingResponse(
+            encode_stream(response.events),
+            status_code=response.status,
+            headers={**response.headers, **STREAM_HEADERS},
+        )
+    return StarletteResponse(response.body, response.status, response.headers)
+
+
+def asgi_function(router: Router) -> Callable[[StarletteRequest], Awaitable[StarletteResponse]]:
+    """The `handle` target functions-framework serves with each Starlette request."""
+
+    async def handle(request: StarletteRequest) -> StarletteResponse:
+        path = "/" + request.path_params.get("path", "")
+        query = {key: request.query_params.getlist(key) for key in request.query_params}
+        neutral = Request(
+            method=request.method,
+            path=path,
+            query=query,
+            headers=dict(request.headers),
+            read_body=lambda: b"",
+            request_id=new_request_id(request.headers.get("x-request-id")),
+        )
+        try:
+            body = await read_body(request, get_settings().max_body_bytes)
+        except Exception as exc:
+            return to_starlette(finish(neutral, render_error(exc, neutral.request_id)))
+        neutral.read_body = lambda: body
+        return to_starlette(await router.dispatch_async(neutral))
+
+    return functions_framework.aio.http(handle)

@@ -1,0 +1,38 @@
+"""A prompt version plus variables and a user input, as the messages sent to the model."""
+
+from collections.abc import Mapping
+
+from shared.prompts.models import PromptVersion
+from shared.prompts.templating import render_templates
+
+# A template that uses {{input}} places the user's input itself; otherwise it follows as a
+# final user turn.
+INPUT_VARIABLE = "input"
+
+
+def render_messages(
+    version: PromptVersion, variables: Mapping[str, object], user_input: str | None
+) -> list[dict[str, str]]:
+    """The chat messages for one run; a 422 names every missing variable.
+
+    A text prompt is the user message, or the system message when the input follows it.
+    """
+    places_input = INPUT_VARIABLE in version.variables
+    values = dict(variables)
+    if user_input is not None and places_input:
+        values[INPUT_VARIABLE] = user_input
+    appended_input = user_input if user_input is not None and not places_input else None
+    if version.template is not None:
+        [text] = render_templates([version.template], values)
+        if appended_input is None:
+            return [{"role": "user", "content": text}]
+        return [{"role": "system", "content": text}, {"role": "user", "content": appended_input}]
+    source = version.messages or []
+    contents = render_templates([message.content for message in source], values)
+    messages = [
+        {"role": message.role, "content": content}
+        for message, content in zip(source, contents, strict=True)
+    ]
+    if appended_input is not None:
+        messages.append({"role": "user", "content": appended_input})
+    return messages
