@@ -82,6 +82,11 @@ class Settings(BaseSettings):
         default_factory=lambda: dict(DEFAULT_PRICES), validation_alias=_setting("DEEPSEEK_PRICES")
     )
 
+    @field_validator("deepseek_api_key", mode="before")
+    @classmethod
+    def _blank_key_is_no_key(cls, value: object) -> object:
+        return None if isinstance(value, str) and not value.strip() else value
+
     @field_validator("cors_origins", mode="before")
     @classmethod
     def _split_origins(cls, value: object) -> object:

@@ -13,6 +13,7 @@ from pymongo import MongoClient
 from pymongo.database import Database
 
 from devtools.embedded_mongo import EmbeddedMongo, free_port
+from devtools.fake_deepseek import FakeDeepSeek, Scenario
 from devtools.gateway import build_gateway
 from shared.settings import get_settings
 
@@ -28,12 +29,30 @@ def mongo_uri() -> Iterator[str]:
         yield server.uri
 
 
+@pytest.fixture(scope="session")
+def fake_deepseek() -> Iterator[FakeDeepSeek]:
+    """The OpenAI/DeepSeek-compatible fake every test's DeepSeek settings point at."""
+    with FakeDeepSeek() as server:
+        yield server
+
+
 @pytest.fixture(autouse=True)
-def environment(mongo_uri: str) -> Iterator[str]:
+def environment(mongo_uri: str, fake_deepseek: FakeDeepSeek) -> Iterator[str]:
     """Each test gets a fresh database and its own environment, restored afterwards."""
     saved = dict(os.environ)
     database = f"test_{uuid.uuid4().hex[:12]}"
-    os.environ.update({"MONGODB_URI": mongo_uri, "MONGODB_DB": database, "CORS_ORIGINS": "*"})
+    os.environ.update(
+        {
+            "MONGODB_URI": mongo_uri,
+            "MONGODB_DB": database,
+            "CORS_ORIGINS": "*",
+            "DEEPSEEK_BASE_URL": fake_deepseek.base_url,
+            "DEEPSEEK_API_KEY": "test-key",
+            "DEEPSEEK_RETRY_BACKOFF_S": "0.01",
+        }
+    )
+    fake_deepseek.default_scenario = Scenario()
+    fake_deepseek.clear()
     get_settings.cache_clear()
     yield database
     os.environ.clear()

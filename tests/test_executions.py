@@ -1,0 +1,422 @@
+"""Running prompts against the fake DeepSeek: records, streams, failures, retries, stats."""
+
+import json
+import time
+from collections.abc import Iterator
+
+import httpx
+import pytest
+from pymongo.database import Database
+
+from devtools.fake_deepseek import FakeDeepSeek, Scenario
+from shared.settings import get_settings
+
+
+def fake(**scenario: object) -> str:
+    """A directive telling the fake DeepSeek how to answer this request."""
+    return "#fake" + json.dumps(scenario)
+
+
+def read_events(response: httpx.Response) -> Iterator[tuple[str, dict]]:
+    """Parse an SSE body into (event, data) pairs; comments are skipped."""
+    name = None
+    for line in response.iter_lines():
+        if line.startswith("event: "):
+            name = line[7:]
+        elif line.startswith("data: "):
+            yield name or "message", json.loads(line[6:])
+
+
+def stream(client: httpx.Client, body: dict) -> list[tuple[str, dict]]:
+    with client.stream("POST", "/executions", json={**body, "stream": True}) as response:
+        assert response.status_code == 200
+        assert response.headers["content-type"].startswith("text/event-stream")
+        assert response.headers["cache-control"] == "no-cache"
+        assert response.headers["x-accel-buffering"] == "no"
+        return list(read_events(response))
+
+
+@pytest.fixture
+def prompt(make_prompt) -> dict:
+    return make_prompt(
+        type="chat",
+        template=None,
+        messages=[
+            {"role": "system", "content": "You help {{customer}}."},
+            {"role": "user", "content": "Question: {{input}}"},
+        ],
+        config={"model": "deepseek-v4-flash", "temperature": 0.2, "max_tokens": 300},
+        labels=["production"],
+    )
+
+
+def run(client: httpx.Client, prompt: dict, **body: object) -> httpx.Response:
+    payload = {"prompt_id": prompt["id"], "variables": {"customer": "Ada"}, **body}
+    return client.post("/executions", json=payload)
+
+
+def test_run_stores_a_complete_record(
+    client: httpx.Client, prompt: dict, fake_deepseek: FakeDeepSeek
+) -> None:
+    fake_deepseek.default_scenario = Scenario(reply="Refunds take 5 days.", cache_hit_tokens=2)
+    response = run(client, prompt, input="How long?", config={"temperature": 0.7})
+    assert response.status_code == 201
+    record = response.json()
+    assert record["status"] == "ok"
+    assert record["error"] is None
+    assert record["output"] == "Refunds take 5 days."
+    assert record["reasoning"] is None
+    assert record["finish_reason"] == "stop"
+    assert record["project_id"] == prompt["project_id"]
+    assert (record["prompt_id"], record["prompt_version"], record["label"]) == (
+        prompt["id"],
+        1,
+        "production",
+    )
+    assert record["model"] == "deepseek-v4-flash"
+    assert record["params"] == {"temperature": 0.7, "max_tokens": 300}
+    assert record["messages"] == [
+        {"role": "system", "content": "You help Ada."},
+        {"role": "user", "content": "Question: How long?"},
+    ]
+    assert (record["variables"], record["input"]) == ({"customer": "Ada"}, "How long?")
+    usage = record["usage"]
+    assert usage["prompt_cache_hit_tokens"] == 2
+    assert usage["prompt_cache_miss_tokens"] == usage["prompt_tokens"] - 2
+    assert usage["completion_tokens"] > 0
+    assert record["latency_ms"] >= record["ttft_ms"] > 0
+    assert record["created_at"] <= record["finished_at"]
+    assert record["source"] == "api"
+
+    sent = fake_deepseek.chat_requests()[-1].body
+    assert sent["model"] == "deepseek-v4-flash"
+    assert sent["temperature"] == 0.7 and sent["max_tokens"] == 300
+    assert sent["messages"] == record["messages"]
+    assert sent["stream_options"] == {"include_usage": True}
+    assert client.get(f"/executions/{record['id']}").json() == record
+
+
+def test_cost_follows_the_configured_price_table(
+    client: httpx.Client, prompt: dict, fake_deepseek: FakeDeepSeek, monkeypatch
+) -> None:
+    prices = {"priced-model": {"input_cache_hit": 1, "input_cache_miss": 10, "output": 100}}
+    monkeypatch.setenv("DEEPSEEK_PRICES", json.dumps(prices))
+    get_settings.cache_clear()
+    fake_deepseek.default_scenario = Scenario(cache_hit_tokens=3)
+    record = run(client, prompt, input="x", config={"model": "priced-model"}).json()
+    usage = record["usage"]
+    expected = (
+        usage["prompt_cache_hit_tokens"] * 1
+        + usage["prompt_cache_miss_tokens"] * 10
+        + usage["completion_tokens"] * 100
+    ) / 1_000_000
+    assert record["cost"] == pytest.approx(expected)
+    unpriced = run(client, prompt, input="x", config={"model": "unknown-model"}).json()
+    assert unpriced["cost"] is None
+
+
+def test_missing_variables_are_named_and_nothing_is_stored(
+    client: httpx.Client, prompt: dict, database: Database
+) -> None:
+    response = client.post("/executions", json={"prompt_id": prompt["id"], "input": "hi"})
+    assert response.status_code == 422
+    assert response.json()["error"]["details"] == {"missing": ["customer"]}
+    assert database.executions.count_documents({}) == 0
+
+
+def test_invalid_requests_are_refused(client: httpx.Client, prompt: dict) -> None:
+    for body in (
+        {"prompt_id": prompt["id"], "version": 1, "label": "production"},
+        {"prompt_id": prompt["id"], "variables": {"bad-name": 1}},
+        {"prompt_id": prompt["id"], "variables": {"x": {"$gt": 1}}},
+        {"prompt_id": prompt["id"], "config": {"temperature": 9}},
+    ):
+        assert client.post("/executions", json=body).status_code == 422, body
+    assert client.post("/executions", json={"prompt_id": "nope"}).status_code == 404
+
+
+def test_version_resolution_defaults_to_production_then_latest(
+    client: httpx.Client, prompt: dict, make_prompt
+) -> None:
+    client.put(f"/prompts/{prompt['id']}", json={"config": {"temperature": 0.9}})
+    assert run(client, prompt, input="x").json()["prompt_version"] == 1
+    latest = run(client, prompt, input="x", label="latest").json()
+    assert (latest["prompt_version"], latest["label"]) == (2, "latest")
+    pinned = run(client, prompt, input="x", version=2).json()
+    assert (pinned["prompt_version"], pinned["label"]) == (2, None)
+    assert run(client, prompt, input="x", label="staging").status_code == 404
+    unlabelled = make_prompt(template="Say {{word}}")
+    client.put(f"/prompts/{unlabelled['id']}", json={"template": "Shout {{word}}"})
+    record = client.post(
+        "/executions", json={"prompt_id": unlabelled["id"], "variables": {"word": "hi"}}
+    ).json()
+    assert (record["prompt_version"], record["label"]) == (2, "latest")
+    assert record["messages"] == [{"role": "user", "content": "Shout hi"}]
+
+
+def test_text_prompt_with_separate_input_becomes_the_system_message(
+    client: httpx.Client, make_prompt
+) -> None:
+    prompt = make_prompt(template="You are terse about {{topic}}.")
+    record = client.post(
+        "/executions",
+        json={"prompt_id": prompt["id"], "variables": {"topic": "tax"}, "input": "Deadline?"},
+    ).json()
+    assert record["messages"] == [
+        {"role": "system", "content": "You are terse about tax."},
+        {"role": "user", "content": "Deadline?"},
+    ]
+
+
+def test_streamed_run_sends_events_in_order_and_stores_the_record(
+    client: httpx.Client, prompt: dict, fake_deepseek: FakeDeepSeek
+) -> None:
+    fake_deepseek.default_scenario = Scenario(tokens=6)
+    events = stream(
+        client, {"prompt_id": prompt["id"], "variables": {"customer": "A"}, "input": "q"}
+    )
+    names = [name for name, _ in events]
+    assert names == ["meta"] + ["content"] * 6 + ["done"]
+    meta, done = events[0][1], events[-1][1]
+    assert meta["prompt_version"] == 1
+    text = "".join(data["delta"] for name, data in events if name == "content")
+    assert set(done) == {"finish_reason", "usage", "cost", "ttft_ms", "latency_ms"}
+    assert done["finish_reason"] == "stop"
+    record = client.get(f"/executions/{meta['execution_id']}").json()
+    assert record["output"] == text
+    assert record["status"] == "ok"
+    assert record["usage"] == done["usage"]
+
+
+def test_reasoning_streams_and_is_stored_separately(
+    client: httpx.Client, prompt: dict, fake_deepseek: FakeDeepSeek
+) -> None:
+    fake_deepseek.default_scenario = Scenario(reasoning="Let me think.", reply="Answer.")
+    events = stream(
+        client,
+        {
+            "prompt_id": prompt["id"],
+            "variables": {"customer": "A"},
+            "input": "q",
+            "config": {"thinking": {"type": "enabled"}},
+        },
+    )
+    names = [name for name, _ in events]
+    assert names.index("reasoning") < names.index("content")
+    record = client.get(f"/executions/{events[0][1]['execution_id']}").json()
+    assert record["reasoning"] == "Let me think."
+    assert record["output"] == "Answer."
+    assert record["usage"]["reasoning_tokens"] > 0
+    assert fake_deepseek.chat_requests()[-1].body["thinking"] == {"type": "enabled"}
+
+    reasoner = run(client, prompt, input="x", config={"model": "deepseek-reasoner"}).json()
+    assert reasoner["reasoning"] == "Let me think."
+
+
+def test_keepalive_comments_before_the_first_token_are_tolerated(
+    client: httpx.Client, prompt: dict
+) -> None:
+    directive = fake(first_token_delay_s=0.3, keepalive_interval_s=0.05, reply="Late but fine.")
+    record = run(client, prompt, input=directive).json()
+    assert record["status"] == "ok"
+    assert record["output"] == "Late but fine."
+    assert record["ttft_ms"] >= 300
+
+
+@pytest.mark.parametrize(
+    ("scenario", "status", "code"),
+    [
+        ({"status": 400}, 422, "upstream_bad_request"),
+        ({"status": 422}, 422, "upstream_bad_request"),
+        ({"status": 402}, 503, "upstream_insufficient_balance"),
+        ({"status": 429, "retry_after": 60}, 429, "upstream_rate_limited"),
+        ({"status": 500}, 503, "upstream_unavailable"),
+        ({"status": 503}, 503, "upstream_unavailable"),
+        ({"cut_after_chunks": 2, "tokens": 5}, 502, "upstream_stream_broken"),
+    ],
+)
+def test_upstream_failures_are_mapped_and_recorded(
+    client: httpx.Client, prompt: dict, scenario: dict, status: int, code: str
+) -> None:
+    response = run(client, prompt, input=fake(**scenario))
+    assert response.status_code == status
+    error = response.json()["error"]
+    assert error["code"] == code
+    if status == 429:
+        assert response.headers["Retry-After"] == "60"
+    record = client.get(f"/executions/{error['details']['execution_id']}").json()
+    assert record["status"] == "error"
+    assert record["error"]["code"] == code
+
+
+def test_bad_api_key_is_a_gateway_error(client: httpx.Client, prompt: dict, monkeypatch) -> None:
+    monkeypatch.setenv("DEEPSEEK_API_KEY", "invalid-key")
+    get_settings.cache_clear()
+    response = run(client, prompt, input="x")
+    assert response.status_code == 502
+    assert response.json()["error"]["code"] == "upstream_auth_failed"
+
+
+def test_missing_api_key_is_a_clear_503(client: httpx.Client, prompt: dict, monkeypatch) -> None:
+    monkeypatch.setenv("DEEPSEEK_API_KEY", " ")
+    get_settings.cache_clear()
+    response = run(client, prompt, input="x")
+    assert response.status_code == 503
+    assert response.json()["error"]["code"] == "upstream_not_configured"
+
+
+def test_unreachable_upstream_is_503(client: httpx.Client, prompt: dict, monkeypatch) -> None:
+    from devtools.embedded_mongo import free_port
+
+    monkeypatch.setenv("DEEPSEEK_BASE_URL", f"http://127.0.0.1:{free_port()}")
+    get_settings.cache_clear()
+    response = run(client, prompt, input="x")
+    assert response.status_code == 503
+    assert response.json()["error"]["code"] == "upstream_unreachable"
+
+
+def test_first_token_and_idle_timeouts_are_separate(
+    client: httpx.Client, prompt: dict, monkeypatch
+) -> None:
+    monkeypatch.setenv("DEEPSEEK_FIRST_TOKEN_TIMEOUT_S", "0.5")
+    monkeypatch.setenv("DEEPSEEK_IDLE_TIMEOUT_S", "0.2")
+    get_settings.cache_clear()
+    slow_start = run(client, prompt, input=fake(first_token_delay_s=2, keepalive_interval_s=0.05))
+    assert slow_start.status_code == 504
+    assert "first token" in slow_start.json()["error"]["message"]
+
+    patient = run(
+        client, prompt, input=fake(first_token_delay_s=0.3, token_interval_s=0.1, tokens=3)
+    )
+    assert patient.status_code == 201
+
+    stalled = run(client, prompt, input=fake(tokens=3, token_interval_s=1))
+    assert stalled.status_code == 504
+    record = client.get(f"/executions/{stalled.json()['error']['details']['execution_id']}")
+    assert record.json()["output"] == "tok0 "
+
+
+def test_retries_happen_only_before_the_first_token(
+    client: httpx.Client, prompt: dict, fake_deepseek: FakeDeepSeek
+) -> None:
+    recovered = run(client, prompt, input=fake(status=503, fail_times=2))
+    assert recovered.status_code == 201
+    assert len(fake_deepseek.chat_requests()) == 3
+
+    fake_deepseek.clear()
+    gave_up = run(client, prompt, input=fake(status=500, fail_times=5))
+    assert gave_up.status_code == 503
+    assert len(fake_deepseek.chat_requests()) == 3  # the first try and DEEPSEEK_MAX_RETRIES=2
+
+    fake_deepseek.clear()
+    not_retried = run(client, prompt, input=fake(status=400, fail_times=1))
+    assert not_retried.status_code == 422
+    assert len(fake_deepseek.chat_requests()) == 1
+
+    fake_deepseek.clear()
+    cut = run(client, prompt, input=fake(cut_after_chunks=1, tokens=4))
+    assert cut.status_code == 502
+    assert len(fake_deepseek.chat_requests()) == 1
+
+
+def test_rate_limit_retry_waits_for_retry_after(
+    client: httpx.Client, prompt: dict, fake_deepseek: FakeDeepSeek
+) -> None:
+    started = time.monotonic()
+    response = run(client, prompt, input=fake(status=429, retry_after=1, fail_times=1))
+    assert response.status_code == 201
+    assert time.monotonic() - started >= 1
+    assert len(fake_deepseek.chat_requests()) == 2
+
+
+def test_stream_cut_mid_answer_ends_with_an_error_event(client: httpx.Client, prompt: dict) -> None:
+    events = stream(
+        client,
+        {
+            "prompt_id": prompt["id"],
+            "variables": {"customer": "A"},
+            "input": fake(tokens=6, cut_after_chunks=3),
+        },
+    )
+    names = [name for name, _ in events]
+    assert names == ["meta", "content", "content", "content", "error"]
+    assert events[-1][1]["code"] == "upstream_stream_broken"
+    record = client.get(f"/executions/{events[0][1]['execution_id']}").json()
+    assert (record["status"], record["output"]) == ("error", "tok0 tok1 tok2 ")
+
+
+def test_client_disconnect_cancels_the_upstream_request(
+    client: httpx.Client, prompt: dict, fake_deepseek: FakeDeepSeek, database: Database
+) -> None:
+    body = {
+        "prompt_id": prompt["id"],
+        "variables": {"customer": "A"},
+        "input": fake(tokens=200, token_interval_s=0.05),
+        "stream": True,
+    }
+    with client.stream("POST", "/executions", json=body) as response:
+        received = 0
+        for line in response.iter_lines():
+            received += line.startswith("event: content")
+            if received == 3:
+                break
+    upstream = fake_deepseek.wait_for(
+        lambda: next((r for r in fake_deepseek.chat_requests() if r.disconnected), None), 5
+    )
+    assert not upstream.completed
+    record = fake_deepseek.wait_for(
+        lambda: database.executions.find_one({"status": "cancelled"}), 5
+    )
+    assert record["output"].startswith("tok0 tok1 tok2 ")
+    assert record["error"]["code"] == "cancelled"
+
+
+def test_list_filters_and_paginates(client: httpx.Client, prompt: dict, make_prompt) -> None:
+    run(client, prompt, input="a")
+    run(client, prompt, input=fake(status=400))
+    client.put(f"/prompts/{prompt['id']}", json={"config": {"temperature": 0}})
+    run(client, prompt, input="b", version=2)
+    other = make_prompt(template="x")
+    client.post("/executions", json={"prompt_id": other["id"]})
+
+    def listed(**params: object) -> dict:
+        response = client.get("/executions", params={"prompt_id": prompt["id"], **params})
+        assert response.status_code == 200
+        return response.json()
+
+    assert listed()["total"] == 3
+    assert [item["input"] for item in listed()["items"]] == ["b", fake(status=400), "a"]
+    assert listed(version=2)["total"] == 1
+    assert listed(status="error")["total"] == 1
+    assert listed(status="ok", version=1)["items"][0]["input"] == "a"
+    page = listed(limit=2)
+    assert len(page["items"]) == 2
+    rest = listed(limit=2, cursor=page["next_cursor"])
+    assert [item["input"] for item in rest["items"]] == ["a"]
+    future = listed(since="2999-01-01T00:00:00Z")
+    assert future["total"] == 0
+    assert client.get("/executions", params={"status": "weird"}).status_code == 422
+    assert client.get("/executions").json()["total"] == 4
+
+
+def test_stats_per_version(client: httpx.Client, prompt: dict) -> None:
+    for _ in range(3):
+        run(client, prompt, input="ok")
+    run(client, prompt, input=fake(status=400))
+    client.put(f"/prompts/{prompt['id']}", json={"config": {"temperature": 0}})
+    run(client, prompt, input="v2", version=2)
+    stats = client.get("/executions/stats", params={"prompt_id": prompt["id"]}).json()
+    first, second = stats["versions"]
+    assert (first["version"], first["count"], first["ok"], first["errors"]) == (1, 4, 3, 1)
+    assert first["error_rate"] == 0.25
+    records = client.get(
+        "/executions", params={"prompt_id": prompt["id"], "version": 1, "status": "ok"}
+    ).json()["items"]
+    latencies = sorted(item["latency_ms"] for item in records)
+    assert first["latency_p50_ms"] == latencies[1]
+    assert first["latency_p95_ms"] == latencies[2]
+    assert first["total_tokens"] == sum(item["usage"]["total_tokens"] for item in records)
+    assert first["cost"] == pytest.approx(sum(item["cost"] for item in records))
+    assert (second["version"], second["count"], second["error_rate"]) == (2, 1, 0)
+    assert client.get("/executions/stats", params={"prompt_id": "nope"}).status_code == 404
+    assert client.get("/executions/stats").status_code == 422
