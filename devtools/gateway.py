@@ -4,16 +4,25 @@ It loads each function exactly as functions-framework does in production (`creat
 shared target name), so a function behaves the same here as alone or behind OpenFaaS/Knative.
 """
 
+import importlib.util
+import json
 from collections.abc import Iterable
+from importlib.metadata import version
 from pathlib import Path
+from typing import Any
 from wsgiref.types import StartResponse, WSGIApplication, WSGIEnvironment
 
 import functions_framework
-from functions_framework import _function_registry
 from a2wsgi import WSGIMiddleware
 from flask import Flask
-from starlette.responses import JSONResponse
+from functions_framework import _function_registry
+from starlette.responses import HTMLResponse, JSONResponse, Response
+from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Receive, Scope, Send
+from swagger_ui_bundle import swagger_ui_path
+
+from shared.http.openapi import openapi_document
+from shared.http.routing import Router
 
 FUNCTIONS_DIR = Path(__file__).resolve().parent.parent / "functions"
 TARGET = "handle"
@@ -44,11 +53,67 @@ def load_function(name: str) -> ASGIApp:
     return WSGIMiddleware(_input_terminated(app)) if isinstance(app, Flask) else app
 
 
+def load_router(name: str) -> Router:
+    """The function's route table, imported under a name of its own (the runtime's `main` stays)."""
+    module_name = f"function_{name.replace('-', '_')}"
+    spec = importlib.util.spec_from_file_location(module_name, FUNCTIONS_DIR / name / "main.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    # Importing runs the framework's decorators, which record targets process-wide: undo that.
+    asgi_functions = set(_function_registry.ASGI_FUNCTIONS)
+    registry = dict(_function_registry.REGISTRY_MAP)
+    try:
+        spec.loader.exec_module(module)
+    finally:
+        _function_registry.ASGI_FUNCTIONS.clear()
+        _function_registry.ASGI_FUNCTIONS.update(asgi_functions)
+        _function_registry.REGISTRY_MAP.clear()
+        _function_registry.REGISTRY_MAP.update(registry)
+    return module.router
+
+
+def api_document() -> dict[str, Any]:
+    """The OpenAPI document of every function, with the paths this gateway serves."""
+    return openapi_document(
+        {name: load_router(name) for name in function_names()},
+        title="Better-Assistant API",
+        version=version("better-assistant"),
+        description="Every function of the backend, as mounted by the dev gateway under `/<name>`.",
+    )
+
+
+_DOCS_PAGE = """<!doctype html>
+<html><head><meta charset="utf-8"><title>Better-Assistant API</title>
+<link rel="stylesheet" href="/docs/static/swagger-ui.css"></head>
+<body><div id="docs"></div>
+<script src="/docs/static/swagger-ui-bundle.js"></script>
+<script>SwaggerUIBundle({url: "/openapi.json", dom_id: "#docs"});</script>
+</body></html>"""
+
+
+def _api_pages(document: dict[str, Any]) -> dict[str, ASGIApp]:
+    """`/openapi.json`, and `/docs`: Swagger UI served from the installed package, no CDN."""
+    static = StaticFiles(directory=swagger_ui_path)
+
+    async def docs(scope: Scope, receive: Receive, send: Send) -> None:
+        mount = f"{scope.get('root_path', '')}/docs/static"
+        if scope["path"].startswith(f"{mount}/"):
+            await static(dict(scope, root_path=mount), receive, send)
+        else:
+            await HTMLResponse(_DOCS_PAGE)(scope, receive, send)
+
+    openapi_json = Response(json.dumps(document), media_type="application/json")
+    return {"openapi.json": openapi_json, "docs": docs}
+
+
 class Gateway:
     """Routes `/<name>` and `/<name>/...` to that function, which sees paths from its own root."""
 
-    def __init__(self, functions: dict[str, ASGIApp]) -> None:
+    def __init__(
+        self, functions: dict[str, ASGIApp], pages: dict[str, ASGIApp] | None = None
+    ) -> None:
         self.functions = functions
+        self.pages = pages or {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -62,6 +127,10 @@ class Gateway:
             # `/projects` means the function's root, as `/function/projects` does on OpenFaaS.
             path = scope["path"] if scope["path"] != mount else f"{mount}/"
             await function(dict(scope, root_path=mount, path=path), receive, send)
+            return
+        page = self.pages.get(name)
+        if page is not None:
+            await page(scope, receive, send)
             return
         status = 200 if name == "" else 404
         body = {"functions": [f"/{known}" for known in self.functions]}
@@ -81,4 +150,5 @@ class Gateway:
 
 
 def build_gateway() -> Gateway:
-    return Gateway({name: load_function(name) for name in function_names()})
+    functions = {name: load_function(name) for name in function_names()}
+    return Gateway(functions, _api_pages(api_document()))

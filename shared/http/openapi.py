@@ -1,0 +1,264 @@
+"""The OpenAPI 3.1 document of the whole API, built from the route tables and their pydantic types.
+
+Each function's routes appear under `/<function>` (the dev gateway's mount, and OpenFaaS's
+`/function/<function>` minus its prefix), tagged with the function's name. Only the dev gateway
+and `make openapi` import this module: functions never do, so it costs no cold start.
+"""
+
+import re
+from collections.abc import Mapping
+from typing import Any
+
+from pydantic import BaseModel, TypeAdapter
+from pydantic.json_schema import JsonSchemaMode
+
+from shared.http.messages import Response
+from shared.http.routing import Route, Router
+
+OPENAPI_VERSION = "3.1.0"
+_REF = "#/components/schemas/{model}"
+_WORDS = re.compile(r"[A-Za-z0-9]+")
+
+
+class ErrorDetail(BaseModel):
+    code: str
+    message: str
+    details: Any = None
+
+
+class ErrorBody(BaseModel):
+    """Every error, from every function: a stable code, a human message, optional details."""
+
+    error: ErrorDetail
+
+
+_ERRORS = {
+    400: "The body is missing or is not valid JSON.",
+    404: "No such resource (unknown or malformed id).",
+    409: "The request conflicts with the current state (a duplicate name, dependents).",
+    413: "The body is larger than MAX_BODY_BYTES.",
+    415: "The body is not application/json.",
+    422: "Validation failed: `details` lists every failing field as {loc, msg, type}.",
+    500: "Unexpected failure; `details.request_id` identifies it in the logs.",
+    503: "MongoDB is unreachable; retry shortly.",
+}
+_REQUEST_ID = {
+    "description": "The request id: yours when you sent a sane X-Request-Id, else a fresh one.",
+    "schema": {"type": "string"},
+}
+
+
+def _is_streamed(route: Route) -> bool:
+    return route.events is not None
+
+
+def _is_conditional(route: Route) -> bool:
+    """A GET whose handler reads the request to compare entity tags (`If-None-Match` -> 304)."""
+    return route.method == "GET" and route.wants_request
+
+
+def _error_statuses(route: Route) -> list[int]:
+    """What may go wrong: any id a request names may be unknown, any input invalid."""
+    if route.path == "/healthz":
+        return [500]
+    if route.path == "/readyz":
+        return [500, 503]
+    statuses = {404, 422, 500, 503}
+    if route.body is not None:
+        statuses |= {400, 413, 415}
+    if route.method in {"POST", "PUT", "DELETE"}:
+        statuses.add(409)
+    return sorted(statuses)
+
+
+def _camel(*parts: str) -> str:
+    return "".join(word[:1].upper() + word[1:] for part in parts for word in _WORDS.findall(part))
+
+
+def _operation_id(function: str, route: Route) -> str:
+    return f"{function}_{route.handler.__name__.strip('_')}".replace("-", "_")
+
+
+def _gateway_path(function: str, route: Route) -> str:
+    return f"/{function}{route.path.rstrip('/')}"
+
+
+class _Schemas:
+    """Collects every type the routes use and turns them into one set of named components."""
+
+    def __init__(self) -> None:
+        self.adapters: dict[tuple[int, JsonSchemaMode], tuple[TypeAdapter[Any], str | None]] = {}
+
+    def add(self, annotation: Any, mode: JsonSchemaMode, title: str | None = None) -> None:
+        key = (id(annotation), mode)
+        if key not in self.adapters:
+            self.adapters[key] = (TypeAdapter(annotation), title)
+
+    def build(self) -> tuple[dict[tuple[int, JsonSchemaMode], dict[str, Any]], dict[str, Any]]:
+        inputs = [(key, key[1], adapter) for key, (adapter, _) in self.adapters.items()]
+        schemas, definitions = TypeAdapter.json_schemas(inputs, ref_template=_REF)
+        refs = {key: schemas[key, key[1]] for key in self.adapters}
+        named = definitions.get("$defs", {})
+        for key, (_, title) in self.adapters.items():
+            schema = refs[key]
+            if title is not None and "$ref" not in schema:
+                # An unnamed type (an Annotated union of events) becomes a component of its own.
+                named[title] = schema
+                refs[key] = {"$ref": _REF.format(model=title)}
+        return refs, named
+
+
+def _query_parameters(model: type[BaseModel], schemas: dict[str, Any]) -> list[dict[str, Any]]:
+    """One query parameter per field: absent means default, so `null` is never sent."""
+    schema = model.model_json_schema(ref_template=_REF, mode="validation")
+    for name, definition in schema.get("$defs", {}).items():
+        schemas.setdefault(name, definition)
+    required = set(schema.get("required", []))
+    parameters = []
+    for name, field_schema in schema["properties"].items():
+        field_schema = dict(field_schema)
+        options = [option for option in field_schema.pop("anyOf", []) if option != {"type": "null"}]
+        if len(options) == 1:
+            field_schema.update(options[0])
+        elif options:
+            field_schema["anyOf"] = options
+        if field_schema.get("default", 0) is None:
+            del field_schema["default"]
+        field_schema.pop("title", None)
+        parameter = {"name": name, "in": "query", "required": name in required}
+        if "description" in field_schema:
+            parameter["description"] = field_schema.pop("description")
+        parameters.append({**parameter, "schema": field_schema})
+    return parameters
+
+
+def _path_parameters(route: Route) -> list[dict[str, Any]]:
+    parameters = []
+    for name, kind in route.path_types.items():
+        # The same shapes the route's pattern accepts (routing._compile).
+        if kind is int:
+            schema: dict[str, Any] = {"type": "integer", "minimum": 0, "maximum": 999_999_999}
+        else:
+            schema = {"type": "string", "pattern": "^[^/]+$"}
+        parameters.append({"name": name, "in": "path", "required": True, "schema": schema})
+    return parameters
+
+
+def _summary(route: Route) -> str:
+    doc = (route.handler.__doc__ or "").strip()
+    return doc.splitlines()[0] if doc else route.handler.__name__.strip("_").replace("_", " ")
+
+
+def _success(route: Route, refs: dict[tuple[int, JsonSchemaMode], Any]) -> dict[str, Any]:
+    """The documented success responses of a route, by status."""
+    response = route.response
+    headers = {"X-Request-Id": _REQUEST_ID}
+    if response is type(None):
+        return {"204": {"description": "Done; no body.", "headers": headers}}
+    success: dict[str, Any] = {"description": _summary(route), "headers": headers}
+    if response is not Response:
+        success["content"] = {"application/json": {"schema": refs[(id(response), "serialization")]}}
+    responses = {str(route.status): success}
+    if _is_streamed(route):
+        # A stream always starts 200; each event's `event` and `data` follow the union's schema.
+        stream = responses.setdefault("200", {"description": "A stream of server-sent events."})
+        stream.setdefault("headers", headers)
+        stream.setdefault("content", {})["text/event-stream"] = {
+            "schema": refs[(id(route.events), "serialization")]
+        }
+    if _is_conditional(route):
+        etag = {"description": "The representation's entity tag.", "schema": {"type": "string"}}
+        success["headers"] = {**headers, "ETag": etag}
+        responses["304"] = {
+            "description": "Not modified: `If-None-Match` matched the current ETag.",
+            "headers": {**headers, "ETag": etag},
+        }
+    return responses
+
+
+def _operation(
+    function: str, route: Route, refs: dict[tuple[int, JsonSchemaMode], Any], schemas: dict
+) -> dict[str, Any]:
+    parameters = _path_parameters(route)
+    if route.query is not None:
+        parameters += _query_parameters(route.query, schemas)
+    if _is_conditional(route):
+        parameters.append(
+            {
+                "name": "If-None-Match",
+                "in": "header",
+                "required": False,
+                "description": "An ETag from an earlier response; a match answers 304.",
+                "schema": {"type": "string"},
+            }
+        )
+    operation: dict[str, Any] = {
+        "tags": [function],
+        "summary": _summary(route),
+        "operationId": _operation_id(function, route),
+    }
+    if parameters:
+        operation["parameters"] = parameters
+    if route.body is not None:
+        operation["requestBody"] = {
+            "required": True,
+            "content": {"application/json": {"schema": refs[(id(route.body), "validation")]}},
+        }
+    operation["responses"] = _success(route, refs) | {
+        str(status): {
+            "description": _ERRORS[status],
+            "content": {"application/json": {"schema": {"$ref": _REF.format(model="ErrorBody")}}},
+        }
+        for status in _error_statuses(route)
+    }
+    return operation
+
+
+def _check_annotations(function: str, route: Route) -> None:
+    if route.response is None:
+        raise TypeError(
+            f"{function}: handler {route.handler.__name__} ({route.method} {route.path}) has no "
+            "return annotation; annotate it with a model, None (204) or Response."
+        )
+
+
+def openapi_document(
+    routers: Mapping[str, Router], *, title: str, version: str, description: str = ""
+) -> dict[str, Any]:
+    """The document describing every route of the given functions (name -> router)."""
+    collector = _Schemas()
+    collector.add(ErrorBody, "serialization")
+    for function, router in routers.items():
+        for route in router.routes:
+            _check_annotations(function, route)
+            if route.body is not None:
+                collector.add(route.body, "validation")
+            if route.response not in (Response, type(None)):
+                collector.add(route.response, "serialization")
+            if _is_streamed(route):
+                events_name = _camel(route.handler.__name__, "events")
+                collector.add(route.events, "serialization", title=events_name)
+    refs, schemas = collector.build()
+    paths: dict[str, dict[str, Any]] = {}
+    for function, router in routers.items():
+        for route in router.routes:
+            operation = _operation(function, route, refs, schemas)
+            paths.setdefault(_gateway_path(function, route), {})[route.method.lower()] = operation
+    return {
+        "openapi": OPENAPI_VERSION,
+        "info": {"title": title, "version": version, "description": description},
+        "tags": [
+            {"name": name, "description": _function_description(router)}
+            for name, router in routers.items()
+        ],
+        "paths": paths,
+        "components": {"schemas": dict(sorted(schemas.items()))},
+    }
+
+
+def _function_description(router: Router) -> str:
+    """The docstring of the function's module, read through one of its own handlers."""
+    for route in router.routes:
+        if route.handler.__module__ != Route.__module__:
+            return (route.handler.__globals__.get("__doc__") or "").strip()
+    return ""

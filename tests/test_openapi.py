@@ -1,0 +1,99 @@
+"""The OpenAPI document: generated from the route tables, served by the gateway, true to the API."""
+
+import json
+from pathlib import Path
+from typing import Any
+
+import httpx
+import schemathesis
+from hypothesis import HealthCheck, settings
+from schemathesis.checks import not_a_server_error
+from schemathesis.specs.openapi.checks import (
+    content_type_conformance,
+    response_schema_conformance,
+    status_code_conformance,
+)
+
+from devtools.gateway import api_document, function_names, load_router
+
+DOCUMENT_FILE = Path(__file__).resolve().parent.parent / "openapi.json"
+METHODS = {"get", "put", "post", "delete", "patch", "head", "options"}
+
+
+def documented_operations(document: dict[str, Any]) -> set[tuple[str, str]]:
+    return {
+        (method.upper(), path)
+        for path, item in document["paths"].items()
+        for method in item
+        if method in METHODS
+    }
+
+
+def test_the_document_describes_exactly_the_routes_that_exist() -> None:
+    routes = {
+        (route.method, f"/{name}{route.path.rstrip('/')}")
+        for name in function_names()
+        for route in load_router(name).routes
+    }
+    documented = documented_operations(api_document())
+    assert not routes - documented, f"routes the document does not describe: {routes - documented}"
+    assert not documented - routes, f"documented routes that do not exist: {documented - routes}"
+
+
+def test_the_committed_document_is_current() -> None:
+    committed = json.loads(DOCUMENT_FILE.read_text()) if DOCUMENT_FILE.exists() else None
+    assert committed == api_document(), "openapi.json is stale: run `make openapi` and commit it"
+
+
+def test_every_documented_operation_is_served_by_the_gateway(client: httpx.Client) -> None:
+    document = client.get("/openapi.json").json()
+    assert document["openapi"].startswith("3.1")
+    for method, path in sorted(documented_operations(document)):
+        concrete = path
+        for parameter in document["paths"][path][method.lower()].get("parameters", []):
+            if parameter["in"] == "path":
+                value = "1" if parameter["schema"]["type"] == "integer" else "unknown"
+                concrete = concrete.replace(f"{{{parameter['name']}}}", value)
+        response = client.request(method, concrete)
+        code = response.json().get("error", {}).get("code") if response.content else None
+        assert code not in {"route_not_found", "function_not_found", "method_not_allowed"}, (
+            method,
+            concrete,
+            response.text,
+        )
+
+
+def test_the_docs_page_renders_the_document_without_a_cdn(client: httpx.Client) -> None:
+    page = client.get("/docs")
+    assert page.status_code == 200
+    assert "/openapi.json" in page.text
+    for asset in ("swagger-ui-bundle.js", "swagger-ui.css"):
+        assert f"/docs/static/{asset}" in page.text
+        assert client.get(f"/docs/static/{asset}").status_code == 200
+
+
+# Built from the route tables at collection; requests go over HTTP to the gateway fixture, which
+# serves the same document (checked above).
+fuzzed = schemathesis.openapi.from_dict(api_document())
+
+
+@fuzzed.parametrize()
+@settings(
+    max_examples=10,
+    deadline=None,
+    derandomize=True,
+    suppress_health_check=list(HealthCheck),
+)
+def test_generated_requests_never_get_a_server_error(
+    case: schemathesis.Case, gateway_url: str
+) -> None:
+    """Generated requests, valid and not: never a 5xx, and every response as documented."""
+    case.call_and_validate(
+        base_url=gateway_url,
+        checks=[
+            not_a_server_error,
+            status_code_conformance,
+            content_type_conformance,
+            response_schema_conformance,
+        ],
+    )
