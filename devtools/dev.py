@@ -1,7 +1,8 @@
 """`make dev`: every function behind one local gateway, on embedded defaults.
 
-Starts SecantusDB with its data in `.data/mongo` unless MONGODB_URI is configured, serves the
-gateway on http://127.0.0.1:$PORT (8080), and stops the database when the gateway exits.
+Starts SecantusDB with its data in `.data/mongo` unless MONGODB_URI is configured, and the fake
+DeepSeek server unless a DeepSeek key is configured, serves the gateway on
+http://127.0.0.1:$PORT (8080), and stops both when the gateway exits.
 """
 
 import logging
@@ -14,6 +15,7 @@ from types import FrameType
 import uvicorn
 
 from devtools.embedded_mongo import EmbeddedMongo
+from devtools.fake_deepseek import FakeDeepSeek
 from devtools.gateway import build_gateway, function_names
 from shared.settings import get_settings
 
@@ -43,6 +45,14 @@ def main() -> None:
             logger.info("embedded MongoDB (SecantusDB) at %s, data in %s", mongo.uri, DATA_DIR)
         else:
             logger.info("using MONGODB_URI from the environment")
+        if get_settings().deepseek_api_key is None:
+            fake = stack.enter_context(FakeDeepSeek())
+            os.environ.update(DEEPSEEK_BASE_URL=fake.base_url, DEEPSEEK_API_KEY="local-fake")
+            get_settings.cache_clear()
+            logger.warning(
+                "no DEEPSEEK_API_KEY: answers come from the built-in fake DeepSeek at %s",
+                fake.base_url,
+            )
         gateway = build_gateway()
         for name in function_names():
             logger.info("function %-16s http://%s:%d/%s", name, host, port, name)

@@ -1,0 +1,129 @@
+"""Cold start of every function: process start to first successful response, median of N.
+
+Next to each function stands its floor: a bare functions-framework function importing the same
+third-party libraries and doing nothing else, measured in the same run. Also printed: the time
+to import each function module in a fresh interpreter, and whether it imports `openai`.
+Run: `uv run python -m bench.cold_start [--runs 5]`.
+"""
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+
+from bench.harness import CLI
+from devtools.embedded_mongo import free_port
+from devtools.gateway import FUNCTIONS_DIR, TARGET, function_names
+
+# Loads a function module as functions-framework does, then reports what it imported.
+_PROBE = """
+import importlib.util, json, sys, time
+started = time.perf_counter()
+spec = importlib.util.spec_from_file_location("main", sys.argv[1])
+module = importlib.util.module_from_spec(spec)
+sys.modules["main"] = module
+spec.loader.exec_module(module)
+elapsed = time.perf_counter() - started
+stdlib = sys.stdlib_module_names
+third_party = sorted({
+    name.split(".")[0] for name in sys.modules
+    if name.split(".")[0] not in stdlib and not name.startswith(("_", "shared", "main"))
+})
+print(json.dumps({"import_s": elapsed, "modules": third_party,
+                  "asgi": "handle" in __import__("functions_framework")._function_registry.ASGI_FUNCTIONS}))
+"""
+
+_FLOOR_FLASK = '''{imports}
+
+def handle(request):
+    return "ok"
+'''
+_FLOOR_ASGI = '''{imports}
+import functions_framework.aio
+
+
+@functions_framework.aio.http
+async def handle(request):
+    return "ok"
+'''
+
+
+def probe(source: Path) -> dict:
+    output = subprocess.run(
+        [sys.executable, "-c", _PROBE, str(source)], capture_output=True, text=True, check=True
+    ).stdout
+    return json.loads(output)
+
+
+def floor_source(directory: Path, name: str, modules: list[str], asgi: bool) -> Path:
+    imports = "\n".join(f"import {module}  # noqa: F401" for module in modules if module.isidentifier())
+    folder = directory / name
+    folder.mkdir()
+    source = folder / "main.py"
+    source.write_text((_FLOOR_ASGI if asgi else _FLOOR_FLASK).format(imports=imports))
+    return source
+
+
+def time_to_first_response(source: Path, env: dict[str, str], timeout: float = 60) -> float:
+    """Seconds from spawning the functions-framework CLI to the first 200 from /healthz."""
+    port = free_port()
+    started = time.perf_counter()
+    process = subprocess.Popen(
+        [str(CLI), "--source", str(source), "--target", TARGET],
+        env={**env, "PORT": str(port)},
+        cwd="/",
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        with httpx.Client(timeout=1) as client:
+            while time.perf_counter() - started < timeout:
+                try:
+                    if client.get(f"http://127.0.0.1:{port}/healthz").status_code == 200:
+                        return time.perf_counter() - started
+                except httpx.TransportError:
+                    pass
+                time.sleep(0.005)
+        raise RuntimeError(f"{source} did not answer within {timeout} s")
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--runs", type=int, default=5)
+    runs = parser.parse_args().runs
+    # A database that is never reached: a cold start must not need one.
+    env = {**os.environ, "MONGODB_URI": f"mongodb://127.0.0.1:{free_port()}"}
+    print(f"cold start, median of {runs}, {os.cpu_count()} cores")
+    print(
+        f"{'function':<18} {'kind':<6} {'start s':>8} {'floor s':>8} {'over s':>7} "
+        f"{'import s':>9}  openai"
+    )
+    with tempfile.TemporaryDirectory() as scratch:
+        for name in function_names():
+            source = FUNCTIONS_DIR / name / "main.py"
+            probed = probe(source)
+            floor = floor_source(Path(scratch), name, probed["modules"], probed["asgi"])
+            function_times, floor_times = [], []
+            for _ in range(runs):
+                function_times.append(time_to_first_response(source, env))
+                floor_times.append(time_to_first_response(floor, env))
+            start, baseline = statistics.median(function_times), statistics.median(floor_times)
+            print(
+                f"{name:<18} {'asgi' if probed['asgi'] else 'flask':<6} {start:>8.3f} "
+                f"{baseline:>8.3f} {start - baseline:>+7.3f} {probed['import_s']:>9.3f}  "
+                f"{'yes' if 'openai' in probed['modules'] else 'no'}"
+            )
+
+
+if __name__ == "__main__":
+    main()
