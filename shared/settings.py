@@ -82,6 +82,16 @@ class Settings(BaseSettings):
         default_factory=lambda: dict(DEFAULT_PRICES), validation_alias=_setting("DEEPSEEK_PRICES")
     )
 
+    chat_history_max_messages: int = Field(
+        20, ge=0, le=500, validation_alias=_setting("CHAT_HISTORY_MAX_MESSAGES")
+    )
+    # Estimated as characters / 4; keeps long dialogs inside the model's context and budget.
+    chat_history_max_tokens: int = Field(
+        8000, ge=0, validation_alias=_setting("CHAT_HISTORY_MAX_TOKENS")
+    )
+    # SSE comments while DeepSeek has not sent a first token, so no proxy cuts an idle stream.
+    stream_keepalive_s: float = Field(15, gt=0, validation_alias=_setting("STREAM_KEEPALIVE_S"))
+
     @field_validator("deepseek_api_key", mode="before")
     @classmethod
     def _blank_key_is_no_key(cls, value: object) -> object:

@@ -1,0 +1,119 @@
+"""Dialogs, their messages, and the turn events the history queue carries."""
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field, model_validator
+
+from shared.deepseek.models import Usage
+from shared.models import InputModel, Name
+from shared.pagination import PageParams
+from shared.prompts.models import LabelName
+
+MessageRole = Literal["user", "assistant"]
+TurnStatus = Literal["ok", "error", "cancelled"]
+
+
+class PromptBinding(InputModel):
+    """Which prompt a dialog runs, and at which version or label (default: production, else latest)."""
+
+    prompt_id: str | None = None
+    version: int | None = Field(None, ge=1)
+    label: LabelName | None = None
+
+    @model_validator(mode="after")
+    def _one_selector(self) -> "PromptBinding":
+        if self.version is not None and self.label is not None:
+            raise ValueError("choose a version or a label, not both")
+        if self.prompt_id is None and (self.version is not None or self.label is not None):
+            raise ValueError("a version or label needs a prompt_id")
+        return self
+
+
+class DialogCreate(PromptBinding):
+    project_id: str
+    title: Name | None = None
+
+
+class DialogUpdate(InputModel):
+    """Change the title and/or the bound prompt (`prompt_id: null` unbinds it)."""
+
+    title: Name | None = None
+    prompt_id: str | None = None
+    version: int | None = Field(None, ge=1)
+    label: LabelName | None = None
+
+
+class Dialog(BaseModel):
+    id: str
+    project_id: str
+    prompt_id: str | None
+    version: int | None
+    label: str | None
+    title: str | None
+    message_count: int
+    created_at: datetime
+    updated_at: datetime
+
+
+class Message(BaseModel):
+    id: str
+    dialog_id: str
+    turn_id: str
+    role: MessageRole
+    content: str
+    reasoning: str | None = None
+    status: TurnStatus
+    created_at: datetime
+    usage: Usage | None = None
+
+
+class DialogListParams(PageParams):
+    project_id: str
+
+
+class MessagePageParams(BaseModel):
+    limit: int = Field(50, ge=1, le=200)
+    cursor: str | None = None
+
+
+class DialogWithMessages(Dialog):
+    messages: list[Message]
+    next_cursor: str | None
+
+
+class TurnError(BaseModel):
+    code: str
+    message: str
+
+
+class TurnEvent(BaseModel):
+    """One finished chat turn, as published to the history queue; `turn_id` is its idempotency key.
+
+    Written whatever the outcome: the user message always, the assistant message with the text
+    received so far (empty when nothing came back).
+    """
+
+    turn_id: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")
+    dialog_id: str = Field(min_length=1, max_length=64)
+    project_id: str = Field(min_length=1, max_length=64)
+    prompt_id: str | None = None
+    prompt_version: int | None = None
+    model: str | None = None
+    user_content: str
+    user_at: datetime
+    assistant_content: str
+    assistant_reasoning: str | None = None
+    assistant_at: datetime
+    status: TurnStatus
+    error: TurnError | None = None
+    finish_reason: str | None = None
+    usage: Usage | None = None
+    cost: float | None = None
+    ttft_ms: float | None = None
+    latency_ms: float | None = None
+
+    model_config = {"extra": "ignore"}
+
+    def summary(self) -> dict[str, Any]:
+        return {"turn_id": self.turn_id, "dialog_id": self.dialog_id, "status": self.status}
