@@ -15,7 +15,7 @@ TurnStatus = Literal["ok", "error", "cancelled"]
 
 
 class PromptBinding(InputModel):
-    """Which prompt a dialog runs, and at which version or label (default: production, else latest)."""
+    """The prompt a dialog runs, at a version or label (default: production, else latest)."""
 
     prompt_id: str | None = None
     version: int | None = Field(None, ge=1)

@@ -1,22 +1,22 @@
 """Running prompts against DeepSeek and keeping a record of every run."""
 
 import math
-import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from itertools import groupby
 from typing import Any
 
 import anyio
 
-from shared.deepseek.client import get_deepseek
+from shared.deepseek.answer import Answer, answer_events, stream_answer
 from shared.deepseek.errors import UpstreamError
-from shared.deepseek.models import ChatCall, Delta, Finish
-from shared.errors import AppError, not_found
+from shared.deepseek.models import ChatCall
+from shared.errors import not_found
 from shared.executions.models import (
     Execution,
     ExecutionCreate,
     ExecutionListParams,
+    ExecutionMeta,
     ExecutionStats,
     StatsParams,
     VersionStats,
@@ -58,14 +58,10 @@ def default_version(record: PromptRecord) -> int:
 
 @dataclass
 class Run:
-    """A run in progress: its stored record, the call to make, and what has come back."""
+    """A run in progress: its stored record and the answer coming back."""
 
     record: Execution
-    call: ChatCall
-    output: list[str] = field(default_factory=list)
-    reasoning: list[str] = field(default_factory=list)
-    finish: Finish | None = None
-    ttft_ms: float | None = None
+    answer: Answer
 
 
 class ExecutionService:
@@ -109,107 +105,53 @@ class ExecutionService:
                 "finished_at": None,
             }
         )
-        return Run(execution, ChatCall(model, messages, params))
-
-    async def execute(self, run: Run) -> AsyncIterator[Delta]:
-        """Stream the run's deltas; the record is completed however the stream ends."""
-        started = time.perf_counter()
-        status, error = "error", None
-        try:
-            async for item in get_deepseek().stream(run.call):
-                if isinstance(item, Finish):
-                    run.finish = item
-                    continue
-                if run.ttft_ms is None:
-                    run.ttft_ms = (time.perf_counter() - started) * 1000
-                (run.output if item.kind == "content" else run.reasoning).append(item.text)
-                yield item
-            status = "ok"
-        except AppError as exc:
-            error = {"code": exc.code, "message": exc.message}
-            raise
-        except BaseException as exc:
-            if isinstance(exc, (GeneratorExit, anyio.get_cancelled_exc_class())):
-                status = "cancelled"
-                error = {"code": "cancelled", "message": "The client went away."}
-            else:
-                error = {"code": "internal_error", "message": "The run failed unexpectedly."}
-            raise
-        finally:
-            latency_ms = (time.perf_counter() - started) * 1000
-            # The record must be written even when the stream was cancelled.
-            with anyio.CancelScope(shield=True):
-                run.record = (
-                    await anyio.to_thread.run_sync(
-                        self.executions.finish,
-                        run.record.id,
-                        self._outcome(run, status, error, latency_ms),
-                    )
-                    or run.record
-                )
-
-    def _outcome(
-        self, run: Run, status: str, error: dict[str, str] | None, latency_ms: float
-    ) -> dict[str, Any]:
-        finish = run.finish
-        price = get_settings().deepseek_prices.get(run.call.model)
-        if finish is not None and price is None:
-            price = get_settings().deepseek_prices.get(finish.model)
-        return {
-            "status": status,
-            "error": error,
-            "output": "".join(run.output),
-            "reasoning": "".join(run.reasoning) or None,
-            "finish_reason": finish.finish_reason if finish else None,
-            "usage": finish.usage.model_dump() if finish else None,
-            "cost": finish.usage.cost(price) if finish and price else None,
-            "latency_ms": round(latency_ms, 3),
-            "ttft_ms": round(run.ttft_ms, 3) if run.ttft_ms is not None else None,
-        }
+        return Run(execution, Answer(ChatCall(model, messages, params)))
 
     async def start(self, data: ExecutionCreate, source: str = "api") -> Run:
         """`prepare` off the event loop."""
         return await anyio.to_thread.run_sync(self.prepare, data, source)
 
+    async def record_outcome(self, run: Run) -> None:
+        """Complete the stored record with what the answer brought back."""
+        answer = run.answer
+        done = answer.done()
+        outcome = {
+            "status": answer.status,
+            "error": answer.error.model_dump() if answer.error else None,
+            "output": answer.text,
+            "reasoning": answer.reasoning_text,
+            "finish_reason": done.finish_reason,
+            "usage": done.usage.model_dump() if done.usage else None,
+            "cost": done.cost,
+            "latency_ms": done.latency_ms,
+            "ttft_ms": done.ttft_ms,
+        }
+        finished = await anyio.to_thread.run_sync(self.executions.finish, run.record.id, outcome)
+        run.record = finished or run.record
+
     async def run_to_completion(self, data: ExecutionCreate) -> Execution:
         """Run without streaming to the caller; an upstream failure is raised after recording."""
         run = await self.start(data)
         try:
-            async for _ in self.execute(run):
+            async for _ in stream_answer(run.answer):
                 pass
         except UpstreamError as exc:
             exc.details = {"execution_id": run.record.id}
             raise
+        finally:
+            with anyio.CancelScope(shield=True):
+                await self.record_outcome(run)
         return run.record
 
-    async def stream_events(self, run: Run) -> AsyncIterator[tuple[str, dict[str, Any]]]:
+    def stream_events(self, run: Run) -> AsyncIterator[tuple[str, dict[str, Any]]]:
         """The run as stream events: meta, reasoning/content deltas, then done or error."""
-        yield (
-            "meta",
-            {
-                "execution_id": run.record.id,
-                "prompt_id": run.record.prompt_id,
-                "prompt_version": run.record.prompt_version,
-                "model": run.call.model,
-            },
+        meta = ExecutionMeta(
+            execution_id=run.record.id,
+            prompt_id=run.record.prompt_id,
+            prompt_version=run.record.prompt_version,
+            model=run.answer.call.model,
         )
-        try:
-            async for delta in self.execute(run):
-                yield delta.kind, {"delta": delta.text}
-        except AppError as exc:
-            yield "error", {"code": exc.code, "message": exc.message}
-            return
-        record = run.record
-        yield (
-            "done",
-            {
-                "finish_reason": record.finish_reason,
-                "usage": record.usage.model_dump() if record.usage else None,
-                "cost": record.cost,
-                "ttft_ms": record.ttft_ms,
-                "latency_ms": record.latency_ms,
-            },
-        )
+        return answer_events(run.answer, meta.model_dump(), lambda _: self.record_outcome(run))
 
     def get(self, execution_id: str) -> Execution:
         execution = self.executions.get(execution_id)

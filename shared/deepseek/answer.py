@@ -1,0 +1,116 @@
+"""One streamed answer from DeepSeek, recorded as it arrives however it ends.
+
+Executions and chat both stream an answer to a caller and must keep what came back even when
+the upstream fails or the caller goes away; this is that shared piece.
+"""
+
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import anyio
+
+from shared.deepseek.client import get_deepseek
+from shared.deepseek.models import ChatCall, Delta, Finish
+from shared.errors import AppError
+from shared.settings import get_settings
+from shared.streaming import DoneData, ErrorData
+
+logger = logging.getLogger("better_assistant")
+
+AnswerStatus = Literal["running", "ok", "error", "cancelled"]
+
+
+@dataclass
+class Answer:
+    call: ChatCall
+    output: list[str] = field(default_factory=list)
+    reasoning: list[str] = field(default_factory=list)
+    finish: Finish | None = None
+    ttft_ms: float | None = None
+    latency_ms: float | None = None
+    status: AnswerStatus = "running"
+    error: ErrorData | None = None
+
+    @property
+    def text(self) -> str:
+        return "".join(self.output)
+
+    @property
+    def reasoning_text(self) -> str | None:
+        return "".join(self.reasoning) or None
+
+    @property
+    def cost(self) -> float | None:
+        """USD from the usage and the configured price of the model (None if unpriced)."""
+        if self.finish is None:
+            return None
+        prices = get_settings().deepseek_prices
+        price = prices.get(self.call.model) or prices.get(self.finish.model)
+        return self.finish.usage.cost(price) if price else None
+
+    def done(self) -> DoneData:
+        return DoneData(
+            finish_reason=self.finish.finish_reason if self.finish else None,
+            usage=self.finish.usage if self.finish else None,
+            cost=self.cost,
+            ttft_ms=self.ttft_ms,
+            latency_ms=self.latency_ms,
+        )
+
+
+async def stream_answer(answer: Answer) -> AsyncIterator[Delta]:
+    """The answer's deltas as they arrive, recorded into `answer`; failures are re-raised."""
+    started = time.perf_counter()
+    try:
+        async for item in get_deepseek().stream(answer.call):
+            if isinstance(item, Finish):
+                answer.finish = item
+                continue
+            if answer.ttft_ms is None:
+                answer.ttft_ms = round((time.perf_counter() - started) * 1000, 3)
+            (answer.output if item.kind == "content" else answer.reasoning).append(item.text)
+            yield item
+        answer.status = "ok"
+    except AppError as exc:
+        answer.status, answer.error = "error", ErrorData(code=exc.code, message=exc.message)
+        raise
+    except BaseException as exc:
+        if isinstance(exc, (GeneratorExit, anyio.get_cancelled_exc_class())):
+            answer.status = "cancelled"
+            answer.error = ErrorData(code="cancelled", message="The client went away.")
+        else:
+            answer.status = "error"
+            answer.error = ErrorData(
+                code="internal_error", message="The answer failed unexpectedly."
+            )
+        raise
+    finally:
+        answer.latency_ms = round((time.perf_counter() - started) * 1000, 3)
+
+
+async def answer_events(
+    answer: Answer, meta: dict[str, Any], on_end: Callable[[Answer], Awaitable[None]]
+) -> AsyncIterator[tuple[str, dict[str, Any]]]:
+    """Stream events: `meta`, the deltas, then `done` or `error`.
+
+    `on_end` (storing or publishing what came back) runs however the answer ended — even when
+    the caller went away — and before the last event, so what that event reports is stored.
+    """
+    yield "meta", meta
+    try:
+        async for delta in stream_answer(answer):
+            yield delta.kind, {"delta": delta.text}
+    except Exception:
+        if answer.error is None or answer.error.code == "internal_error":
+            logger.exception("streamed answer failed")
+    finally:
+        with anyio.CancelScope(shield=True):
+            await on_end(answer)
+    if answer.status == "ok":
+        yield "done", answer.done().model_dump()
+    else:
+        error = answer.error or ErrorData(code="internal_error", message="The answer failed.")
+        yield "error", error.model_dump()
