@@ -2,12 +2,13 @@
 
 from functools import cache
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
-from pydantic import AliasChoices, BaseModel, Field, SecretStr, field_validator
+from pydantic import AliasChoices, BaseModel, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 OPENFAAS_SECRETS_DIR = Path("/var/openfaas/secrets")
+HistoryQueue = Literal["local", "cloudevents", "openfaas", "sqs"]
 
 
 def _setting(env_name: str, secret_name: str | None = None) -> AliasChoices:
@@ -92,6 +93,22 @@ class Settings(BaseSettings):
     # SSE comments while DeepSeek has not sent a first token, so no proxy cuts an idle stream.
     stream_keepalive_s: float = Field(15, gt=0, validation_alias=_setting("STREAM_KEEPALIVE_S"))
 
+    # Where finished chat turns go to be written to the history. Unset: `cloudevents` when Knative
+    # injected K_SINK, else `local` (an in-process queue, so `make dev` needs nothing else).
+    history_queue: HistoryQueue | None = Field(None, validation_alias=_setting("HISTORY_QUEUE"))
+    # The broker/sink (cloudevents, default K_SINK), gateway base URL (openfaas) or queue URL (sqs).
+    history_queue_url: str | None = Field(None, validation_alias=_setting("HISTORY_QUEUE_URL"))
+    k_sink: str | None = Field(None, validation_alias=_setting("K_SINK"))
+    history_publish_retries: int = Field(
+        3, ge=0, le=10, validation_alias=_setting("HISTORY_PUBLISH_RETRIES")
+    )
+    history_publish_backoff_s: float = Field(
+        0.2, ge=0, le=30, validation_alias=_setting("HISTORY_PUBLISH_BACKOFF_S")
+    )
+    history_publish_timeout_s: float = Field(
+        5, gt=0, le=120, validation_alias=_setting("HISTORY_PUBLISH_TIMEOUT_S")
+    )
+
     @field_validator("deepseek_api_key", mode="before")
     @classmethod
     def _blank_key_is_no_key(cls, value: object) -> object:
@@ -103,6 +120,14 @@ class Settings(BaseSettings):
         if isinstance(value, str):
             return [origin.strip() for origin in value.split(",") if origin.strip()]
         return value
+
+    @model_validator(mode="after")
+    def _history_queue_from_knative(self) -> "Settings":
+        if self.history_queue is None:
+            self.history_queue = "cloudevents" if self.k_sink else "local"
+        if self.history_queue == "cloudevents" and not self.history_queue_url:
+            self.history_queue_url = self.k_sink
+        return self
 
 
 @cache
