@@ -34,7 +34,7 @@ async def read_body(request: StarletteRequest, limit: int) -> bytes:
 def to_starlette(response: Response) -> StarletteResponse:
     if isinstance(response, EventStream) and response.events is not None:
         return StreamingResponse(
-            encode_stream(response.events),
+            encode_stream(response.events, get_settings().stream_keepalive_s),
             status_code=response.status,
             headers={**response.headers, **STREAM_HEADERS},
         )
