@@ -420,3 +420,48 @@ def test_stats_per_version(client: httpx.Client, prompt: dict) -> None:
     assert (second["version"], second["count"], second["error_rate"]) == (2, 1, 0)
     assert client.get("/executions/stats", params={"prompt_id": "nope"}).status_code == 404
     assert client.get("/executions/stats").status_code == 422
+
+
+def test_stream_sends_keepalive_comments_until_the_first_token(
+    client: httpx.Client, prompt: dict, monkeypatch
+) -> None:
+    monkeypatch.setenv("STREAM_KEEPALIVE_S", "0.1")
+    get_settings.cache_clear()
+    body = {
+        "prompt_id": prompt["id"],
+        "variables": {"customer": "A"},
+        "input": fake(first_token_delay_s=0.55, tokens=3, token_interval_s=0.15),
+        "stream": True,
+    }
+    with client.stream("POST", "/executions", json=body) as response:
+        lines = [line for line in response.iter_lines() if line]
+    first_content = lines.index("event: content")
+    assert lines[0] == "event: meta"
+    assert lines[2:first_content].count(": keep-alive") >= 3
+    assert ": keep-alive" not in lines[first_content:]
+    assert lines[-2] == "event: done"
+
+
+def test_disconnect_before_the_first_token_is_recorded_as_cancelled(
+    client: httpx.Client, prompt: dict, fake_deepseek: FakeDeepSeek, database: Database, monkeypatch
+) -> None:
+    monkeypatch.setenv("STREAM_KEEPALIVE_S", "0.05")
+    get_settings.cache_clear()
+    body = {
+        "prompt_id": prompt["id"],
+        "variables": {"customer": "A"},
+        "input": fake(first_token_delay_s=5),
+        "stream": True,
+    }
+    with client.stream("POST", "/executions", json=body) as response:
+        for line in response.iter_lines():
+            if line == ": keep-alive" and fake_deepseek.chat_requests():
+                break
+    upstream = fake_deepseek.wait_for(
+        lambda: next((r for r in fake_deepseek.chat_requests() if r.disconnected), None), 5
+    )
+    assert not upstream.completed
+    record = fake_deepseek.wait_for(
+        lambda: database.executions.find_one({"status": "cancelled"}), 5
+    )
+    assert record["output"] == ""
