@@ -35,3 +35,31 @@ format: sync ## Format and fix what ruff can
 
 bench: sync ## Run the benchmarks and print their figures
 	$(UV) run --frozen python -m bench.prompt_fetch
+
+# Deployment: one image for every function; see README "Deploy".
+IMAGE_NAME ?= better-assistant
+IMAGE_TAG ?= latest
+IMAGE := $(IMAGE_NAME):$(IMAGE_TAG)
+
+.PHONY: build push manifests openapi deploy-openfaas deploy-knative
+
+build: ## Build the image (Docker): make build IMAGE_NAME=registry/better-assistant IMAGE_TAG=1.0
+	docker build -t $(IMAGE) .
+
+push: build ## Push the image to its registry
+	docker push $(IMAGE)
+
+manifests: sync ## Render stack.yml and knative/ from the table in devtools/manifests.py
+	$(UV) run --frozen python -m devtools.manifests manifests
+
+openapi: sync ## Write openapi.json: the OpenAPI 3.1 document of every function
+	$(UV) run --frozen python -m devtools.manifests openapi
+
+deploy-openfaas: push ## faas-cli up: every function of stack.yml from the image (OPENFAAS_URL)
+	IMAGE=$(IMAGE) faas-cli up -f stack.yml --skip-push
+
+deploy-knative: push ## kubectl apply -k knative/, with the image (needs knative/secrets.env)
+	@test -f knative/secrets.env || { echo "knative/secrets.env is missing: copy knative/secrets.env.example and fill it in"; exit 1; }
+	@overlay=$$(mktemp -d) && cp -R knative/. $$overlay/ \
+		&& printf 'images:\n- name: better-assistant\n  newName: %s\n  newTag: "%s"\n' '$(IMAGE_NAME)' '$(IMAGE_TAG)' >> $$overlay/kustomization.yaml \
+		&& kubectl apply -k $$overlay; status=$$?; rm -rf $$overlay; exit $$status
