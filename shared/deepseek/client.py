@@ -1,15 +1,15 @@
 """The DeepSeek client: the official `openai` SDK pointed at DeepSeek's (or any compatible) URL.
 
-Answers are always streamed from upstream and read as raw SSE lines, each parsed once: that is
-the cheapest way through the SDK, and it gives every call a time to first token. Retries happen
-only before the first token, and only for errors worth retrying.
+The SDK sends the request (auth, base URL, error statuses as typed exceptions); answers are always
+streamed and read as raw SSE bytes, each event parsed once — the cheapest way through the SDK,
+and it gives every call a time to first token. Retries happen only before the first token, and
+only for errors worth retrying.
 """
 
 import asyncio
 import json
 import random
 from collections.abc import AsyncIterator
-from contextlib import AsyncExitStack
 from typing import Any
 
 import httpx2
@@ -19,7 +19,8 @@ from shared.deepseek import errors
 from shared.deepseek.models import ChatCall, Delta, Finish, Usage
 from shared.settings import Settings, get_settings
 
-_SAMPLING_PARAMETERS = (
+_REQUEST_PARAMETERS = (
+    "thinking",
     "temperature",
     "top_p",
     "max_tokens",
@@ -99,73 +100,82 @@ class DeepSeekClient:
         usage = Usage()
         model = call.model
         done = False
-        async with AsyncExitStack() as stack:
+        try:
+            async with asyncio.timeout_at(deadline):
+                response = await self._sdk.post(
+                    "/chat/completions",
+                    cast_to=httpx2.Response,
+                    body=request_body(call),
+                    stream=True,
+                )
             try:
-                async with asyncio.timeout_at(deadline):
-                    response = await stack.enter_async_context(self._request(call))
-                lines = response.iter_lines().__aiter__()
-                while True:
+                chunks = aiter(response.aiter_bytes())
+                pending = b""
+                while not done:
                     async with asyncio.timeout_at(deadline):
-                        line = await anext(lines, None)
-                    if line is None:
+                        chunk = await anext(chunks, None)
+                    if chunk is None:
                         break
-                    # Blank separators and ": keep-alive" comments carry no data.
-                    if not line.startswith("data:"):
-                        continue
-                    payload = line[5:].strip()
-                    if payload == "[DONE]":
-                        done = True
-                        break
-                    chunk = json.loads(payload)
-                    for choice in chunk.get("choices") or ():
-                        delta = choice.get("delta") or {}
-                        if reasoning := delta.get("reasoning_content"):
-                            got_token = True
-                            yield Delta("reasoning", reasoning)
-                        if content := delta.get("content"):
-                            got_token = True
-                            yield Delta("content", content)
-                        finish_reason = choice.get("finish_reason") or finish_reason
-                    if chunk.get("usage"):
-                        usage = Usage.from_upstream(chunk["usage"])
-                    model = chunk.get("model") or model
+                    *lines, pending = (pending + chunk).split(b"\n")
+                    for line in lines:
+                        # Blank separators and ": keep-alive" comments carry no data.
+                        if not line.startswith(b"data:"):
+                            continue
+                        payload = line[5:].strip()
+                        if payload == b"[DONE]":
+                            done = True
+                            break
+                        data = json.loads(payload)
+                        for choice in data.get("choices") or ():
+                            delta = choice.get("delta") or {}
+                            if reasoning := delta.get("reasoning_content"):
+                                got_token = True
+                                yield Delta("reasoning", reasoning)
+                            if content := delta.get("content"):
+                                got_token = True
+                                yield Delta("content", content)
+                            finish_reason = choice.get("finish_reason") or finish_reason
+                        if data.get("usage"):
+                            usage = Usage.from_upstream(data["usage"])
+                        model = data.get("model") or model
                     if got_token:
                         deadline = loop.time() + self.settings.deepseek_idle_timeout_s
-            except TimeoutError:
-                if got_token:
-                    raise errors.timed_out(
-                        f"DeepSeek sent nothing for {self.settings.deepseek_idle_timeout_s:g} s "
-                        "in the middle of the answer."
-                    ) from None
+            finally:
+                await response.aclose()
+        except TimeoutError:
+            if got_token:
                 raise errors.timed_out(
-                    "DeepSeek sent no first token within "
-                    f"{self.settings.deepseek_first_token_timeout_s:g} s."
+                    f"DeepSeek sent nothing for {self.settings.deepseek_idle_timeout_s:g} s "
+                    "in the middle of the answer."
                 ) from None
-            except openai.APIStatusError as exc:
-                raise _status_error(exc) from exc
-            except openai.APIConnectionError as exc:
-                raise errors.unreachable(str(exc.__cause__ or exc)) from exc
-            except (httpx2.HTTPError, ValueError) as exc:
-                if got_token:
-                    raise errors.stream_broken(type(exc).__name__) from exc
-                raise errors.unreachable(type(exc).__name__) from exc
+            raise errors.timed_out(
+                "DeepSeek sent no first token within "
+                f"{self.settings.deepseek_first_token_timeout_s:g} s."
+            ) from None
+        except openai.APIStatusError as exc:
+            raise _status_error(exc) from exc
+        except openai.APIConnectionError as exc:
+            raise errors.unreachable(str(exc.__cause__ or exc)) from exc
+        except (httpx2.HTTPError, ValueError) as exc:
+            if got_token:
+                raise errors.stream_broken(type(exc).__name__) from exc
+            raise errors.unreachable(type(exc).__name__) from exc
         if not done and finish_reason is None:
             raise errors.stream_broken("the stream ended before the answer was complete")
         yield Finish(finish_reason, usage, model)
 
-    def _request(self, call: ChatCall) -> Any:
-        parameters = {
-            name: call.params[name] for name in _SAMPLING_PARAMETERS if name in call.params
-        }
-        extra_body = {"thinking": call.params["thinking"]} if "thinking" in call.params else None
-        return self._sdk.chat.completions.with_streaming_response.create(
-            model=call.model,
-            messages=call.messages,
-            stream=True,
-            stream_options={"include_usage": True},
-            extra_body=extra_body,
-            **parameters,
-        )
+
+def request_body(call: ChatCall) -> dict[str, Any]:
+    """The chat completion request, sent as is: the SDK's per-field transform costs more than
+    the whole rest of a streamed call, and the body needs none."""
+    body: dict[str, Any] = {
+        "model": call.model,
+        "messages": call.messages,
+        "stream": True,
+        "stream_options": {"include_usage": True},
+    }
+    body.update((name, call.params[name]) for name in _REQUEST_PARAMETERS if name in call.params)
+    return body
 
 
 _clients: dict[tuple[int, int], DeepSeekClient] = {}
