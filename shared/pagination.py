@@ -1,4 +1,4 @@
-"""Keyset pagination shared by every list endpoint: newest first, stable under inserts."""
+"""Keyset pagination for every list endpoint: newest first by default, stable under inserts."""
 
 import base64
 import binascii
@@ -10,7 +10,7 @@ from typing import Any, Generic, TypeVar
 from bson import ObjectId
 from bson.errors import InvalidId
 from pydantic import BaseModel, Field
-from pymongo import DESCENDING
+from pymongo import ASCENDING, DESCENDING
 from pymongo.collection import Collection
 
 from shared.errors import ValidationFailed
@@ -51,17 +51,24 @@ def decode_cursor(cursor: str) -> tuple[datetime, ObjectId]:
 
 
 def find_page(
-    collection: Collection, query: Mapping[str, Any], params: PageParams
+    collection: Collection,
+    query: Mapping[str, Any],
+    params: PageParams,
+    sort_field: str = "created_at",
+    ascending: bool = False,
 ) -> tuple[list[dict[str, Any]], str | None, int]:
-    """One page of documents newest first (created_at, then _id), the next cursor and the total."""
+    """One page of documents by `sort_field` then _id, newest first unless `ascending`; the next
+    cursor and the total."""
     page_query: dict[str, Any] = dict(query)
     skip = 0
+    beyond = "$gt" if ascending else "$lt"
+    direction = ASCENDING if ascending else DESCENDING
     if params.cursor:
-        created_at, object_id = decode_cursor(params.cursor)
+        position, object_id = decode_cursor(params.cursor)
         after_cursor = {
             "$or": [
-                {"created_at": {"$lt": created_at}},
-                {"created_at": created_at, "_id": {"$lt": object_id}},
+                {sort_field: {beyond: position}},
+                {sort_field: position, "_id": {beyond: object_id}},
             ]
         }
         page_query = {"$and": [page_query, after_cursor]}
@@ -69,7 +76,7 @@ def find_page(
         skip = (params.page - 1) * params.limit
     documents = list(
         collection.find(page_query)
-        .sort([("created_at", DESCENDING), ("_id", DESCENDING)])
+        .sort([(sort_field, direction), ("_id", direction)])
         .skip(skip)
         .limit(params.limit + 1)
     )
@@ -77,5 +84,5 @@ def find_page(
     if len(documents) > params.limit:
         documents = documents[: params.limit]
         last = documents[-1]
-        next_cursor = encode_cursor(last["created_at"], last["_id"])
+        next_cursor = encode_cursor(last[sort_field], last["_id"])
     return documents, next_cursor, collection.count_documents(dict(query))
