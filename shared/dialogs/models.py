@@ -117,3 +117,26 @@ class TurnEvent(BaseModel):
 
     def summary(self) -> dict[str, Any]:
         return {"turn_id": self.turn_id, "dialog_id": self.dialog_id, "status": self.status}
+
+
+class MessageDraft(BaseModel):
+    """A message as the history writer stores it, before it has an id.
+
+    The run details (model, finish reason, error, cost, timings) are kept on the assistant
+    message for later analysis; they are not part of the rendered `Message`.
+    """
+
+    turn_id: str
+    role: MessageRole
+    content: str
+    reasoning: str | None = None
+    status: TurnStatus
+    created_at: datetime
+    usage: Usage | None = None
+    model: str | None = None
+    prompt_version: int | None = None
+    finish_reason: str | None = None
+    error: TurnError | None = None
+    cost: float | None = None
+    ttft_ms: float | None = None
+    latency_ms: float | None = None

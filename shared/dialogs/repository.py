@@ -1,0 +1,218 @@
+"""Storage of dialogs and their messages: one document per message, keyed by dialog and turn."""
+
+from datetime import UTC, datetime
+from typing import Any, ClassVar
+
+from bson import ObjectId
+from pymongo import ASCENDING, DESCENDING, IndexModel, ReturnDocument, UpdateOne
+from pymongo.collection import Collection
+from pymongo.errors import BulkWriteError
+
+from shared.db import indexed_collection, to_object_id, utc_now
+from shared.dialogs.models import (
+    Dialog,
+    DialogCreate,
+    DialogListParams,
+    Message,
+    MessageDraft,
+    MessagePageParams,
+)
+from shared.pagination import PageParams, find_page
+
+_DUPLICATE_KEY = 11000
+
+
+def _dialog(document: dict[str, Any]) -> Dialog:
+    prompt_id = document.get("prompt_id")
+    return Dialog(
+        id=str(document["_id"]),
+        project_id=str(document["project_id"]),
+        prompt_id=str(prompt_id) if prompt_id else None,
+        version=document.get("version"),
+        label=document.get("label"),
+        title=document.get("title"),
+        message_count=document.get("message_count", 0),
+        created_at=document["created_at"],
+        updated_at=document["updated_at"],
+    )
+
+
+def _message(document: dict[str, Any]) -> Message:
+    return Message(
+        **{
+            **document,
+            "id": str(document["_id"]),
+            "dialog_id": str(document["dialog_id"]),
+        }
+    )
+
+
+def stored_time(moment: datetime) -> datetime:
+    """UTC at the millisecond precision MongoDB keeps; a time without a zone is taken as UTC."""
+    moment = (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).astimezone(UTC)
+    return moment.replace(microsecond=moment.microsecond // 1000 * 1000)
+
+
+def _binding(fields: dict[str, Any]) -> dict[str, Any]:
+    """Binding fields as stored: the prompt id as an ObjectId."""
+    if "prompt_id" in fields:
+        fields = {**fields, "prompt_id": to_object_id(fields["prompt_id"] or "")}
+    return fields
+
+
+class DialogRepository:
+    DIALOG_INDEXES: ClassVar[list[IndexModel]] = [
+        IndexModel(
+            [("project_id", ASCENDING), ("updated_at", DESCENDING), ("_id", DESCENDING)],
+            name="project_latest_activity",
+        ),
+    ]
+    MESSAGE_INDEXES: ClassVar[list[IndexModel]] = [
+        # The idempotency key of the history writer: one copy of each message, however delivered.
+        IndexModel(
+            [("dialog_id", ASCENDING), ("turn_id", ASCENDING), ("role", ASCENDING)],
+            unique=True,
+            name="unique_turn_role",
+        ),
+        IndexModel(
+            [("dialog_id", ASCENDING), ("created_at", ASCENDING), ("_id", ASCENDING)],
+            name="dialog_chronological",
+        ),
+    ]
+
+    def __init__(self) -> None:
+        self.dialogs: Collection = indexed_collection("dialogs", self.DIALOG_INDEXES)
+        self.messages: Collection = indexed_collection("messages", self.MESSAGE_INDEXES)
+
+    def create(self, data: DialogCreate) -> Dialog:
+        """Insert an empty dialog."""
+        now = utc_now()
+        document = {
+            "project_id": to_object_id(data.project_id),
+            **_binding(data.model_dump(include={"prompt_id", "version", "label"})),
+            "title": data.title,
+            "message_count": 0,
+            "created_at": now,
+            "updated_at": now,
+        }
+        self.dialogs.insert_one(document)
+        return _dialog(document)
+
+    def get(self, dialog_id: str) -> Dialog | None:
+        object_id = to_object_id(dialog_id)
+        document = object_id and self.dialogs.find_one({"_id": object_id})
+        return _dialog(document) if document else None
+
+    def search(self, params: DialogListParams) -> tuple[list[Dialog], str | None, int] | None:
+        """A page of a project's dialogs, latest activity first; None when the id cannot exist."""
+        project_id = to_object_id(params.project_id)
+        if project_id is None:
+            return None
+        documents, next_cursor, total = find_page(
+            self.dialogs, {"project_id": project_id}, params, sort_field="updated_at"
+        )
+        return [_dialog(document) for document in documents], next_cursor, total
+
+    def update(self, dialog_id: str, fields: dict[str, Any]) -> Dialog | None:
+        """Set the given fields (title, prompt binding); None when the dialog does not exist."""
+        object_id = to_object_id(dialog_id)
+        document = object_id and self.dialogs.find_one_and_update(
+            {"_id": object_id},
+            {"$set": {**_binding(fields), "updated_at": utc_now()}},
+            return_document=ReturnDocument.AFTER,
+        )
+        return _dialog(document) if document else None
+
+    def delete(self, dialog_id: str) -> bool:
+        """Delete a dialog, then its messages (a crash in between leaves no visible dialog)."""
+        object_id = to_object_id(dialog_id)
+        if object_id is None or not self.dialogs.delete_one({"_id": object_id}).deleted_count:
+            return False
+        self.messages.delete_many({"dialog_id": object_id})
+        return True
+
+    def count_in_project(self, project_id: str) -> int:
+        object_id = to_object_id(project_id)
+        return self.dialogs.count_documents({"project_id": object_id}) if object_id else 0
+
+    def delete_project_dialogs(self, project_id: str) -> int:
+        """Delete every dialog of a project with its messages; the number of dialogs removed."""
+        object_id = to_object_id(project_id)
+        dialog_ids = [
+            document["_id"] for document in self.dialogs.find({"project_id": object_id}, {"_id": 1})
+        ]
+        if not dialog_ids:
+            return 0
+        deleted = self.dialogs.delete_many({"_id": {"$in": dialog_ids}}).deleted_count
+        self.messages.delete_many({"dialog_id": {"$in": dialog_ids}})
+        return deleted
+
+    def message_page(
+        self, dialog_id: str, params: MessagePageParams
+    ) -> tuple[list[Message], str | None]:
+        """A page of a dialog's messages, oldest first, and the next cursor."""
+        # Message pages allow larger limits than PageParams validates; both are checked already.
+        page = PageParams.model_construct(limit=params.limit, cursor=params.cursor, page=None)
+        documents, next_cursor, _ = find_page(
+            self.messages, {"dialog_id": to_object_id(dialog_id)}, page, ascending=True
+        )
+        return [_message(document) for document in documents], next_cursor
+
+    def recent_messages(self, dialog_id: str, limit: int) -> list[Message]:
+        """The newest `limit` messages of a dialog, oldest first."""
+        object_id = to_object_id(dialog_id)
+        if object_id is None or limit <= 0:
+            return []
+        cursor = (
+            self.messages.find({"dialog_id": object_id})
+            .sort([("created_at", DESCENDING), ("_id", DESCENDING)])
+            .limit(limit)
+        )
+        return [_message(document) for document in reversed(list(cursor))]
+
+    def add_messages(self, dialog_id: str, drafts: list[MessageDraft]) -> int:
+        """Insert each message unless its (dialog, turn, role) is stored; the number inserted.
+
+        Ids are made here, in list order, so messages of one turn with the same timestamp still
+        read back in the order given (user before assistant).
+        """
+        object_id = to_object_id(dialog_id)
+        operations = [
+            UpdateOne(
+                {"dialog_id": object_id, "turn_id": draft.turn_id, "role": draft.role},
+                {
+                    "$setOnInsert": {
+                        **draft.model_dump(exclude_none=True),
+                        "_id": ObjectId(),
+                        "dialog_id": object_id,
+                        "created_at": stored_time(draft.created_at),
+                    }
+                },
+                upsert=True,
+            )
+            for draft in drafts
+        ]
+        try:
+            return self.messages.bulk_write(operations, ordered=True).upserted_count
+        except BulkWriteError as exc:
+            # A concurrent delivery of the same turn inserted first: the messages now exist.
+            if any(error["code"] != _DUPLICATE_KEY for error in exc.details["writeErrors"]):
+                raise
+            return self.messages.bulk_write(operations, ordered=True).upserted_count
+
+    def record_activity(self, dialog_id: str, at: datetime) -> bool:
+        """Recount the dialog's messages and move its activity time forward; False if it is gone.
+
+        Both only ever grow, so `$max` keeps the newest values whatever order writers finish in.
+        """
+        object_id = to_object_id(dialog_id)
+        count = self.messages.count_documents({"dialog_id": object_id})
+        result = self.dialogs.update_one(
+            {"_id": object_id},
+            {"$max": {"updated_at": stored_time(at), "message_count": count}},
+        )
+        return result.matched_count > 0
+
+    def delete_turn(self, dialog_id: str, turn_id: str) -> None:
+        """Remove a turn's messages (written for a dialog deleted meanwhile)."""
+        self.messages.delete_many({"dialog_id": to_object_id(dialog_id), "turn_id": turn_id})

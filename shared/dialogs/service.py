@@ -1,0 +1,121 @@
+"""What a team does with dialogs: conversations in a project, optionally bound to a prompt."""
+
+from typing import Any
+
+from pydantic import ValidationError
+
+from shared.dialogs.models import (
+    Dialog,
+    DialogCreate,
+    DialogListParams,
+    DialogUpdate,
+    DialogWithMessages,
+    Message,
+    MessagePageParams,
+    PromptBinding,
+)
+from shared.dialogs.repository import DialogRepository
+from shared.errors import ValidationFailed, not_found, validation_failed
+from shared.pagination import Page
+from shared.projects.repository import ProjectRepository
+from shared.prompts.models import VersionSelector
+from shared.prompts.service import PromptService
+
+_BINDING_FIELDS = {"prompt_id", "version", "label"}
+
+
+class DialogService:
+    def __init__(self) -> None:
+        self.dialogs = DialogRepository()
+        self.projects = ProjectRepository()
+        self.prompts = PromptService()
+
+    def create(self, data: DialogCreate) -> Dialog:
+        """Start a dialog in an existing project, bound to a prompt of that project if given."""
+        if self.projects.get(data.project_id) is None:
+            raise not_found("project", data.project_id)
+        self._check_binding(data.project_id, data)
+        return self.dialogs.create(data)
+
+    def search(self, params: DialogListParams) -> Page[Dialog]:
+        """A project's dialogs, latest activity first."""
+        found = self.dialogs.search(params)
+        items, next_cursor, total = found if found is not None else ([], None, 0)
+        return Page(
+            items=items, next_cursor=next_cursor, total=total, limit=params.limit, page=params.page
+        )
+
+    def get(self, dialog_id: str) -> Dialog:
+        """One dialog, without its messages."""
+        dialog = self.dialogs.get(dialog_id)
+        if dialog is None:
+            raise not_found("dialog", dialog_id)
+        return dialog
+
+    def get_with_messages(self, dialog_id: str, params: MessagePageParams) -> DialogWithMessages:
+        """A dialog with a page of its messages, oldest first."""
+        dialog = self.get(dialog_id)
+        messages, next_cursor = self.dialogs.message_page(dialog_id, params)
+        return DialogWithMessages(**dialog.model_dump(), messages=messages, next_cursor=next_cursor)
+
+    def recent_messages(self, dialog_id: str, limit: int) -> list[Message]:
+        """The newest `limit` messages, oldest first (by time; in a turn, user before assistant)."""
+        return self.dialogs.recent_messages(dialog_id, limit)
+
+    def update(self, dialog_id: str, changes: DialogUpdate) -> Dialog:
+        """Change the title and/or the binding; `prompt_id: null` unbinds, a version or label
+        alone re-selects on the bound prompt."""
+        dialog = self.get(dialog_id)
+        given = changes.model_dump(exclude_unset=True)
+        fields: dict[str, Any] = {}
+        if "title" in given:
+            fields["title"] = changes.title
+        if given.keys() & _BINDING_FIELDS:
+            binding = _binding(
+                prompt_id=changes.prompt_id if "prompt_id" in given else dialog.prompt_id,
+                version=changes.version,
+                label=changes.label,
+            )
+            self._check_binding(dialog.project_id, binding)
+            fields.update(binding.model_dump())
+        if not fields:
+            return dialog
+        updated = self.dialogs.update(dialog_id, fields)
+        if updated is None:
+            raise not_found("dialog", dialog_id)
+        return updated
+
+    def delete(self, dialog_id: str) -> None:
+        """Delete a dialog and its messages."""
+        if not self.dialogs.delete(dialog_id):
+            raise not_found("dialog", dialog_id)
+
+    def _check_binding(self, project_id: str, binding: PromptBinding) -> None:
+        """A bound prompt exists (404), is in the dialog's project (422), and so does a chosen
+        version or label (404)."""
+        if binding.prompt_id is None:
+            return
+        record = self.prompts.get_record(binding.prompt_id)
+        if record.project_id != project_id:
+            raise ValidationFailed(
+                "The prompt belongs to another project.",
+                code="prompt_in_other_project",
+                details=[
+                    {
+                        "loc": ["body", "prompt_id"],
+                        "msg": "the prompt belongs to another project",
+                        "type": "prompt_in_other_project",
+                    }
+                ],
+            )
+        if binding.version is not None or binding.label is not None:
+            selector = VersionSelector(version=binding.version, label=binding.label)
+            self.prompts.resolve_version_number(record, selector)
+
+
+def _binding(**fields: Any) -> PromptBinding:
+    """The binding an update asks for, checked as on create (422 naming the failing fields)."""
+    try:
+        return PromptBinding(**fields)
+    except ValidationError as exc:
+        raise validation_failed("The prompt binding is not valid.", exc, "body") from exc
