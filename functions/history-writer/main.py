@@ -1,0 +1,24 @@
+"""The `history-writer` function: writes finished chat turns from the history queue into dialogs.
+
+Triggered by the queue (a Knative Trigger, OpenFaaS's queue-worker, or a direct POST): a turn is
+written once however often it is delivered; a malformed event is a 4xx so it is not retried; an
+unreachable database is a 503 so it is.
+"""
+
+from shared.history.cloudevents import turn_from_request
+from shared.history.models import TurnWritten
+from shared.history.writer import HistoryWriter
+from shared.http.flask_adapter import flask_function
+from shared.http.messages import Request
+from shared.http.routing import Router
+
+router = Router("history-writer")
+
+
+@router.post("/")
+def write_turn(request: Request) -> TurnWritten:
+    """Write one chat turn: a CloudEvent (binary or structured mode) or the plain JSON turn."""
+    return HistoryWriter().write_turn(turn_from_request(request))
+
+
+handle = flask_function(router)

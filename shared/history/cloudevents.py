@@ -1,0 +1,98 @@
+"""Turn events over HTTP: CloudEvents 1.0 in binary or structured mode, or the bare JSON body.
+
+A Knative Trigger delivers binary mode (`ce-*` headers, the event's data as the body);
+structured mode carries the whole event as `application/cloudevents+json`; OpenFaaS's
+queue-worker posts the JSON body it was given. The turn id is the event id either way.
+"""
+
+import base64
+import binascii
+import json
+import logging
+from datetime import UTC
+from typing import Any
+
+from pydantic import ValidationError
+
+from shared.dialogs.models import TurnEvent
+from shared.errors import (
+    AppError,
+    BadRequest,
+    UnsupportedMediaType,
+    ValidationFailed,
+    validation_failed,
+)
+from shared.http.messages import Request
+
+TURN_COMPLETED = "com.better-assistant.turn.completed"
+TURN_SOURCE = "/chat"
+STRUCTURED = "application/cloudevents+json"
+BATCH = "application/cloudevents-batch+json"
+
+logger = logging.getLogger("better_assistant.history")
+
+
+def binary_headers(turn: TurnEvent) -> dict[str, str]:
+    """The HTTP headers of a turn sent as a binary-mode CloudEvent; the body is the turn's JSON."""
+    finished = (
+        turn.assistant_at if turn.assistant_at.tzinfo else turn.assistant_at.replace(tzinfo=UTC)
+    )
+    return {
+        "ce-specversion": "1.0",
+        "ce-id": turn.turn_id,
+        "ce-type": TURN_COMPLETED,
+        "ce-source": TURN_SOURCE,
+        "ce-subject": turn.dialog_id,
+        "ce-time": finished.astimezone(UTC).isoformat().replace("+00:00", "Z"),
+        "content-type": "application/json",
+    }
+
+
+def turn_from_request(request: Request) -> TurnEvent:
+    """The turn a delivery carries, in any of the three shapes; a malformed one is logged and
+    refused with a 4xx (400, 415 or 422) so no queue retries it."""
+    try:
+        return TurnEvent.model_validate(_event_data(request))
+    except ValidationError as exc:
+        error: AppError = validation_failed("The event is not a chat turn.", exc, "body")
+    except AppError as exc:
+        error = exc
+    logger.warning(
+        "history: refused a malformed event ce-id=%s request_id=%s: %s %s",
+        request.header("ce-id"),
+        request.request_id,
+        error.message,
+        error.details or "",
+    )
+    raise error
+
+
+def _event_data(request: Request) -> Any:
+    content_type = (request.header("content-type") or "").split(";")[0].strip().lower()
+    if not request.body:
+        raise _malformed("The request carries no event.")
+    if content_type == BATCH:
+        raise UnsupportedMediaType(
+            "Batched CloudEvents are not accepted; send one event per request.",
+            details={"content_type": content_type},
+        )
+    if content_type != STRUCTURED:
+        return request.json()
+    try:
+        envelope = json.loads(request.body)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise BadRequest("The body is not valid JSON.", code="malformed_json") from exc
+    if not isinstance(envelope, dict):
+        raise _malformed("A structured CloudEvent is a JSON object.")
+    if "data_base64" in envelope:
+        try:
+            return json.loads(base64.b64decode(envelope["data_base64"], validate=True))
+        except (ValueError, TypeError, UnicodeDecodeError, binascii.Error) as exc:
+            raise _malformed("The event's data_base64 is not base64-encoded JSON.") from exc
+    if "data" not in envelope:
+        raise _malformed("The CloudEvent carries no data.")
+    return envelope["data"]
+
+
+def _malformed(message: str) -> ValidationFailed:
+    return ValidationFailed(message, code="malformed_event")
