@@ -1,5 +1,6 @@
 """What a team does with projects."""
 
+from shared.dialogs.repository import DialogRepository
 from shared.errors import Conflict, not_found
 from shared.pagination import Page
 from shared.projects.models import (
@@ -17,6 +18,7 @@ class ProjectService:
     def __init__(self) -> None:
         self.projects = ProjectRepository()
         self.prompts = PromptRepository()
+        self.dialogs = DialogRepository()
 
     def create(self, data: ProjectCreate) -> Project:
         return self.projects.create(data)
@@ -40,16 +42,22 @@ class ProjectService:
         return project
 
     def delete(self, project_id: str, params: ProjectDeleteParams) -> None:
-        """Delete a project; one that still has prompts needs `cascade`, which deletes them too."""
+        """Delete a project; one that still has prompts or dialogs needs `cascade`, which deletes
+        them too (with their versions and messages)."""
         self.get(project_id)
-        prompt_count = self.prompts.count_in_project(project_id)
-        if prompt_count and not params.cascade:
+        contents = {
+            "prompts": self.prompts.count_in_project(project_id),
+            "dialogs": self.dialogs.count_in_project(project_id),
+        }
+        remaining = {kind: count for kind, count in contents.items() if count}
+        if remaining and not params.cascade:
+            listed = " and ".join(f"{n} {kind[:-1]}(s)" for kind, n in remaining.items())
             raise Conflict(
-                f"The project still has {prompt_count} prompt(s); "
-                "delete them or pass cascade=true.",
+                f"The project still has {listed}; delete them or pass cascade=true.",
                 code="project_not_empty",
-                details={"prompts": prompt_count},
+                details=remaining,
             )
+        self.dialogs.delete_project_dialogs(project_id)
         self.prompts.delete_project_prompts(project_id)
         if not self.projects.delete(project_id):
             raise not_found("project", project_id)
