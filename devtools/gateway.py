@@ -9,6 +9,7 @@ import json
 from collections.abc import Iterable
 from importlib.metadata import version
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 from wsgiref.types import StartResponse, WSGIApplication, WSGIEnvironment
 
@@ -55,6 +56,11 @@ def load_function(name: str) -> ASGIApp:
 
 def load_router(name: str) -> Router:
     """The function's route table, imported under a name of its own (the runtime's `main` stays)."""
+    return load_module(name).router
+
+
+def load_module(name: str) -> ModuleType:
+    """The function's `main.py` as a module of its own; functions-framework's state is kept."""
     module_name = f"function_{name.replace('-', '_')}"
     spec = importlib.util.spec_from_file_location(module_name, FUNCTIONS_DIR / name / "main.py")
     assert spec is not None and spec.loader is not None
@@ -69,7 +75,7 @@ def load_router(name: str) -> Router:
         _function_registry.ASGI_FUNCTIONS.update(asgi_functions)
         _function_registry.REGISTRY_MAP.clear()
         _function_registry.REGISTRY_MAP.update(registry)
-    return module.router
+    return module
 
 
 def api_document() -> dict[str, Any]:

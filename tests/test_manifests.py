@@ -1,5 +1,6 @@
 """Deployment manifests: an entry per function on each platform, valid, true to the settings."""
 
+import inspect
 import shutil
 import subprocess
 import warnings
@@ -12,7 +13,7 @@ import pytest
 import yaml
 from cloudcoil.models.knative_serving.serving.v1 import Service
 
-from devtools.gateway import FUNCTIONS_DIR, TARGET, function_names
+from devtools.gateway import FUNCTIONS_DIR, TARGET, function_names, load_module
 from devtools.manifests import (
     FUNCTIONS,
     KNATIVE_DEFAULT_MAX_TIMEOUT_S,
@@ -185,6 +186,16 @@ def test_concurrency_and_timeouts_fit_the_way_the_function_serves(name: str) -> 
     assert spec["timeoutSeconds"] <= STREAM_TIMEOUT_S
     openfaas_target = stack()["functions"][name]["labels"]["com.openfaas.scale.target"]
     assert int(openfaas_target) == spec["containerConcurrency"]
+
+
+@pytest.mark.parametrize("name", function_names())
+def test_the_table_knows_how_each_function_serves(name: str) -> None:
+    asgi = inspect.iscoroutinefunction(load_module(name).handle)
+    expected = "async" if asgi else "threads"
+    assert FUNCTIONS[name].serves == expected, (
+        f"{name} is served by {'ASGI (uvicorn)' if asgi else 'Flask (gunicorn threads)'}: "
+        f'set serves="{expected}" in its entry in devtools/manifests.py'
+    )
 
 
 # Valid against the Knative and Kubernetes schemas, for the table as it is and as it will be.
