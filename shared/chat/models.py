@@ -1,0 +1,52 @@
+"""A chat turn request and the events its stream is made of."""
+
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, Field, StringConstraints, model_validator
+
+from shared.executions.models import WithVariables
+from shared.models import Name
+from shared.prompts.models import LabelName, ModelConfig
+from shared.streaming import ContentEvent, DoneEvent, ErrorEvent, ReasoningEvent
+
+
+class ChatRequest(WithVariables):
+    """One user turn: in an existing dialog, or (with `project_id`) in a new one."""
+
+    dialog_id: str | None = None
+    project_id: str | None = None
+    input: Annotated[str, StringConstraints(min_length=1, max_length=100_000)]
+    config: ModelConfig | None = None
+    # Only when starting a dialog: the prompt it is bound to, and its title.
+    prompt_id: str | None = None
+    version: int | None = Field(None, ge=1)
+    label: LabelName | None = None
+    title: Name | None = None
+
+    @model_validator(mode="after")
+    def _dialog_or_project(self) -> "ChatRequest":
+        if (self.dialog_id is None) == (self.project_id is None):
+            raise ValueError("give a dialog_id to continue a dialog, or a project_id to start one")
+        starting_fields = (self.prompt_id, self.version, self.label, self.title)
+        if self.dialog_id is not None and any(value is not None for value in starting_fields):
+            raise ValueError("prompt_id, version, label and title only apply to a new dialog")
+        return self
+
+
+class ChatMeta(BaseModel):
+    dialog_id: str
+    turn_id: str
+    prompt_id: str | None
+    prompt_version: int | None
+    model: str
+
+
+class ChatMetaEvent(BaseModel):
+    event: Literal["meta"]
+    data: ChatMeta
+
+
+ChatEvent = Annotated[
+    ChatMetaEvent | ReasoningEvent | ContentEvent | DoneEvent | ErrorEvent,
+    Field(discriminator="event"),
+]

@@ -1,0 +1,170 @@
+"""A chat turn: the dialog's prompt and recent history in, DeepSeek's answer streamed out, and
+the finished turn published to the history queue (never written on the stream's path)."""
+
+import math
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import anyio
+
+from shared.chat.models import ChatMeta, ChatRequest
+from shared.db import utc_now
+from shared.deepseek.answer import Answer, answer_events
+from shared.deepseek.models import ChatCall
+from shared.dialogs.models import Dialog, DialogCreate, Message, TurnEvent
+from shared.dialogs.service import DialogService
+from shared.executions.service import default_version, merged_params
+from shared.history.publishers import get_publisher
+from shared.prompts.models import PromptVersion, VersionSelector
+from shared.prompts.rendering import render_messages
+from shared.prompts.service import PromptService
+from shared.settings import get_settings
+
+_CHARS_PER_TOKEN = 4
+_TITLE_LENGTH = 60
+
+
+def estimated_tokens(text: str) -> int:
+    return math.ceil(len(text) / _CHARS_PER_TOKEN)
+
+
+def history_window(messages: list[Message], max_tokens: int) -> list[dict[str, str]]:
+    """The newest messages that fit the token budget, oldest first, as model messages.
+
+    Only content goes back to the model — never reasoning (DeepSeek refuses it) — and an
+    assistant message that produced no text is left out. The window starts at a user message,
+    so the model never sees an answer without its question.
+    """
+    window: list[dict[str, str]] = []
+    budget = max_tokens
+    for message in reversed(messages):
+        if message.role == "assistant" and not message.content:
+            continue
+        cost = estimated_tokens(message.content)
+        if cost > budget:
+            break
+        budget -= cost
+        window.append({"role": message.role, "content": message.content})
+    window.reverse()
+    while window and window[0]["role"] == "assistant":
+        window.pop(0)
+    return window
+
+
+def compose_messages(
+    version: PromptVersion | None,
+    variables: dict[str, Any],
+    history: list[dict[str, str]],
+    user_input: str,
+) -> list[dict[str, str]]:
+    """The prompt's leading system messages, then the history, then the rest and the input."""
+    if version is None:
+        return [*history, {"role": "user", "content": user_input}]
+    rendered = render_messages(version, variables, user_input)
+    leading = 0
+    while leading < len(rendered) and rendered[leading]["role"] == "system":
+        leading += 1
+    return [*rendered[:leading], *history, *rendered[leading:]]
+
+
+@dataclass
+class Turn:
+    dialog: Dialog
+    turn_id: str
+    user_input: str
+    user_at: datetime
+    prompt_version: int | None
+    answer: Answer
+
+
+class ChatService:
+    def __init__(self) -> None:
+        self.dialogs = DialogService()
+        self.prompts = PromptService()
+
+    def prepare(self, request: ChatRequest) -> Turn:
+        """Open (or start) the dialog, load its prompt and history, and build the call."""
+        if request.dialog_id is not None:
+            dialog = self.dialogs.get(request.dialog_id)
+        else:
+            dialog = self.dialogs.create(
+                DialogCreate(
+                    project_id=request.project_id or "",
+                    prompt_id=request.prompt_id,
+                    version=request.version,
+                    label=request.label,
+                    title=request.title or request.input[:_TITLE_LENGTH].strip() or None,
+                )
+            )
+        version = self._bound_version(dialog)
+        settings = get_settings()
+        recent = self.dialogs.recent_messages(dialog.id, settings.chat_history_max_messages)
+        history = history_window(recent, settings.chat_history_max_tokens)
+        messages = compose_messages(version, request.variables, history, request.input)
+        params = merged_params(version.config if version else {}, request.config)
+        model = params.pop("model", None) or settings.deepseek_model
+        return Turn(
+            dialog=dialog,
+            turn_id=uuid.uuid4().hex,
+            user_input=request.input,
+            user_at=utc_now(),
+            prompt_version=version.version if version else None,
+            answer=Answer(ChatCall(model, messages, params)),
+        )
+
+    def _bound_version(self, dialog: Dialog) -> PromptVersion | None:
+        """The version the dialog's prompt binding names right now (labels can move)."""
+        if dialog.prompt_id is None:
+            return None
+        record = self.prompts.get_record(dialog.prompt_id)
+        if dialog.version is None and dialog.label is None:
+            number = default_version(record)
+        else:
+            selector = VersionSelector(version=dialog.version, label=dialog.label)
+            number = self.prompts.resolve_version_number(record, selector)
+        return self.prompts.get_version(record.id, number)
+
+    async def start(self, request: ChatRequest) -> Turn:
+        """`prepare` off the event loop."""
+        return await anyio.to_thread.run_sync(self.prepare, request)
+
+    def stream_events(self, turn: Turn) -> AsyncIterator[tuple[str, dict[str, Any]]]:
+        meta = ChatMeta(
+            dialog_id=turn.dialog.id,
+            turn_id=turn.turn_id,
+            prompt_id=turn.dialog.prompt_id,
+            prompt_version=turn.prompt_version,
+            model=turn.answer.call.model,
+        )
+        return answer_events(turn.answer, meta.model_dump(), lambda _: publish_turn(turn))
+
+
+async def publish_turn(turn: Turn) -> None:
+    """Hand the finished turn to the history queue, whatever its outcome."""
+    answer = turn.answer
+    done = answer.done()
+    event = TurnEvent(
+        turn_id=turn.turn_id,
+        dialog_id=turn.dialog.id,
+        project_id=turn.dialog.project_id,
+        prompt_id=turn.dialog.prompt_id,
+        prompt_version=turn.prompt_version,
+        model=answer.call.model,
+        user_content=turn.user_input,
+        user_at=turn.user_at,
+        assistant_content=answer.text,
+        assistant_reasoning=answer.reasoning_text,
+        assistant_at=utc_now(),
+        # A stream cancelled before the answer even started has no other status to report.
+        status="cancelled" if answer.status == "running" else answer.status,
+        error=answer.error.model_dump() if answer.error else None,
+        finish_reason=done.finish_reason,
+        usage=done.usage,
+        cost=done.cost,
+        ttft_ms=done.ttft_ms,
+        latency_ms=done.latency_ms,
+    )
+    await get_publisher().publish(event)
