@@ -186,7 +186,8 @@ def test_an_interrupted_turn_keeps_its_partial_answer_and_error(
     assert messages["user"]["status"] == "ok"
     assert messages["assistant"]["status"] == "cancelled"
     assert messages["assistant"]["content"] == "It is on"
-    assert messages["assistant"]["error"]["code"] == "cancelled"
+    assert messages["assistant"]["run"]["error"]["code"] == "cancelled"
+    assert messages["assistant"]["run"]["model"] == "deepseek-v4-flash"
 
 
 def test_a_turn_for_a_missing_dialog_is_acknowledged_and_not_written(

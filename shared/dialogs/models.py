@@ -120,11 +120,7 @@ class TurnEvent(BaseModel):
 
 
 class MessageDraft(BaseModel):
-    """A message as the history writer stores it, before it has an id.
-
-    The run details (model, finish reason, error, cost, timings) are kept on the assistant
-    message for later analysis; they are not part of the rendered `Message`.
-    """
+    """A message as the history writer stores it, before it has an id."""
 
     turn_id: str
     role: MessageRole
@@ -133,10 +129,6 @@ class MessageDraft(BaseModel):
     status: TurnStatus
     created_at: datetime
     usage: Usage | None = None
-    model: str | None = None
-    prompt_version: int | None = None
-    finish_reason: str | None = None
-    error: TurnError | None = None
-    cost: float | None = None
-    ttft_ms: float | None = None
-    latency_ms: float | None = None
+    # The assistant's run (model, finish reason, error, cost, timings), kept for analysis; not
+    # part of the rendered `Message`.
+    run: dict[str, Any] | None = None

@@ -8,6 +8,18 @@ from shared.history.models import TurnWritten
 
 logger = logging.getLogger("better_assistant.history")
 
+# What the assistant message keeps of the run, for analysis (not rendered in `Message`).
+_RUN_FIELDS = {
+    "prompt_id",
+    "prompt_version",
+    "model",
+    "error",
+    "finish_reason",
+    "cost",
+    "ttft_ms",
+    "latency_ms",
+}
+
 
 def turn_messages(event: TurnEvent) -> list[MessageDraft]:
     """The user message and the assistant message (the text received so far) of a turn."""
@@ -26,13 +38,7 @@ def turn_messages(event: TurnEvent) -> list[MessageDraft]:
         status=event.status,
         created_at=event.assistant_at,
         usage=event.usage,
-        model=event.model,
-        prompt_version=event.prompt_version,
-        finish_reason=event.finish_reason,
-        error=event.error,
-        cost=event.cost,
-        ttft_ms=event.ttft_ms,
-        latency_ms=event.latency_ms,
+        run=event.model_dump(include=_RUN_FIELDS, exclude_none=True),
     )
     return [user, assistant]
 
