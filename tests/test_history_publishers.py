@@ -25,7 +25,7 @@ from shared.history.publishers import (
     get_publisher,
     wait_until_drained,
 )
-from shared.history.sqs import drain_sqs
+from shared.history.sqs import drain_sqs, sqs_client
 from shared.settings import get_settings
 from tests.test_history_writer import create_dialog, make_turn
 
@@ -367,3 +367,8 @@ def test_drain_leaves_a_turn_on_the_queue_while_the_database_is_down(
     assert drain_sqs(max_messages=10, wait_seconds=0) == 1
     assert stored_turns(database) == {turn.turn_id: 2}
     assert queued(sqs, url) == 0
+
+
+def test_the_sqs_client_follows_the_queue_region(sqs) -> None:
+    assert sqs_client("https://sqs.eu-west-1.amazonaws.com/1/turns").meta.region_name == "eu-west-1"
+    assert sqs_client(f"{sqs.meta.endpoint_url}/1/turns").meta.region_name == "us-east-1"

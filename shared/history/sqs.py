@@ -12,8 +12,10 @@ import logging
 import threading
 from functools import cache
 from typing import Any
+from urllib.parse import urlsplit
 
 import boto3
+from botocore.config import Config
 from pydantic import ValidationError
 
 from shared.dialogs.models import TurnEvent
@@ -28,10 +30,14 @@ _MAX_WAIT_S = 20  # and long-polls at most 20 s
 _client_lock = threading.Lock()
 
 
+def _region(queue_url: str) -> str | None:
+    """The region an AWS queue URL names (`https://sqs.<region>.amazonaws.com/...`), if any."""
+    labels = (urlsplit(queue_url).hostname or "").split(".")
+    return labels[1] if len(labels) >= 4 and labels[0] == "sqs" else None
+
+
 @cache
 def _client(queue_url: str, timeout_s: float) -> Any:
-    from botocore.config import Config
-
     # We retry ourselves; the read timeout leaves room for a long poll.
     config = Config(
         connect_timeout=timeout_s,
@@ -39,11 +45,13 @@ def _client(queue_url: str, timeout_s: float) -> Any:
         retries={"max_attempts": 1, "mode": "standard"},
     )
     with _client_lock:  # creating boto3 clients is not thread-safe
-        return boto3.session.Session().client("sqs", config=config)
+        session = boto3.session.Session()
+        return session.client("sqs", region_name=_region(queue_url), config=config)
 
 
 def sqs_client(queue_url: str) -> Any:
-    """The SQS client for a queue, built once per process and timeout, shared by threads."""
+    """The client for a queue, in the queue's region (else the configured one), built once per
+    process and timeout and shared by threads."""
     return _client(queue_url, get_settings().history_publish_timeout_s)
 
 
