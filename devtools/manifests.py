@@ -91,11 +91,12 @@ class Function:
         return bool(self.consumes)
 
 
-# One entry per folder of functions/. Future ones, for reference:
-#   "chat": Function(serves="async", concurrency=100, timeout_s=STREAM_TIMEOUT_S,
+# One entry per folder of functions/. The streaming chat, once it lands:
+#   "chat": Function(serves="async", concurrency=100, timeout_s=STREAM_TIMEOUT_S, max_scale=20,
+#                    memory="384Mi", memory_limit="768Mi",
 #                    secrets=("mongodb-uri", "deepseek-api-key"), publishes_to="history-writer"),
-#   "history-writer": Function(consumes=("com.better-assistant.turn.completed",)),
 FUNCTIONS: dict[str, Function] = {
+    "dialogs": Function(),
     "executions": Function(
         serves="async",
         concurrency=100,
@@ -105,6 +106,7 @@ FUNCTIONS: dict[str, Function] = {
         memory_limit="768Mi",
         secrets=("mongodb-uri", "deepseek-api-key"),
     ),
+    "history-writer": Function(consumes=("com.better-assistant.turn.completed",)),
     "projects": Function(),
     "prompts": Function(),
 }
