@@ -260,3 +260,9 @@ def test_an_unreachable_database_is_a_503_so_the_queue_retries(
     response = post_binary(client, turn)
     assert response.status_code == 503
     assert response.json()["error"]["code"] == "service_unavailable"
+
+
+def test_the_writer_answers_health_and_readiness(client: httpx.Client) -> None:
+    assert client.get(f"{WRITER}/healthz").json() == {"status": "ok"}
+    assert client.get(f"{WRITER}/readyz").json() == {"status": "ready"}
+    assert client.get(WRITER).status_code == 405
