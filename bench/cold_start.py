@@ -36,23 +36,24 @@ third_party = sorted({
     name.split(".")[0] for name in sys.modules
     if name.split(".")[0] not in stdlib and not name.startswith(("_", "shared", "main"))
 })
+registry = __import__("functions_framework")._function_registry
 print(json.dumps({"import_s": elapsed, "modules": third_party,
-                  "asgi": "handle" in __import__("functions_framework")._function_registry.ASGI_FUNCTIONS}))
+                  "asgi": "handle" in registry.ASGI_FUNCTIONS}))
 """
 
-_FLOOR_FLASK = '''{imports}
+_FLOOR_FLASK = """{imports}
 
 def handle(request):
     return "ok"
-'''
-_FLOOR_ASGI = '''{imports}
+"""
+_FLOOR_ASGI = """{imports}
 import functions_framework.aio
 
 
 @functions_framework.aio.http
 async def handle(request):
     return "ok"
-'''
+"""
 
 
 def probe(source: Path) -> dict:
@@ -63,7 +64,9 @@ def probe(source: Path) -> dict:
 
 
 def floor_source(directory: Path, name: str, modules: list[str], asgi: bool) -> Path:
-    imports = "\n".join(f"import {module}  # noqa: F401" for module in modules if module.isidentifier())
+    imports = "\n".join(
+        f"import {module}  # noqa: F401" for module in modules if module.isidentifier()
+    )
     folder = directory / name
     folder.mkdir()
     source = folder / "main.py"
