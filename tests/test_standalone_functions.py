@@ -68,9 +68,11 @@ def deployed(mongo_uri: str) -> Iterator[dict[str, str]]:
 @pytest.mark.parametrize("name", function_names())
 def test_each_function_answers_at_its_own_root(deployed: dict[str, str], name: str) -> None:
     with httpx.Client(base_url=deployed[name]) as http:
+        assert http.get("/healthz").json() == {"status": "ok"}
         assert http.get("/readyz").json() == {"status": "ready"}
-        assert http.get("/").status_code == 200
-        assert http.get("/nothing/here/at/all").status_code == 404
+        missing = http.get("/nothing/here/at/all")
+        assert missing.status_code == 404
+        assert missing.json()["error"]["code"] == "route_not_found"
 
 
 def test_separately_deployed_functions_work_together(deployed: dict[str, str]) -> None:
