@@ -91,11 +91,18 @@ class Function:
         return bool(self.consumes)
 
 
-# One entry per folder of functions/. The streaming chat, once it lands:
-#   "chat": Function(serves="async", concurrency=100, timeout_s=STREAM_TIMEOUT_S, max_scale=20,
-#                    memory="384Mi", memory_limit="768Mi",
-#                    secrets=("mongodb-uri", "deepseek-api-key"), publishes_to="history-writer"),
+# One entry per folder of functions/.
 FUNCTIONS: dict[str, Function] = {
+    "chat": Function(
+        serves="async",
+        concurrency=100,
+        timeout_s=STREAM_TIMEOUT_S,
+        max_scale=20,
+        memory="384Mi",
+        memory_limit="768Mi",
+        secrets=("mongodb-uri", "deepseek-api-key"),
+        publishes_to="history-writer",
+    ),
     "dialogs": Function(),
     "executions": Function(
         serves="async",

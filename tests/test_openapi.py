@@ -100,6 +100,10 @@ KNOWN_SERVER_ERRORS = {
         "PUT /prompts/{prompt_id} stores an explicit null name or tags (PromptUpdate.metadata "
         "keeps set None values), corrupting the prompt: this and every later read answer 500"
     ),
+    "chat selector without a prompt": (
+        "POST /chat with a version or label but no prompt_id (and no dialog_id) builds a "
+        "DialogCreate inside ChatService.prepare, whose ValidationError is not a 422"
+    ),
     "integer beyond 8 bytes": (
         "an integer query or body value of 2**63 or more reaches pymongo (OverflowError): "
         "/prompts/{id}/diff from/to, /prompts/{id}?version, /prompts/{id}/versions?cursor, "
@@ -129,6 +133,9 @@ def known_server_error(case: schemathesis.Case) -> str | None:
         body.get("tags", []),
     ):
         return "explicit null name/tags"
+    selector = body.get("version") is not None or body.get("label") is not None
+    if operation == "POST /chat" and selector and body.get("prompt_id") is None:
+        return "chat selector without a prompt"
     values = [case.query, case.body, case.path_parameters]
     if any(abs(number) >= 2**63 for number in _integers(values)):
         return "integer beyond 8 bytes"
@@ -172,6 +179,9 @@ def test_known_server_errors_are_still_there(
     prompt = f"/prompts/{existing['prompt_id']}"
     if bug == "explicit null name/tags":
         response = client.put(prompt, json={"name": None})
+    elif bug == "chat selector without a prompt":
+        body = {"project_id": existing["project_id"], "label": "production", "input": "hi"}
+        response = client.post("/chat", json=body)
     else:
         response = client.get(f"{prompt}/diff", params={"from": 2**70, "to": 1})
     assert response.status_code < 500, KNOWN_SERVER_ERRORS[bug]
