@@ -52,6 +52,11 @@ def _is_streamed(route: Route) -> bool:
     return route.events is not None
 
 
+def _hand_made(response: Any) -> bool:
+    """A handler returning a ready `Response` (or an `EventStream`): no JSON schema to give."""
+    return isinstance(response, type) and issubclass(response, Response)
+
+
 def _is_conditional(route: Route) -> bool:
     """A GET whose handler reads the request to compare entity tags (`If-None-Match` -> 304)."""
     return route.method == "GET" and route.wants_request
@@ -156,7 +161,7 @@ def _success(route: Route, refs: dict[tuple[int, JsonSchemaMode], Any]) -> dict[
     if response is type(None):
         return {"204": {"description": "Done; no body.", "headers": headers}}
     success: dict[str, Any] = {"description": _summary(route), "headers": headers}
-    if response is not Response:
+    if not _hand_made(response):
         success["content"] = {"application/json": {"schema": refs[(id(response), "serialization")]}}
     responses = {str(route.status): success}
     if _is_streamed(route):
@@ -233,7 +238,7 @@ def openapi_document(
             _check_annotations(function, route)
             if route.body is not None:
                 collector.add(route.body, "validation")
-            if route.response not in (Response, type(None)):
+            if route.response is not type(None) and not _hand_made(route.response):
                 collector.add(route.response, "serialization")
             if _is_streamed(route):
                 events_name = _camel(route.handler.__name__, "events")
