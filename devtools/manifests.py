@@ -91,28 +91,25 @@ class Function:
         return bool(self.consumes)
 
 
+def streaming(**changes: Any) -> Function:
+    """An ASGI function that streams DeepSeek's answers."""
+    defaults: dict[str, Any] = {
+        "serves": "async",
+        "concurrency": 100,
+        "timeout_s": STREAM_TIMEOUT_S,
+        "max_scale": 20,
+        "memory": "384Mi",
+        "memory_limit": "768Mi",
+        "secrets": ("mongodb-uri", "deepseek-api-key"),
+    }
+    return Function(**defaults | changes)
+
+
 # One entry per folder of functions/.
 FUNCTIONS: dict[str, Function] = {
-    "chat": Function(
-        serves="async",
-        concurrency=100,
-        timeout_s=STREAM_TIMEOUT_S,
-        max_scale=20,
-        memory="384Mi",
-        memory_limit="768Mi",
-        secrets=("mongodb-uri", "deepseek-api-key"),
-        publishes_to="history-writer",
-    ),
+    "chat": streaming(publishes_to="history-writer"),
     "dialogs": Function(),
-    "executions": Function(
-        serves="async",
-        concurrency=100,
-        timeout_s=STREAM_TIMEOUT_S,
-        max_scale=20,
-        memory="384Mi",
-        memory_limit="768Mi",
-        secrets=("mongodb-uri", "deepseek-api-key"),
-    ),
+    "executions": streaming(),
     "history-writer": Function(consumes=("com.better-assistant.turn.completed",)),
     "projects": Function(),
     "prompts": Function(),

@@ -46,28 +46,20 @@ KNATIVE_MODELS = {
 }
 KUBERNETES_VERSION = "1.33.0"
 
-# What the table will hold once the streaming chat and the history writer exist: rendered and
-# validated now, so their manifests are known good before the functions land.
-FUTURE_FUNCTIONS = {
-    **FUNCTIONS,
-    "chat": Function(
-        serves="async",
-        concurrency=100,
-        timeout_s=STREAM_TIMEOUT_S,
-        secrets=("mongodb-uri", "deepseek-api-key"),
-        publishes_to="history-writer",
-    ),
-    "history-writer": Function(consumes=("com.better-assistant.turn.completed",)),
+# The table as it is, and without the history queue (no eventing resources are rendered then).
+WITHOUT_QUEUE = {
+    name: function
+    for name, function in FUNCTIONS.items()
+    if not (function.consumes or function.publishes_to)
 }
-TABLES = {"current": FUNCTIONS, "with chat and history-writer": FUTURE_FUNCTIONS}
+TABLES = {"current": FUNCTIONS, "without a queue": WITHOUT_QUEUE}
 
 
 def entry_hint(name: str) -> str:
     return (
-        f"add an entry for {name!r} to FUNCTIONS in devtools/manifests.py, e.g.\n"
-        f'    "{name}": Function(),  # threaded (Flask)\n'
-        f'    "{name}": Function(serves="async", concurrency=100, timeout_s=STREAM_TIMEOUT_S),'
-        "  # ASGI, streams\n"
+        f"add an entry for {name!r} to FUNCTIONS in devtools/manifests.py, one of\n"
+        f'    "{name}": Function(),  # Flask (flask_function): gunicorn threads, short requests\n'
+        f'    "{name}": streaming(),  # ASGI (asgi_function): many long DeepSeek streams\n'
         f'    "{name}": Function(consumes=("<CloudEvent type>",)),  # queue-triggered\n'
         "then run `make manifests` and commit stack.yml and knative/"
     )
@@ -246,7 +238,7 @@ def test_every_knative_document_validates(table: Mapping[str, Function]) -> None
 
 
 def test_a_queue_consumer_gets_a_trigger_with_retries_and_a_publisher_its_sink() -> None:
-    eventing = knative_files(FUTURE_FUNCTIONS)["eventing.yaml"]
+    eventing = knative_files(FUNCTIONS)["eventing.yaml"]
     (trigger,) = [document for document in eventing if document["kind"] == "Trigger"]
     assert trigger["spec"]["subscriber"]["ref"]["name"] == "history-writer"
     assert trigger["spec"]["filter"]["attributes"]["type"] == "com.better-assistant.turn.completed"
@@ -255,18 +247,17 @@ def test_a_queue_consumer_gets_a_trigger_with_retries_and_a_publisher_its_sink()
     assert delivery["deadLetterSink"]["ref"]["kind"] == "Broker"
     (binding,) = [document for document in eventing if document["kind"] == "SinkBinding"]
     assert binding["spec"]["subject"]["name"] == "chat"
-    writer = next(d for d in knative_files(FUTURE_FUNCTIONS)["history-writer.yaml"])
+    (writer,) = knative_files(FUNCTIONS)["history-writer.yaml"]
     assert writer["metadata"]["labels"]["networking.knative.dev/visibility"] == "cluster-local"
-    openfaas = openfaas_stack(FUTURE_FUNCTIONS)["functions"]
+    openfaas = openfaas_stack(FUNCTIONS)["functions"]
     assert openfaas["chat"]["environment"]["HISTORY_QUEUE"] == "openfaas"
     assert openfaas["chat"]["environment"]["HISTORY_QUEUE_URL"].startswith("http://gateway.")
     assert openfaas["history-writer"]["annotations"]["com.openfaas.retry.attempts"] == "5"
 
 
 def test_eventing_waits_for_a_queue_triggered_function() -> None:
-    if not any(function.consumes for function in FUNCTIONS.values()):
-        assert not (KNATIVE_DIR / "eventing.yaml").exists()
-        assert "eventing.yaml" not in knative_files(FUNCTIONS)
+    assert "eventing.yaml" not in knative_files(WITHOUT_QUEUE)
+    assert (KNATIVE_DIR / "eventing.yaml").exists() == any(f.consumes for f in FUNCTIONS.values())
 
 
 @pytest.mark.skipif(
