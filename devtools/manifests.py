@@ -13,9 +13,9 @@ Three kinds of function, by how they are served:
   may last as long as `STREAM_TIMEOUT_S`.
 - queue-triggered (`consumes=(event types)`): reached only by the platform's queue — a Knative
   Trigger from the Broker, or OpenFaaS's `/async-function/<name>` — never from outside the cluster.
-A function that emits events for a queue-triggered one names it in `publishes_to`: on Knative a
+A function that emits events for queue-triggered ones names them in `publishes_to`: on Knative a
 SinkBinding gives it the Broker's URL in `K_SINK`; on OpenFaaS it posts to the gateway's
-`/async-function/<consumer>` (`HISTORY_QUEUE=openfaas`, `HISTORY_QUEUE_URL` = the gateway).
+`/async-function/<consumer>`, told so by the settings in `OPENFAAS_PUBLISHING[consumer]`.
 """
 
 import argparse
@@ -43,6 +43,10 @@ SECRETS = "better-assistant-secrets"
 BROKER = "better-assistant"
 DEAD_LETTER_BROKER = "better-assistant-dead-letters"
 OPENFAAS_GATEWAY = "http://gateway.openfaas:8080"
+# What a publisher needs on OpenFaaS to reach each queue-triggered function (on Knative, K_SINK).
+OPENFAAS_PUBLISHING: dict[str, dict[str, str]] = {
+    "history-writer": {"HISTORY_QUEUE": "openfaas", "HISTORY_QUEUE_URL": OPENFAAS_GATEWAY},
+}
 # Knative refuses a revision whose timeoutSeconds exceeds the cluster's max-revision-timeout-seconds
 # (600 by default): the README's deploy steps raise it to this, for the streaming functions.
 STREAM_TIMEOUT_S = 1800
@@ -79,7 +83,7 @@ class Function:
     # the Secret, under the environment variable the settings read for each.
     secrets: tuple[str, ...] = ("mongodb-uri",)
     consumes: tuple[str, ...] = ()
-    publishes_to: str | None = None
+    publishes_to: tuple[str, ...] = ()
     retries: int = 5
 
     @property
@@ -107,7 +111,7 @@ def streaming(**changes: Any) -> Function:
 
 # One entry per folder of functions/.
 FUNCTIONS: dict[str, Function] = {
-    "chat": streaming(publishes_to="history-writer"),
+    "chat": streaming(publishes_to=("history-writer",)),
     "dialogs": Function(),
     "executions": streaming(),
     "history-writer": Function(consumes=("com.better-assistant.turn.completed",)),
@@ -168,9 +172,11 @@ def function_environment(name: str, function: Function) -> dict[str, str]:
 
 def _check_table(functions: Mapping[str, Function]) -> None:
     for name, function in functions.items():
-        target = function.publishes_to
-        if target is not None and not (target in functions and functions[target].consumes):
-            raise ValueError(f"{name} publishes to {target}, which is no queue-triggered function")
+        for target in function.publishes_to:
+            if not (target in functions and functions[target].consumes):
+                raise ValueError(f"{name} publishes to {target}: no queue-triggered function")
+            if target not in OPENFAAS_PUBLISHING:
+                raise ValueError(f"say in OPENFAAS_PUBLISHING how to publish to {target}")
 
 
 def _labels(name: str) -> dict[str, str]:
@@ -183,9 +189,8 @@ def openfaas_stack(functions: Mapping[str, Function]) -> dict[str, Any]:
     entries = {}
     for name, function in functions.items():
         environment = function_environment(name, function) | SETTINGS
-        if function.publishes_to:
-            # The publisher posts to the gateway's /async-function/<consumer> (NATS queue).
-            environment |= {"HISTORY_QUEUE": "openfaas", "HISTORY_QUEUE_URL": OPENFAAS_GATEWAY}
+        for target in function.publishes_to:
+            environment |= OPENFAAS_PUBLISHING[target]
         annotations = {
             "com.openfaas.health.http.path": "/healthz",
             "com.openfaas.ready.http.path": "/readyz",
