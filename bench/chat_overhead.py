@@ -265,6 +265,10 @@ def main() -> None:
             chat_pids = process_tree(chat.pid)
             warm_up = [chat_body(project_id=project_id, input="warm up") for _ in range(20)]
             asyncio.run(run_load(chat_port, "/", warm_up, b"event: content", 5))
+            idle_before = cpu_seconds(chat_pids)
+            time.sleep(2)
+            idle_ms_per_s = (cpu_seconds(chat_pids) - idle_before) * 1000 / 2
+            print(f"chat processes idle: {idle_ms_per_s:.0f} ms CPU per second")
             print(f"chat pinned to core {FUNCTION_CORE}; load, upstream, MongoDB on {LOAD_CORE}")
             print(f"upstream: first token {FIRST_TOKEN_MS} ms, {TOKENS} tokens")
             print(

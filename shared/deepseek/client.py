@@ -56,6 +56,7 @@ class DeepSeekClient:
             api_key=key.get_secret_value() if key else "not-configured",
             base_url=settings.deepseek_base_url,
             max_retries=0,
+            http_client=openai.DefaultAioHttpClient(),
             timeout=openai.Timeout(
                 connect=settings.deepseek_connect_timeout_s,
                 read=max(settings.deepseek_first_token_timeout_s, settings.deepseek_idle_timeout_s),
@@ -63,6 +64,9 @@ class DeepSeekClient:
                 pool=settings.deepseek_first_token_timeout_s,
             ),
         )
+
+    async def close(self) -> None:
+        await self._sdk.close()
 
     async def stream(self, call: ChatCall) -> AsyncIterator[Delta | Finish]:
         """Deltas as they arrive, then one Finish; raises UpstreamError on any failure."""
@@ -178,17 +182,23 @@ def request_body(call: ChatCall) -> dict[str, Any]:
     return body
 
 
-_clients: dict[tuple[int, int], DeepSeekClient] = {}
+_clients: dict[int, DeepSeekClient] = {}
+_closing: set[asyncio.Task[None]] = set()
 
 
 def get_deepseek() -> DeepSeekClient:
     """The client for the current settings and event loop, built on first use and then reused.
 
     The SDK's connection pool belongs to one event loop: a process serving requests has one.
+    A client left behind by changed settings is closed rather than leaked.
     """
     settings = get_settings()
-    key = (id(asyncio.get_running_loop()), id(settings))
-    client = _clients.get(key)
-    if client is None:
-        client = _clients[key] = DeepSeekClient(settings)
+    loop = asyncio.get_running_loop()
+    client = _clients.get(id(loop))
+    if client is None or client.settings is not settings:
+        if client is not None:
+            closing = loop.create_task(client.close())
+            _closing.add(closing)
+            closing.add_done_callback(_closing.discard)
+        client = _clients[id(loop)] = DeepSeekClient(settings)
     return client
