@@ -31,6 +31,16 @@ class Page(BaseModel, Generic[ItemT]):
     limit: int
     page: int | None = None
 
+    @classmethod
+    def of(
+        cls, found: tuple[list[ItemT], str | None, int] | None, params: PageParams
+    ) -> "Page[ItemT]":
+        """The page a repository search found; None (a filter that matches nothing) is empty."""
+        items, next_cursor, total = found if found is not None else ([], None, 0)
+        return cls(
+            items=items, next_cursor=next_cursor, total=total, limit=params.limit, page=params.page
+        )
+
 
 def encode_cursor(created_at: datetime, object_id: ObjectId) -> str:
     raw = json.dumps({"t": int(created_at.timestamp() * 1000), "id": str(object_id)})

@@ -2,14 +2,13 @@
 
 import json
 import zlib
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 import schemathesis
-from hypothesis import HealthCheck, assume, settings
+from hypothesis import HealthCheck, settings
 from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import (
     content_type_conformance,
@@ -95,53 +94,6 @@ def existing(project: dict, make_prompt) -> dict[str, object]:
 # Server errors the fuzzer found in the services, reported to their owners; generated requests
 # that would hit them are set aside until the fix lands, and the xfail test below turns red (and
 # asks for this entry's removal) as soon as one is fixed.
-KNOWN_SERVER_ERRORS = {
-    "explicit null name/tags": (
-        "PUT /prompts/{prompt_id} stores an explicit null name or tags (PromptUpdate.metadata "
-        "keeps set None values), corrupting the prompt: this and every later read answer 500"
-    ),
-    "chat selector without a prompt": (
-        "POST /chat with a version or label but no prompt_id (and no dialog_id) builds a "
-        "DialogCreate inside ChatService.prepare, whose ValidationError is not a 422"
-    ),
-    "integer beyond 8 bytes": (
-        "an integer query or body value of 2**63 or more reaches pymongo (OverflowError): "
-        "/prompts/{id}/diff from/to, /prompts/{id}?version, /prompts/{id}/versions?cursor, "
-        "GET /executions?version, POST /executions version"
-    ),
-}
-
-
-def _integers(value: object) -> Iterator[int]:
-    if isinstance(value, bool):
-        return
-    if isinstance(value, int):
-        yield value
-    elif isinstance(value, dict):
-        for item in value.values():
-            yield from _integers(item)
-    elif isinstance(value, list):
-        for item in value:
-            yield from _integers(item)
-
-
-def known_server_error(case: schemathesis.Case) -> str | None:
-    body = case.body if isinstance(case.body, dict) else {}
-    operation = f"{case.method.upper()} {case.path}"
-    if operation == "PUT /prompts/{prompt_id}" and None in (
-        body.get("name", ""),
-        body.get("tags", []),
-    ):
-        return "explicit null name/tags"
-    selector = body.get("version") is not None or body.get("label") is not None
-    if operation == "POST /chat" and selector and body.get("prompt_id") is None:
-        return "chat selector without a prompt"
-    values = [case.query, case.body, case.path_parameters]
-    if any(abs(number) >= 2**63 for number in _integers(values)):
-        return "integer beyond 8 bytes"
-    return None
-
-
 @fuzzed.parametrize()
 @settings(
     max_examples=10,
@@ -159,7 +111,6 @@ def test_generated_requests_never_get_a_server_error(
         case.path_parameters = parameters | {
             name: value for name, value in existing.items() if name in parameters
         }
-    assume(known_server_error(case) is None)
     case.call_and_validate(
         base_url=gateway_url,
         checks=[
@@ -171,17 +122,21 @@ def test_generated_requests_never_get_a_server_error(
     )
 
 
-@pytest.mark.xfail(strict=True, reason="known server errors, reported; see KNOWN_SERVER_ERRORS")
-@pytest.mark.parametrize("bug", KNOWN_SERVER_ERRORS)
-def test_known_server_errors_are_still_there(
-    bug: str, client: httpx.Client, existing: dict[str, object]
+def test_requests_the_fuzzer_once_broke_are_refused_cleanly(
+    client: httpx.Client, existing: dict[str, object]
 ) -> None:
+    """Server errors schemathesis found: each is now a 422 that changes nothing."""
     prompt = f"/prompts/{existing['prompt_id']}"
-    if bug == "explicit null name/tags":
-        response = client.put(prompt, json={"name": None})
-    elif bug == "chat selector without a prompt":
-        body = {"project_id": existing["project_id"], "label": "production", "input": "hi"}
-        response = client.post("/chat", json=body)
-    else:
-        response = client.get(f"{prompt}/diff", params={"from": 2**70, "to": 1})
-    assert response.status_code < 500, KNOWN_SERVER_ERRORS[bug]
+    before = client.get(prompt).json()
+    assert client.put(prompt, json={"name": None}).status_code == 422
+    assert client.put(prompt, json={"tags": None}).status_code == 422
+    assert client.get(prompt).json() == before
+    body = {"project_id": existing["project_id"], "label": "production", "input": "hi"}
+    assert client.post("/chat", json=body).status_code == 422
+    huge = 2**70
+    assert client.get(f"{prompt}/diff", params={"from": huge, "to": 1}).status_code == 422
+    assert client.get(prompt, params={"version": huge}).status_code == 422
+    assert client.get(f"{prompt}/versions", params={"cursor": huge}).status_code == 422
+    assert client.get("/executions", params={"version": huge}).status_code == 422
+    execution = {"prompt_id": existing["prompt_id"], "version": huge}
+    assert client.post("/executions", json=execution).status_code == 422

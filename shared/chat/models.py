@@ -6,7 +6,7 @@ from pydantic import BaseModel, Field, StringConstraints, model_validator
 
 from shared.executions.models import WithVariables
 from shared.models import Name
-from shared.prompts.models import LabelName, ModelConfig
+from shared.prompts.models import LabelName, ModelConfig, VersionNumber
 from shared.streaming import ContentEvent, DoneEvent, ErrorEvent, ReasoningEvent
 
 
@@ -19,7 +19,7 @@ class ChatRequest(WithVariables):
     config: ModelConfig | None = None
     # Only when starting a dialog: the prompt it is bound to, and its title.
     prompt_id: str | None = None
-    version: int | None = Field(None, ge=1)
+    version: VersionNumber | None = None
     label: LabelName | None = None
     title: Name | None = None
 
@@ -27,6 +27,8 @@ class ChatRequest(WithVariables):
     def _dialog_or_project(self) -> "ChatRequest":
         if (self.dialog_id is None) == (self.project_id is None):
             raise ValueError("give a dialog_id to continue a dialog, or a project_id to start one")
+        if self.prompt_id is None and (self.version is not None or self.label is not None):
+            raise ValueError("a version or label needs a prompt_id")
         starting_fields = (self.prompt_id, self.version, self.label, self.title)
         if self.dialog_id is not None and any(value is not None for value in starting_fields):
             raise ValueError("prompt_id, version, label and title only apply to a new dialog")

@@ -8,7 +8,7 @@ from pydantic import BaseModel, Field, model_validator
 from shared.deepseek.models import Usage
 from shared.models import InputModel, Name
 from shared.pagination import PageParams
-from shared.prompts.models import LabelName
+from shared.prompts.models import LabelName, VersionNumber
 
 MessageRole = Literal["user", "assistant"]
 TurnStatus = Literal["ok", "error", "cancelled"]
@@ -18,7 +18,7 @@ class PromptBinding(InputModel):
     """The prompt a dialog runs, at a version or label (default: production, else latest)."""
 
     prompt_id: str | None = None
-    version: int | None = Field(None, ge=1)
+    version: VersionNumber | None = None
     label: LabelName | None = None
 
     @model_validator(mode="after")
@@ -40,7 +40,7 @@ class DialogUpdate(InputModel):
 
     title: Name | None = None
     prompt_id: str | None = None
-    version: int | None = Field(None, ge=1)
+    version: VersionNumber | None = None
     label: LabelName | None = None
 
 

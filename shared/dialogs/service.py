@@ -39,11 +39,7 @@ class DialogService:
 
     def search(self, params: DialogListParams) -> Page[Dialog]:
         """A project's dialogs, latest activity first."""
-        found = self.dialogs.search(params)
-        items, next_cursor, total = found if found is not None else ([], None, 0)
-        return Page(
-            items=items, next_cursor=next_cursor, total=total, limit=params.limit, page=params.page
-        )
+        return Page.of(self.dialogs.search(params), params)
 
     def get(self, dialog_id: str) -> Dialog:
         """One dialog, without its messages."""

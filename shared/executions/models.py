@@ -8,7 +8,7 @@ from pydantic import BaseModel, Field, StringConstraints, field_validator, model
 from shared.deepseek.models import Usage
 from shared.models import InputModel
 from shared.pagination import PageParams
-from shared.prompts.models import LabelName, ModelConfig
+from shared.prompts.models import LabelName, ModelConfig, VersionNumber
 from shared.streaming import ContentEvent, DoneEvent, ErrorEvent, ReasoningEvent
 
 ExecutionStatus = Literal["running", "ok", "error", "cancelled"]
@@ -42,7 +42,7 @@ class WithVariables(InputModel):
 
 class ExecutionCreate(WithVariables):
     prompt_id: str
-    version: int | None = Field(None, ge=1)
+    version: VersionNumber | None = None
     label: LabelName | None = None
     input: UserInput | None = None
     config: ModelConfig | None = None
@@ -110,7 +110,7 @@ ExecutionEvent = Annotated[
 
 class ExecutionListParams(PageParams):
     prompt_id: str | None = None
-    version: int | None = Field(None, ge=1)
+    version: VersionNumber | None = None
     status: ExecutionStatus | None = None
     since: datetime | None = None
     until: datetime | None = None

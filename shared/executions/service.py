@@ -160,11 +160,7 @@ class ExecutionService:
         return execution
 
     def search(self, params: ExecutionListParams) -> Page[Execution]:
-        found = self.executions.search(params)
-        items, next_cursor, total = found if found is not None else ([], None, 0)
-        return Page(
-            items=items, next_cursor=next_cursor, total=total, limit=params.limit, page=params.page
-        )
+        return Page.of(self.executions.search(params), params)
 
     def stats(self, params: StatsParams) -> ExecutionStats:
         """Per-version count, error rate, latency percentiles, tokens and cost."""

@@ -1,5 +1,6 @@
 """What a team does with projects."""
 
+from shared.datasets.repository import DatasetRepository
 from shared.dialogs.repository import DialogRepository
 from shared.errors import Conflict, not_found
 from shared.pagination import Page
@@ -19,15 +20,13 @@ class ProjectService:
         self.projects = ProjectRepository()
         self.prompts = PromptRepository()
         self.dialogs = DialogRepository()
+        self.datasets = DatasetRepository()
 
     def create(self, data: ProjectCreate) -> Project:
         return self.projects.create(data)
 
     def search(self, params: ProjectListParams) -> Page[Project]:
-        items, next_cursor, total = self.projects.search(params)
-        return Page(
-            items=items, next_cursor=next_cursor, total=total, limit=params.limit, page=params.page
-        )
+        return Page.of(self.projects.search(params), params)
 
     def get(self, project_id: str) -> Project:
         project = self.projects.get(project_id)
@@ -42,12 +41,13 @@ class ProjectService:
         return project
 
     def delete(self, project_id: str, params: ProjectDeleteParams) -> None:
-        """Delete a project; one that still has prompts or dialogs needs `cascade`, which deletes
-        them too (with their versions and messages)."""
+        """Delete a project; one that still has prompts, dialogs or datasets needs `cascade`,
+        which deletes them too (with their versions, messages and cases)."""
         self.get(project_id)
         contents = {
             "prompts": self.prompts.count_in_project(project_id),
             "dialogs": self.dialogs.count_in_project(project_id),
+            "datasets": self.datasets.count_in_project(project_id),
         }
         remaining = {kind: count for kind, count in contents.items() if count}
         if remaining and not params.cascade:
@@ -57,6 +57,7 @@ class ProjectService:
                 code="project_not_empty",
                 details=remaining,
             )
+        self.datasets.delete_project_datasets(project_id)
         self.dialogs.delete_project_dialogs(project_id)
         self.prompts.delete_project_prompts(project_id)
         if not self.projects.delete(project_id):

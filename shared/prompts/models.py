@@ -18,6 +18,8 @@ TemplateText = Annotated[str, StringConstraints(min_length=1, max_length=100_000
 CommitMessage = Annotated[str, StringConstraints(strip_whitespace=True, max_length=500)]
 ModelName = Annotated[str, StringConstraints(pattern=r"^[\w.:/-]{1,100}$")]
 StopWord = Annotated[str, StringConstraints(min_length=1, max_length=100)]
+# Bounded so no number a client sends can overflow MongoDB's 64-bit integers.
+VersionNumber = Annotated[int, Field(ge=1, le=2**31 - 1)]
 
 
 class ChatMessage(InputModel):
@@ -127,6 +129,13 @@ class PromptUpdate(InputModel):
     def _deduplicate(cls, values: list[str] | None) -> list[str] | None:
         return _unique(values) if values is not None else None
 
+    @model_validator(mode="after")
+    def _name_and_tags_not_null(self) -> "PromptUpdate":
+        for field in ("name", "tags"):
+            if field in self.model_fields_set and getattr(self, field) is None:
+                raise ValueError(f"{field} cannot be null (a null category clears it)")
+        return self
+
     def metadata(self) -> dict[str, Any]:
         return self.model_dump(include={"name", "category", "tags"}, exclude_unset=True)
 
@@ -182,7 +191,7 @@ class PromptListParams(PageParams):
 
 
 class VersionSelector(BaseModel):
-    version: int | None = Field(None, ge=1)
+    version: VersionNumber | None = None
     label: LabelName | None = None
 
     @model_validator(mode="after")
@@ -194,7 +203,7 @@ class VersionSelector(BaseModel):
 
 class VersionListParams(BaseModel):
     limit: int = Field(50, ge=1, le=100)
-    cursor: int | None = Field(None, ge=1, description="List versions older than this one")
+    cursor: VersionNumber | None = Field(None, description="List versions older than this one")
 
 
 class VersionPage(BaseModel):
@@ -203,12 +212,12 @@ class VersionPage(BaseModel):
 
 
 class LabelMove(InputModel):
-    version: int = Field(ge=1)
+    version: VersionNumber
 
 
 class DiffParams(BaseModel):
-    from_version: int = Field(alias="from", ge=1)
-    to_version: int = Field(alias="to", ge=1)
+    from_version: VersionNumber = Field(alias="from")
+    to_version: VersionNumber = Field(alias="to")
 
 
 class FieldChange(BaseModel):

@@ -81,11 +81,7 @@ class PromptService:
         return Prompt(**record.model_dump(), version=version)
 
     def search(self, params: PromptListParams) -> Page[PromptRecord]:
-        found = self.prompts.search(params)
-        items, next_cursor, total = found if found is not None else ([], None, 0)
-        return Page(
-            items=items, next_cursor=next_cursor, total=total, limit=params.limit, page=params.page
-        )
+        return Page.of(self.prompts.search(params), params)
 
     def get_record(self, prompt_id: str) -> PromptRecord:
         record = self.prompts.get(prompt_id)
