@@ -1,0 +1,71 @@
+"""The `datasets` function: sets of test cases in a project, their cases added in bulk."""
+
+from shared.datasets.models import (
+    Case,
+    CasePageParams,
+    CasesAdded,
+    CaseUpdate,
+    Dataset,
+    DatasetCreate,
+    DatasetListParams,
+    DatasetUpdate,
+    DatasetWithCases,
+)
+from shared.datasets.service import DatasetService
+from shared.http.flask_adapter import flask_function
+from shared.http.messages import Request
+from shared.http.routing import Router
+from shared.pagination import Page
+
+router = Router("datasets")
+
+
+@router.get("/")
+def list_datasets(query: DatasetListParams) -> Page[Dataset]:
+    """List a project's datasets, newest first."""
+    return DatasetService().search(query)
+
+
+@router.post("/", status=201)
+def create_dataset(body: DatasetCreate) -> Dataset:
+    """Create a dataset, optionally with its first cases."""
+    return DatasetService().create(body)
+
+
+@router.get("/{dataset_id}")
+def get_dataset(dataset_id: str, query: CasePageParams) -> DatasetWithCases:
+    """Get a dataset with a page of its cases, in insertion order."""
+    return DatasetService().get_with_cases(dataset_id, query)
+
+
+@router.put("/{dataset_id}")
+def update_dataset(dataset_id: str, body: DatasetUpdate) -> Dataset:
+    """Rename a dataset or change its description."""
+    return DatasetService().update(dataset_id, body)
+
+
+@router.delete("/{dataset_id}")
+def delete_dataset(dataset_id: str) -> None:
+    """Delete a dataset and its cases."""
+    DatasetService().delete(dataset_id)
+
+
+@router.post("/{dataset_id}/cases", status=201)
+def add_cases(dataset_id: str, request: Request) -> CasesAdded:
+    """Add cases from a JSON list or JSON Lines (application/x-ndjson): all or none."""
+    return DatasetService().import_cases(dataset_id, request)
+
+
+@router.put("/{dataset_id}/cases/{case_id}")
+def update_case(dataset_id: str, case_id: str, body: CaseUpdate) -> Case:
+    """Replace the given fields of a case."""
+    return DatasetService().update_case(dataset_id, case_id, body)
+
+
+@router.delete("/{dataset_id}/cases/{case_id}")
+def delete_case(dataset_id: str, case_id: str) -> None:
+    """Remove a case from its dataset."""
+    DatasetService().delete_case(dataset_id, case_id)
+
+
+handle = flask_function(router)

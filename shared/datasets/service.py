@@ -1,0 +1,190 @@
+"""What a team does with datasets: sets of test cases in a project, imported in bulk."""
+
+import json
+from collections.abc import Iterable
+from typing import Any
+
+from pydantic import ValidationError
+
+from shared.datasets.models import (
+    MAX_CASES_PER_REQUEST,
+    Case,
+    CaseCreate,
+    CasePageParams,
+    CasesAdded,
+    CaseUpdate,
+    Dataset,
+    DatasetCreate,
+    DatasetListParams,
+    DatasetUpdate,
+    DatasetWithCases,
+)
+from shared.datasets.repository import DatasetRepository
+from shared.errors import BadRequest, UnsupportedMediaType, ValidationFailed, not_found
+from shared.http.messages import Request
+from shared.pagination import Page
+from shared.projects.repository import ProjectRepository
+
+JSON_LINES_TYPES = {"application/x-ndjson", "application/jsonl"}
+# A 10,000-line file with every line wrong must not become a 10,000-entry error.
+MAX_REPORTED_ERRORS = 100
+
+
+class DatasetService:
+    def __init__(self) -> None:
+        self.datasets = DatasetRepository()
+        self.projects = ProjectRepository()
+
+    def create(self, data: DatasetCreate) -> Dataset:
+        """Create a dataset in an existing project, with its first cases if given."""
+        if self.projects.get(data.project_id) is None:
+            raise not_found("project", data.project_id)
+        dataset = self.datasets.create(data)
+        if data.cases:
+            self.add_cases(dataset.id, data.cases)
+            return self.get(dataset.id)
+        return dataset
+
+    def search(self, params: DatasetListParams) -> Page[Dataset]:
+        """A project's datasets, newest first."""
+        return Page.of(self.datasets.search(params), params)
+
+    def get(self, dataset_id: str) -> Dataset:
+        """One dataset, without its cases."""
+        dataset = self.datasets.get(dataset_id)
+        if dataset is None:
+            raise not_found("dataset", dataset_id)
+        return dataset
+
+    def get_with_cases(self, dataset_id: str, params: CasePageParams) -> DatasetWithCases:
+        """A dataset with a page of its cases, in insertion order."""
+        dataset = self.get(dataset_id)
+        cases, next_cursor = self.datasets.case_page(dataset_id, params)
+        return DatasetWithCases(**dataset.model_dump(), cases=cases, next_cursor=next_cursor)
+
+    def update(self, dataset_id: str, changes: DatasetUpdate) -> Dataset:
+        dataset = self.datasets.update(dataset_id, changes)
+        if dataset is None:
+            raise not_found("dataset", dataset_id)
+        return dataset
+
+    def delete(self, dataset_id: str) -> None:
+        """Delete a dataset and its cases."""
+        if not self.datasets.delete(dataset_id):
+            raise not_found("dataset", dataset_id)
+
+    def import_cases(self, dataset_id: str, request: Request) -> CasesAdded:
+        """Add the cases a request carries (see `read_cases`): all of them or, if any is
+        invalid, none."""
+        self.get(dataset_id)
+        return self.add_cases(dataset_id, read_cases(request))
+
+    def add_cases(self, dataset_id: str, cases: list[CaseCreate]) -> CasesAdded:
+        """Append validated cases to a dataset in one write."""
+        added = self.datasets.add_cases(dataset_id, cases)
+        if added is None:
+            raise not_found("dataset", dataset_id)
+        items, case_count = added
+        return CasesAdded(items=items, case_count=case_count)
+
+    def update_case(self, dataset_id: str, case_id: str, changes: CaseUpdate) -> Case:
+        """Replace the given fields of one case."""
+        self.get(dataset_id)
+        case = self.datasets.update_case(dataset_id, case_id, changes)
+        if case is None:
+            raise not_found("case", case_id)
+        return case
+
+    def delete_case(self, dataset_id: str, case_id: str) -> None:
+        """Remove one case from its dataset."""
+        self.get(dataset_id)
+        if not self.datasets.delete_case(dataset_id, case_id):
+            raise not_found("case", case_id)
+
+
+def read_cases(request: Request) -> list[CaseCreate]:
+    """The cases in a body: a JSON list (`application/json`) or JSON Lines, one case per line
+    (`application/x-ndjson`, blank lines skipped). Every case is validated first; any failure is
+    a 422 naming each failing list index or 1-based line."""
+    content_type = (request.header("content-type") or "").split(";")[0].strip().lower()
+    if content_type in JSON_LINES_TYPES:
+        entries, errors = _json_lines(request.body)
+    elif content_type == "application/json":
+        document = request.json()
+        if not isinstance(document, list):
+            raise ValidationFailed(
+                "The body must be a JSON list of cases.",
+                details=[{"loc": ["body"], "msg": "expected a list", "type": "list_type"}],
+            )
+        entries, errors = [(["body", index], item) for index, item in enumerate(document)], []
+    else:
+        raise UnsupportedMediaType(
+            "Send a JSON list of cases as application/json, or JSON Lines as application/x-ndjson.",
+            details={"content_type": content_type},
+        )
+    if not entries and not errors:
+        raise ValidationFailed(
+            "The body holds no case.",
+            details=[{"loc": ["body"], "msg": "no case given", "type": "too_short"}],
+        )
+    if len(entries) + len(errors) > MAX_CASES_PER_REQUEST:
+        raise ValidationFailed(
+            f"At most {MAX_CASES_PER_REQUEST} cases can be added in one request.",
+            code="too_many_cases",
+            details={"limit": MAX_CASES_PER_REQUEST},
+        )
+    cases = []
+    for location, item in entries:
+        try:
+            cases.append(CaseCreate.model_validate(item))
+        except ValidationError as exc:
+            errors.extend(_located(location, exc))
+    if errors:
+        raise _invalid_cases(errors)
+    return cases
+
+
+def _json_lines(
+    body: bytes,
+) -> tuple[list[tuple[list[Any], Any]], list[dict[str, Any]]]:
+    """Each non-blank line parsed as JSON, located by line number, and the lines that are not."""
+    if not body:
+        raise BadRequest("This request needs a body.")
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise BadRequest("The body is not valid UTF-8.", code="malformed_json") from exc
+    entries, errors = [], []
+    for number, line in enumerate(text.split("\n"), start=1):
+        if not line.strip():
+            continue
+        location = ["body", "line", number]
+        try:
+            entries.append((location, json.loads(line)))
+        except ValueError as exc:
+            message = f"not valid JSON: {getattr(exc, 'msg', 'malformed')}"
+            errors.append({"loc": location, "msg": message, "type": "json_invalid"})
+    return entries, errors
+
+
+def _located(location: list[Any], error: ValidationError) -> Iterable[dict[str, Any]]:
+    for item in error.errors(include_url=False, include_input=False, include_context=False):
+        yield {"loc": [*location, *item["loc"]], "msg": item["msg"], "type": item["type"]}
+
+
+def _position(error: dict[str, Any]) -> int:
+    """The list index or line number an error is about."""
+    location = error["loc"]
+    return location[2] if location[1] == "line" else location[1]
+
+
+def _invalid_cases(errors: list[dict[str, Any]]) -> ValidationFailed:
+    """A 422 naming the failing lines (or list indexes); nothing is imported."""
+    errors = sorted(errors, key=_position)
+    lines = sorted({_position(error) for error in errors if error["loc"][1] == "line"})
+    if lines:
+        shown = ", ".join(str(line) for line in lines[:20]) + (", ..." if len(lines) > 20 else "")
+        message = f"Line(s) {shown} are not valid cases; nothing was imported."
+    else:
+        message = "Some cases are not valid; nothing was imported."
+    return ValidationFailed(message, details=errors[:MAX_REPORTED_ERRORS])
