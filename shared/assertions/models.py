@@ -23,32 +23,32 @@ RegexFlags = Annotated[str, StringConstraints(pattern=r"^[ims]{0,3}$")]
 Rubric = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=10_000)]
 
 
-class EqualsAssertion(InputModel):
+class TextAssertion(InputModel):
+    """Compares the answer with a piece of text, optionally ignoring case."""
+
+    value: NonEmptyText
+    case_insensitive: bool = False
+
+
+class EqualsAssertion(TextAssertion):
     """The whole answer is `value` (surrounding whitespace ignored)."""
 
     type: Literal["equals"]
     value: Text
-    case_insensitive: bool = False
 
 
-class ContainsAssertion(InputModel):
+class ContainsAssertion(TextAssertion):
     type: Literal["contains"]
-    value: NonEmptyText
-    case_insensitive: bool = False
 
 
-class NotContainsAssertion(InputModel):
+class NotContainsAssertion(TextAssertion):
     type: Literal["not_contains"]
-    value: NonEmptyText
-    case_insensitive: bool = False
 
 
-class StartsWithAssertion(InputModel):
+class StartsWithAssertion(TextAssertion):
     """The answer, leading whitespace ignored, starts with `value`."""
 
     type: Literal["starts_with"]
-    value: NonEmptyText
-    case_insensitive: bool = False
 
 
 class RegexAssertion(InputModel):
