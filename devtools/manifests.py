@@ -112,6 +112,7 @@ def streaming(**changes: Any) -> Function:
 # One entry per folder of functions/.
 FUNCTIONS: dict[str, Function] = {
     "chat": streaming(publishes_to=("history-writer",)),
+    "datasets": Function(),
     "dialogs": Function(),
     "executions": streaming(),
     "history-writer": Function(consumes=("com.better-assistant.turn.completed",)),

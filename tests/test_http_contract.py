@@ -154,3 +154,13 @@ def test_health_is_cheap_and_readiness_reaches_mongodb(client: httpx.Client) -> 
     for function in FUNCTIONS:
         assert client.get(f"/{function}/healthz").json() == {"status": "ok"}
         assert client.get(f"/{function}/readyz").json() == {"status": "ready"}
+
+
+@pytest.mark.parametrize("function", FUNCTIONS)
+def test_paths_the_framework_cannot_route_still_get_the_error_model(
+    client: httpx.Client, function: str
+) -> None:
+    response = client.get(f"/{function}/ab%0Acd")
+    assert response.status_code == 404
+    assert response.headers["content-type"] == "application/json"
+    assert response.json()["error"]["code"] in {"not_found", "route_not_found"}

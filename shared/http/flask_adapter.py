@@ -42,4 +42,9 @@ def flask_function(router: Router) -> Callable[[flask.Request], flask.Response]:
         )
         return flask.Response(response.body, status=response.status, headers=response.headers)
 
+    # functions-framework imports the function inside its app's context. Paths that app's own
+    # routing rejects (a newline in a segment) must still get the one error model, not HTML.
+    if flask.has_app_context():
+        flask.current_app.register_error_handler(404, lambda _: handle(flask.request))
+
     return handle
