@@ -9,7 +9,7 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +20,11 @@ from devtools.embedded_mongo import free_port
 from devtools.gateway import FUNCTIONS_DIR, TARGET
 
 CLI = Path(sys.executable).parent / "functions-framework"
+
+
+def pin_to(core: int) -> Callable[[], None]:
+    """A `preexec_fn` that pins the child process (and what it forks) to one core."""
+    return lambda: os.sched_setaffinity(0, {core})
 
 
 @contextmanager
