@@ -297,7 +297,11 @@ def main() -> None:
                     summary("chat", concurrency, through, chat_s),
                     cpu_ms,
                 )
-            print(f"chat processes' peak RSS: {peak_rss_mb(chat_pids):.0f} MB (master + worker)")
+            worker_rss = peak_rss_mb(chat_pids[1:])
+            print(
+                f"peak RSS: worker {worker_rss:.0f} MB, with gunicorn's master "
+                f"{peak_rss_mb(chat_pids):.0f} MB"
+            )
         finally:
             for process in (chat, upstream):
                 process.terminate()
