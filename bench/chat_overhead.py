@@ -21,9 +21,10 @@ from pathlib import Path
 
 import httpx
 
-from bench.harness import CLI
+from bench.harness import CLI, cpu_seconds, process_tree
 from devtools.embedded_mongo import EmbeddedMongo, free_port
 from devtools.gateway import FUNCTIONS_DIR, TARGET
+from devtools.processes import wait_until_healthy
 
 FUNCTION_CORE, LOAD_CORE = 0, 1
 TOKENS, FIRST_TOKEN_MS, TOKEN_INTERVAL_MS = 50, 200, 10
@@ -42,34 +43,6 @@ def spawn_pinned(core: int, command: list[str], env: dict[str, str]) -> subproce
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-
-
-def wait_http(url: str, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            httpx.get(url, timeout=1)
-            return
-        except httpx.TransportError:
-            time.sleep(0.05)
-    raise RuntimeError(f"{url} did not come up")
-
-
-def process_tree(pid: int) -> list[int]:
-    """The process and its descendants (gunicorn's master and its worker)."""
-    tree = [pid]
-    for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split():
-        tree += process_tree(int(child))
-    return tree
-
-
-def cpu_seconds(pids: list[int]) -> float:
-    ticks = os.sysconf("SC_CLK_TCK")
-    total = 0
-    for pid in pids:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        total += int(fields[11]) + int(fields[12])  # utime + stime
-    return total / ticks
 
 
 def peak_rss_mb(pids: list[int]) -> float:
@@ -260,8 +233,11 @@ def main() -> None:
             FUNCTION_CORE, [str(CLI), "--source", chat_source, "--target", TARGET], chat_env
         )
         try:
-            wait_http(f"http://127.0.0.1:{upstream_port}/models")
-            wait_http(f"http://127.0.0.1:{chat_port}/healthz")
+            wait_until_healthy(f"http://127.0.0.1:{chat_port}", chat)
+            # The fake upstream has no health route; a models listing shows it is up.
+            models = f"http://127.0.0.1:{upstream_port}/models"
+            auth = {"Authorization": "Bearer bench"}
+            httpx.get(models, headers=auth, timeout=10).raise_for_status()
             chat_pids = process_tree(chat.pid)
             warm_up = [chat_body(project_id=project_id, input="warm up") for _ in range(20)]
             asyncio.run(run_load(chat_port, "/", warm_up, b"event: content", 5))

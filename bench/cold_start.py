@@ -19,7 +19,7 @@ from pathlib import Path
 
 import httpx
 
-from bench.harness import CLI, pin_to
+from bench.harness import CLI, cpu_seconds, pin_to, process_tree
 from devtools.embedded_mongo import free_port
 from devtools.gateway import FUNCTIONS_DIR, TARGET, function_names
 
@@ -86,16 +86,6 @@ class ColdStart:
     cpu_seconds: float  # CPU the function's processes used until then: steadier than wall time
 
 
-def cpu_seconds(pid: int) -> float:
-    """CPU time of a process and its children (gunicorn's master and worker)."""
-    ticks = os.sysconf("SC_CLK_TCK")
-    total = 0
-    for member in [pid, *map(int, Path(f"/proc/{pid}/task/{pid}/children").read_text().split())]:
-        fields = Path(f"/proc/{member}/stat").read_text().rsplit(")", 1)[1].split()
-        total += int(fields[11]) + int(fields[12])
-    return total / ticks
-
-
 def time_to_first_response(source: Path, env: dict[str, str], timeout: float = 60) -> ColdStart:
     """From spawning the functions-framework CLI to the first 200 from /healthz."""
     port = free_port()
@@ -113,7 +103,9 @@ def time_to_first_response(source: Path, env: dict[str, str], timeout: float = 6
             while time.perf_counter() - started < timeout:
                 try:
                     if client.get(f"http://127.0.0.1:{port}/healthz").status_code == 200:
-                        return ColdStart(time.perf_counter() - started, cpu_seconds(process.pid))
+                        return ColdStart(
+                            time.perf_counter() - started, cpu_seconds(process_tree(process.pid))
+                        )
                 except httpx.TransportError:
                     pass
                 time.sleep(0.005)

@@ -18,6 +18,7 @@ import httpx
 
 from devtools.embedded_mongo import free_port
 from devtools.gateway import FUNCTIONS_DIR, TARGET
+from devtools.processes import wait_until_healthy
 
 CLI = Path(sys.executable).parent / "functions-framework"
 
@@ -39,20 +40,29 @@ def running_function(name: str, env: dict[str, str]) -> Iterator[str]:
     )
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"function {name} did not start")
-            time.sleep(0.05)
+        wait_until_healthy(url, process)
         yield url
     finally:
         process.terminate()
         process.wait(timeout=10)
+
+
+def process_tree(pid: int) -> list[int]:
+    """The process and its descendants (gunicorn's master and its worker)."""
+    tree = [pid]
+    for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split():
+        tree += process_tree(int(child))
+    return tree
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    """User plus system CPU time of the processes."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for pid in pids:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        total += int(fields[11]) + int(fields[12])
+    return total / ticks
 
 
 @dataclass

@@ -3,7 +3,6 @@
 import os
 import subprocess
 import sys
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,21 +12,9 @@ import pytest
 
 from devtools.embedded_mongo import free_port
 from devtools.gateway import FUNCTIONS_DIR, TARGET, function_names
+from devtools.processes import wait_until_healthy
 
 CLI = Path(sys.executable).parent / "functions-framework"
-
-
-def wait_until_healthy(url: str, process: subprocess.Popen[bytes]) -> None:
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        if process.poll() is not None or time.monotonic() > deadline:
-            raise RuntimeError(f"{url} did not start: {process.stderr.read().decode()}")
-        time.sleep(0.1)
 
 
 @pytest.fixture(scope="module")
