@@ -33,8 +33,10 @@ format: sync ## Format and fix what ruff can
 	$(UV) run --frozen ruff format .
 	$(UV) run --frozen ruff check --fix .
 
-bench: sync ## Run the benchmarks and print their figures
+bench: sync ## Run the benchmarks and print their figures (a few minutes; Linux, 2+ cores)
 	$(UV) run --frozen python -m bench.prompt_fetch
+	$(UV) run --frozen python -m bench.cold_start
+	$(UV) run --frozen python -m bench.chat_overhead
 
 # Deployment: one image for every function; see README "Deploy".
 IMAGE_NAME ?= better-assistant
