@@ -16,9 +16,9 @@ from shared.deepseek.answer import Answer, answer_events
 from shared.deepseek.models import ChatCall
 from shared.dialogs.models import Dialog, DialogCreate, Message, TurnEvent
 from shared.dialogs.service import DialogService
-from shared.executions.service import default_version, merged_params
+from shared.executions.service import merged_params
 from shared.history.publishers import get_publisher
-from shared.prompts.models import PromptVersion, VersionSelector
+from shared.prompts.models import PromptVersion
 from shared.prompts.rendering import render_messages
 from shared.prompts.service import PromptService
 from shared.settings import get_settings
@@ -119,13 +119,7 @@ class ChatService:
         """The version the dialog's prompt binding names right now (labels can move)."""
         if dialog.prompt_id is None:
             return None
-        record = self.prompts.get_record(dialog.prompt_id)
-        if dialog.version is None and dialog.label is None:
-            number = default_version(record)
-        else:
-            selector = VersionSelector(version=dialog.version, label=dialog.label)
-            number = self.prompts.resolve_version_number(record, selector)
-        return self.prompts.get_version(record.id, number)
+        return self.prompts.version_to_run(dialog.prompt_id, dialog.version, dialog.label)[1]
 
     async def start(self, request: ChatRequest) -> Turn:
         """`prepare` off the event loop."""

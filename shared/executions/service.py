@@ -23,12 +23,10 @@ from shared.executions.models import (
 )
 from shared.executions.repository import ExecutionRepository
 from shared.pagination import Page
-from shared.prompts.models import LATEST_LABEL, ModelConfig, PromptRecord, VersionSelector
+from shared.prompts.models import LATEST_LABEL, ModelConfig, PromptRecord
 from shared.prompts.rendering import render_messages
-from shared.prompts.service import PromptService
+from shared.prompts.service import RUN_DEFAULT_LABEL, PromptService
 from shared.settings import get_settings
-
-DEFAULT_LABEL = "production"
 
 
 def percentile(values: list[float], fraction: float) -> float | None:
@@ -51,11 +49,6 @@ def merged_params(stored: dict[str, Any], override: ModelConfig | None) -> dict[
     return params
 
 
-def default_version(record: PromptRecord) -> int:
-    """The version a run uses when none is named: `production` if set, else the latest."""
-    return record.labels.get(DEFAULT_LABEL, record.latest_version)
-
-
 @dataclass
 class Run:
     """A run in progress: its stored record and the answer coming back."""
@@ -71,13 +64,8 @@ class ExecutionService:
 
     def prepare(self, data: ExecutionCreate, source: str = "api") -> Run:
         """Resolve the prompt version, render it and store the record as running."""
-        record = self.prompts.get_record(data.prompt_id)
-        if data.version is None and data.label is None:
-            number = default_version(record)
-        else:
-            selector = VersionSelector(version=data.version, label=data.label)
-            number = self.prompts.resolve_version_number(record, selector)
-        version = self.prompts.get_version(record.id, number)
+        record, version = self.prompts.version_to_run(data.prompt_id, data.version, data.label)
+        number = version.version
         messages = render_messages(version, data.variables, data.input)
         params = merged_params(version.config, data.config)
         model = params.pop("model", None) or get_settings().deepseek_model
@@ -175,8 +163,8 @@ class ExecutionService:
 
 def _label_of(record: PromptRecord, number: int) -> str | None:
     """The label a defaulted run went through: production when it points here, else latest."""
-    if record.labels.get(DEFAULT_LABEL) == number:
-        return DEFAULT_LABEL
+    if record.labels.get(RUN_DEFAULT_LABEL) == number:
+        return RUN_DEFAULT_LABEL
     return LATEST_LABEL
 
 

@@ -30,6 +30,8 @@ from shared.prompts.models import (
 from shared.prompts.repository import PromptRepository
 
 _LABEL_NAME = TypeAdapter(LabelName)
+# What runs (executions, chat) use when they name no version or label, before `latest`.
+RUN_DEFAULT_LABEL = "production"
 
 
 def _checked_label(label: str) -> str:
@@ -100,6 +102,22 @@ class PromptService:
         if number is None:
             raise not_found("label", f"{record.id}@{label}")
         return number
+
+    def version_to_run(
+        self, prompt_id: str, version: int | None, label: str | None
+    ) -> tuple[PromptRecord, PromptVersion]:
+        """The version a run uses: the one named by number or label, else production, else latest.
+
+        Labels are read now, so moving one changes the next run.
+        """
+        record = self.get_record(prompt_id)
+        if version is None and label is None:
+            number = record.labels.get(RUN_DEFAULT_LABEL, record.latest_version)
+        else:
+            number = self.resolve_version_number(
+                record, VersionSelector(version=version, label=label)
+            )
+        return record, self.get_version(record.id, number)
 
     def get_version(self, prompt_id: str, number: int) -> PromptVersion:
         """One version of a prompt; 404 when either does not exist."""
