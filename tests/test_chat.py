@@ -99,7 +99,13 @@ def test_first_turn_starts_a_dialog_and_streams_in_order(
     )
     assert (user["content"], assistant["content"]) == ("Where is my parcel?", answer)
     assert assistant["status"] == "ok"
-    dialog = client.get(f"/dialogs/{meta['dialog_id']}").json()
+    # The writer recounts the dialog's summary just after storing the messages.
+    dialog = wait_for(
+        lambda: (
+            (found := client.get(f"/dialogs/{meta['dialog_id']}").json())["message_count"] == 2
+            and found
+        )
+    )
     assert dialog["project_id"] == project["id"]
     assert dialog["prompt_id"] == bound_prompt["id"]
     assert dialog["title"] == "Where is my parcel?"

@@ -202,3 +202,10 @@ def get_deepseek() -> DeepSeekClient:
             closing.add_done_callback(_closing.discard)
         client = _clients[id(loop)] = DeepSeekClient(settings)
     return client
+
+
+async def close_deepseek_clients() -> None:
+    """Close the client of the running event loop (a server shutting down)."""
+    client = _clients.pop(id(asyncio.get_running_loop()), None)
+    if client is not None:
+        await client.close()
