@@ -3,9 +3,9 @@
 On the wire each is `event: <event>` and `data: <data as JSON>`; these models describe them.
 """
 
-from typing import Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field, create_model
 
 from shared.deepseek.models import Usage
 
@@ -45,3 +45,15 @@ class DoneEvent(BaseModel):
 class ErrorEvent(BaseModel):
     event: Literal["error"]
     data: ErrorData
+
+
+def answer_stream_events(meta: type[BaseModel]) -> Any:
+    """The events of one streamed answer: a `meta` event carrying `meta` first, then the
+    reasoning and content deltas, and `done` or `error` last (for the OpenAPI document)."""
+    meta_event = create_model(
+        f"{meta.__name__}Event", event=(Literal["meta"], ...), data=(meta, ...)
+    )
+    return Annotated[
+        meta_event | ReasoningEvent | ContentEvent | DoneEvent | ErrorEvent,
+        Field(discriminator="event"),
+    ]

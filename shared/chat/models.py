@@ -1,13 +1,13 @@
 """A chat turn request and the events its stream is made of."""
 
-from typing import Annotated, Literal
+from typing import Annotated
 
-from pydantic import BaseModel, Field, StringConstraints, model_validator
+from pydantic import BaseModel, StringConstraints, model_validator
 
 from shared.executions.models import WithVariables
 from shared.models import Name
 from shared.prompts.models import LabelName, ModelConfig, VersionNumber
-from shared.streaming import ContentEvent, DoneEvent, ErrorEvent, ReasoningEvent
+from shared.streaming import answer_stream_events
 
 
 class ChatRequest(WithVariables):
@@ -43,12 +43,4 @@ class ChatMeta(BaseModel):
     model: str
 
 
-class ChatMetaEvent(BaseModel):
-    event: Literal["meta"]
-    data: ChatMeta
-
-
-ChatEvent = Annotated[
-    ChatMetaEvent | ReasoningEvent | ContentEvent | DoneEvent | ErrorEvent,
-    Field(discriminator="event"),
-]
+ChatEvent = answer_stream_events(ChatMeta)

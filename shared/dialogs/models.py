@@ -56,9 +56,9 @@ class Dialog(BaseModel):
     updated_at: datetime
 
 
-class Message(BaseModel):
-    id: str
-    dialog_id: str
+class MessageContent(BaseModel):
+    """What a stored message says, shared by the rendered `Message` and the writer's draft."""
+
     turn_id: str
     role: MessageRole
     content: str
@@ -66,6 +66,11 @@ class Message(BaseModel):
     status: TurnStatus
     created_at: datetime
     usage: Usage | None = None
+
+
+class Message(MessageContent):
+    id: str
+    dialog_id: str
 
 
 class DialogListParams(PageParams):
@@ -115,20 +120,10 @@ class TurnEvent(BaseModel):
 
     model_config = {"extra": "ignore"}
 
-    def summary(self) -> dict[str, Any]:
-        return {"turn_id": self.turn_id, "dialog_id": self.dialog_id, "status": self.status}
 
-
-class MessageDraft(BaseModel):
+class MessageDraft(MessageContent):
     """A message as the history writer stores it, before it has an id."""
 
-    turn_id: str
-    role: MessageRole
-    content: str
-    reasoning: str | None = None
-    status: TurnStatus
-    created_at: datetime
-    usage: Usage | None = None
     # The assistant's run (model, finish reason, error, cost, timings), kept for analysis; not
     # part of the rendered `Message`.
     run: dict[str, Any] | None = None

@@ -9,7 +9,7 @@ from shared.deepseek.models import Usage
 from shared.models import InputModel
 from shared.pagination import PageParams
 from shared.prompts.models import LabelName, ModelConfig, VersionNumber
-from shared.streaming import ContentEvent, DoneEvent, ErrorEvent, ReasoningEvent
+from shared.streaming import answer_stream_events
 
 ExecutionStatus = Literal["running", "ok", "error", "cancelled"]
 VariableName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,99}$")]
@@ -97,15 +97,7 @@ class ExecutionMeta(BaseModel):
     model: str
 
 
-class ExecutionMetaEvent(BaseModel):
-    event: Literal["meta"]
-    data: ExecutionMeta
-
-
-ExecutionEvent = Annotated[
-    ExecutionMetaEvent | ReasoningEvent | ContentEvent | DoneEvent | ErrorEvent,
-    Field(discriminator="event"),
-]
+ExecutionEvent = answer_stream_events(ExecutionMeta)
 
 
 class ExecutionListParams(PageParams):
