@@ -29,6 +29,13 @@ def mongo_uri() -> Iterator[str]:
         yield server.uri
 
 
+def configure(monkeypatch: pytest.MonkeyPatch, **variables: str) -> None:
+    """Set environment variables for this test and make the settings read them again."""
+    for name, value in variables.items():
+        monkeypatch.setenv(name, value)
+    get_settings.cache_clear()
+
+
 @pytest.fixture(scope="session")
 def fake_deepseek() -> Iterator[FakeDeepSeek]:
     """The OpenAI/DeepSeek-compatible fake every test's DeepSeek settings point at."""

@@ -9,7 +9,7 @@ import pytest
 from pymongo.database import Database
 
 from devtools.fake_deepseek import FakeDeepSeek, Scenario
-from shared.settings import get_settings
+from tests.conftest import configure
 
 
 def fake(**scenario: object) -> str:
@@ -161,8 +161,7 @@ def test_history_window_is_bounded_by_count_and_tokens(
         dialog_id = meta["dialog_id"]
         wait_for_turn(database, meta["turn_id"])
 
-    monkeypatch.setenv("CHAT_HISTORY_MAX_MESSAGES", "5")
-    get_settings.cache_clear()
+    configure(monkeypatch, CHAT_HISTORY_MAX_MESSAGES="5")
     meta = chat(client, dialog_id=dialog_id, input="latest")[0][1]
     sent = fake_deepseek.chat_requests()[-1].body["messages"]
     # Five newest messages, but a window never opens on an answer without its question.
@@ -170,8 +169,7 @@ def test_history_window_is_bounded_by_count_and_tokens(
     wait_for_turn(database, meta["turn_id"])
 
     # question 3 + "ok" (~14 tokens) no longer fit beside the newest turn (~3 tokens).
-    monkeypatch.setenv("CHAT_HISTORY_MAX_TOKENS", "15")
-    get_settings.cache_clear()
+    configure(monkeypatch, CHAT_HISTORY_MAX_TOKENS="15")
     chat(client, dialog_id=dialog_id, input="newest")
     sent = fake_deepseek.chat_requests()[-1].body["messages"]
     assert [m["content"] for m in sent] == ["latest", "ok", "newest"]
@@ -273,8 +271,7 @@ def test_client_disconnect_stops_upstream_and_saves_the_partial_turn(
 def test_keepalive_comments_while_the_first_token_is_slow(
     client: httpx.Client, project: dict, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("STREAM_KEEPALIVE_S", "0.1")
-    get_settings.cache_clear()
+    configure(monkeypatch, STREAM_KEEPALIVE_S="0.1")
     body = {"project_id": project["id"], "input": fake(first_token_delay_s=0.5, tokens=2)}
     with client.stream("POST", "/chat", json=body) as response:
         lines = [line for line in response.iter_lines() if line]

@@ -6,14 +6,16 @@ import httpx
 import pytest
 
 from devtools.embedded_mongo import free_port
-from shared.settings import get_settings
+from tests.conftest import configure
 
 
 @pytest.fixture
 def unreachable_database(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("MONGODB_URI", f"mongodb://127.0.0.1:{free_port()}/?directConnection=true")
-    monkeypatch.setenv("MONGODB_TIMEOUT_MS", "500")
-    get_settings.cache_clear()
+    configure(
+        monkeypatch,
+        MONGODB_URI=f"mongodb://127.0.0.1:{free_port()}/?directConnection=true",
+        MONGODB_TIMEOUT_MS="500",
+    )
 
 
 @pytest.mark.usefixtures("unreachable_database")

@@ -9,7 +9,7 @@ import pytest
 from pymongo.database import Database
 
 from devtools.fake_deepseek import FakeDeepSeek, Scenario
-from shared.settings import get_settings
+from tests.conftest import configure
 
 
 def fake(**scenario: object) -> str:
@@ -100,8 +100,7 @@ def test_cost_follows_the_configured_price_table(
     client: httpx.Client, prompt: dict, fake_deepseek: FakeDeepSeek, monkeypatch
 ) -> None:
     prices = {"priced-model": {"input_cache_hit": 1, "input_cache_miss": 10, "output": 100}}
-    monkeypatch.setenv("DEEPSEEK_PRICES", json.dumps(prices))
-    get_settings.cache_clear()
+    configure(monkeypatch, DEEPSEEK_PRICES=json.dumps(prices))
     fake_deepseek.default_scenario = Scenario(cache_hit_tokens=3)
     record = run(client, prompt, input="x", config={"model": "priced-model"}).json()
     usage = record["usage"]
@@ -250,16 +249,14 @@ def test_upstream_failures_are_mapped_and_recorded(
 
 
 def test_bad_api_key_is_a_gateway_error(client: httpx.Client, prompt: dict, monkeypatch) -> None:
-    monkeypatch.setenv("DEEPSEEK_API_KEY", "invalid-key")
-    get_settings.cache_clear()
+    configure(monkeypatch, DEEPSEEK_API_KEY="invalid-key")
     response = run(client, prompt, input="x")
     assert response.status_code == 502
     assert response.json()["error"]["code"] == "upstream_auth_failed"
 
 
 def test_missing_api_key_is_a_clear_503(client: httpx.Client, prompt: dict, monkeypatch) -> None:
-    monkeypatch.setenv("DEEPSEEK_API_KEY", " ")
-    get_settings.cache_clear()
+    configure(monkeypatch, DEEPSEEK_API_KEY=" ")
     response = run(client, prompt, input="x")
     assert response.status_code == 503
     assert response.json()["error"]["code"] == "upstream_not_configured"
@@ -268,8 +265,7 @@ def test_missing_api_key_is_a_clear_503(client: httpx.Client, prompt: dict, monk
 def test_unreachable_upstream_is_503(client: httpx.Client, prompt: dict, monkeypatch) -> None:
     from devtools.embedded_mongo import free_port
 
-    monkeypatch.setenv("DEEPSEEK_BASE_URL", f"http://127.0.0.1:{free_port()}")
-    get_settings.cache_clear()
+    configure(monkeypatch, DEEPSEEK_BASE_URL=f"http://127.0.0.1:{free_port()}")
     response = run(client, prompt, input="x")
     assert response.status_code == 503
     assert response.json()["error"]["code"] == "upstream_unreachable"
@@ -278,9 +274,7 @@ def test_unreachable_upstream_is_503(client: httpx.Client, prompt: dict, monkeyp
 def test_first_token_and_idle_timeouts_are_separate(
     client: httpx.Client, prompt: dict, monkeypatch
 ) -> None:
-    monkeypatch.setenv("DEEPSEEK_FIRST_TOKEN_TIMEOUT_S", "0.5")
-    monkeypatch.setenv("DEEPSEEK_IDLE_TIMEOUT_S", "0.2")
-    get_settings.cache_clear()
+    configure(monkeypatch, DEEPSEEK_FIRST_TOKEN_TIMEOUT_S="0.5", DEEPSEEK_IDLE_TIMEOUT_S="0.2")
     slow_start = run(client, prompt, input=fake(first_token_delay_s=2, keepalive_interval_s=0.05))
     assert slow_start.status_code == 504
     assert "first token" in slow_start.json()["error"]["message"]
@@ -425,8 +419,7 @@ def test_stats_per_version(client: httpx.Client, prompt: dict) -> None:
 def test_stream_sends_keepalive_comments_until_the_first_token(
     client: httpx.Client, prompt: dict, monkeypatch
 ) -> None:
-    monkeypatch.setenv("STREAM_KEEPALIVE_S", "0.1")
-    get_settings.cache_clear()
+    configure(monkeypatch, STREAM_KEEPALIVE_S="0.1")
     body = {
         "prompt_id": prompt["id"],
         "variables": {"customer": "A"},
@@ -445,8 +438,7 @@ def test_stream_sends_keepalive_comments_until_the_first_token(
 def test_disconnect_before_the_first_token_is_recorded_as_cancelled(
     client: httpx.Client, prompt: dict, fake_deepseek: FakeDeepSeek, database: Database, monkeypatch
 ) -> None:
-    monkeypatch.setenv("STREAM_KEEPALIVE_S", "0.05")
-    get_settings.cache_clear()
+    configure(monkeypatch, STREAM_KEEPALIVE_S="0.05")
     body = {
         "prompt_id": prompt["id"],
         "variables": {"customer": "A"},

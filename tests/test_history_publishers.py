@@ -26,22 +26,18 @@ from shared.history.publishers import (
     wait_until_drained,
 )
 from shared.history.sqs import drain_sqs, sqs_client
-from shared.settings import get_settings
+from tests.conftest import configure
 from tests.test_history_writer import create_dialog, make_turn
 
 
 @pytest.fixture(autouse=True)
 def quick_retries(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("HISTORY_PUBLISH_RETRIES", "2")
-    monkeypatch.setenv("HISTORY_PUBLISH_BACKOFF_S", "0.01")
-    monkeypatch.setenv("HISTORY_PUBLISH_TIMEOUT_S", "2")
-    get_settings.cache_clear()
-
-
-def configure(monkeypatch: pytest.MonkeyPatch, **variables: str) -> None:
-    for name, value in variables.items():
-        monkeypatch.setenv(name, value)
-    get_settings.cache_clear()
+    configure(
+        monkeypatch,
+        HISTORY_PUBLISH_RETRIES="2",
+        HISTORY_PUBLISH_BACKOFF_S="0.01",
+        HISTORY_PUBLISH_TIMEOUT_S="2",
+    )
 
 
 def unreachable_database(monkeypatch: pytest.MonkeyPatch) -> None:

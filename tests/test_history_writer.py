@@ -12,7 +12,7 @@ from pymongo.database import Database
 from devtools.embedded_mongo import free_port
 from shared.dialogs.models import TurnEvent
 from shared.history.cloudevents import binary_headers
-from shared.settings import get_settings
+from tests.conftest import configure
 
 WRITER = "/history-writer"
 
@@ -254,9 +254,11 @@ def test_an_unreachable_database_is_a_503_so_the_queue_retries(
     client: httpx.Client, dialog: dict, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     turn = make_turn(dialog)
-    monkeypatch.setenv("MONGODB_URI", f"mongodb://127.0.0.1:{free_port()}/?directConnection=true")
-    monkeypatch.setenv("MONGODB_TIMEOUT_MS", "300")
-    get_settings.cache_clear()
+    configure(
+        monkeypatch,
+        MONGODB_URI=f"mongodb://127.0.0.1:{free_port()}/?directConnection=true",
+        MONGODB_TIMEOUT_MS="300",
+    )
     response = post_binary(client, turn)
     assert response.status_code == 503
     assert response.json()["error"]["code"] == "service_unavailable"

@@ -5,6 +5,7 @@ import pytest
 
 from shared.http.messages import Request
 from shared.http.routing import Router
+from tests.conftest import configure
 
 FUNCTIONS = ["projects", "prompts"]
 
@@ -51,10 +52,7 @@ def test_wrong_content_type_is_415(client: httpx.Client, function: str) -> None:
 def test_body_over_the_limit_is_413_and_stores_nothing(
     client: httpx.Client, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("MAX_BODY_BYTES", "2048")
-    from shared.settings import get_settings
-
-    get_settings.cache_clear()
+    configure(monkeypatch, MAX_BODY_BYTES="2048")
     big = {"name": "big", "description": "x" * 4000}
     assert client.post("/projects", json=big).status_code == 413
 
@@ -126,10 +124,7 @@ def test_unexpected_errors_are_500_with_only_the_request_id(
 def test_cors_preflight_and_allowed_origins(
     client: httpx.Client, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("CORS_ORIGINS", "https://app.example.com")
-    from shared.settings import get_settings
-
-    get_settings.cache_clear()
+    configure(monkeypatch, CORS_ORIGINS="https://app.example.com")
     preflight = client.options(
         "/prompts/abc",
         headers={
