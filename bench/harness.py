@@ -5,7 +5,6 @@ All traffic goes to 127.0.0.1; every run is bounded by a request count and a tim
 
 import asyncio
 import os
-import statistics
 import subprocess
 import sys
 import time
@@ -130,7 +129,3 @@ def load(
         return LoadResult(len(latencies), errors, elapsed, latencies)
 
     return asyncio.run(run())
-
-
-def median(values: list[float]) -> float:
-    return statistics.median(values)
