@@ -8,7 +8,7 @@ from pydantic import AliasChoices, BaseModel, Field, SecretStr, field_validator,
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 OPENFAAS_SECRETS_DIR = Path("/var/openfaas/secrets")
-HistoryQueue = Literal["local", "cloudevents", "openfaas", "sqs"]
+QueueKind = Literal["local", "cloudevents", "openfaas", "sqs"]
 
 
 def _setting(env_name: str, secret_name: str | None = None) -> AliasChoices:
@@ -95,7 +95,7 @@ class Settings(BaseSettings):
 
     # Where finished chat turns go to be written to the history. Unset: `cloudevents` when Knative
     # injected K_SINK, else `local` (an in-process queue, so `make dev` needs nothing else).
-    history_queue: HistoryQueue | None = Field(None, validation_alias=_setting("HISTORY_QUEUE"))
+    history_queue: QueueKind | None = Field(None, validation_alias=_setting("HISTORY_QUEUE"))
     # The broker/sink (cloudevents, default K_SINK), gateway base URL (openfaas) or queue URL (sqs).
     history_queue_url: str | None = Field(None, validation_alias=_setting("HISTORY_QUEUE_URL"))
     k_sink: str | None = Field(None, validation_alias=_setting("K_SINK"))
@@ -107,6 +107,20 @@ class Settings(BaseSettings):
     )
     history_publish_timeout_s: float = Field(
         5, gt=0, le=120, validation_alias=_setting("HISTORY_PUBLISH_TIMEOUT_S")
+    )
+
+    # Where evaluation cells go to be run by `evaluation-worker`; chosen like the history queue.
+    evaluation_queue: QueueKind | None = Field(None, validation_alias=_setting("EVALUATION_QUEUE"))
+    evaluation_queue_url: str | None = Field(
+        None, validation_alias=_setting("EVALUATION_QUEUE_URL")
+    )
+    # DeepSeek caps concurrent requests per account: no evaluation run may ask for more.
+    evaluation_max_concurrency: int = Field(
+        16, ge=1, le=256, validation_alias=_setting("EVALUATION_MAX_CONCURRENCY")
+    )
+    # A cell handed out but not finished within this is handed out again (its worker died).
+    evaluation_cell_lease_s: float = Field(
+        900, gt=0, validation_alias=_setting("EVALUATION_CELL_LEASE_S")
     )
 
     @field_validator("deepseek_api_key", mode="before")
@@ -122,11 +136,13 @@ class Settings(BaseSettings):
         return value
 
     @model_validator(mode="after")
-    def _history_queue_from_knative(self) -> "Settings":
-        if self.history_queue is None:
-            self.history_queue = "cloudevents" if self.k_sink else "local"
-        if self.history_queue == "cloudevents" and not self.history_queue_url:
-            self.history_queue_url = self.k_sink
+    def _queues_from_knative(self) -> "Settings":
+        for name in ("history", "evaluation"):
+            kind_field, url_field = f"{name}_queue", f"{name}_queue_url"
+            if getattr(self, kind_field) is None:
+                setattr(self, kind_field, "cloudevents" if self.k_sink else "local")
+            if getattr(self, kind_field) == "cloudevents" and not getattr(self, url_field):
+                setattr(self, url_field, self.k_sink)
         return self
 
 

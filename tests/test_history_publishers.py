@@ -17,15 +17,16 @@ from pymongo.database import Database
 
 from devtools.embedded_mongo import free_port
 from shared.dialogs.models import TurnEvent
-from shared.history.publishers import (
+from shared.history.channel import TURNS
+from shared.history.publishers import get_publisher
+from shared.queues.publishers import (
     CloudEventsPublisher,
     LocalQueuePublisher,
     OpenFaaSPublisher,
     SqsPublisher,
-    get_publisher,
     wait_until_drained,
 )
-from shared.history.sqs import drain_sqs, sqs_client
+from shared.queues.sqs import drain_sqs, sqs_client
 from tests.conftest import configure
 from tests.test_history_writer import create_dialog, make_turn
 
@@ -147,7 +148,7 @@ def test_boto3_is_imported_only_to_send_to_sqs() -> None:
 
 def test_the_local_queue_writes_in_the_background(turn: TurnEvent, database: Database) -> None:
     async def run() -> bool:
-        await LocalQueuePublisher().publish(turn)
+        await LocalQueuePublisher(TURNS).publish(turn)
         return await wait_until_drained(10)
 
     assert asyncio.run(run())
@@ -164,7 +165,7 @@ def test_the_local_queue_survives_a_failed_write(
     lost, kept = (TurnEvent.model_validate(make_turn(dialog)) for _ in range(2))
 
     async def run() -> None:
-        publisher = LocalQueuePublisher()
+        publisher = LocalQueuePublisher(TURNS)
         unreachable_database(monkeypatch)
         await publisher.publish(lost)
         assert not await wait_until_drained(0.01)
@@ -177,7 +178,7 @@ def test_the_local_queue_survives_a_failed_write(
     assert stored_turns(database) == {kept.turn_id: 2}
     failures = [r for r in caplog.records if r.levelname == "ERROR"]
     assert any(lost.model_dump_json() in r.getMessage() for r in failures)
-    assert "writing turn" in caplog.text and "retrying" in caplog.text
+    assert "handling it here" in caplog.text and "retrying" in caplog.text
 
 
 def test_cloudevents_reach_the_history_writer_function(
@@ -192,7 +193,7 @@ def test_cloudevents_reach_the_history_writer_function(
     )
     publish(turn, turn)
     assert stored_turns(database) == {turn.turn_id: 2}
-    assert "writing it directly" not in caplog.text
+    assert "handling it here" not in caplog.text
 
 
 def test_openfaas_posts_the_turn_to_the_async_route(
@@ -215,17 +216,17 @@ def test_a_refusing_queue_is_retried_then_the_turn_is_written_directly(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     with StubGateway([503]) as gateway:
-        publish(turn, publisher=OpenFaaSPublisher(gateway.url))
+        publish(turn, publisher=OpenFaaSPublisher(TURNS, gateway.url))
     assert len(gateway.requests) == 3
     assert stored_turns(database) == {turn.turn_id: 2}
     assert any(
-        r.levelname == "WARNING" and "writing it directly" in r.getMessage() for r in caplog.records
+        r.levelname == "WARNING" and "handling it here" in r.getMessage() for r in caplog.records
     )
 
 
 def test_a_queue_that_recovers_gets_the_turn(turn: TurnEvent, database: Database) -> None:
     with StubGateway([503, 202]) as gateway:
-        publish(turn, publisher=OpenFaaSPublisher(gateway.url))
+        publish(turn, publisher=OpenFaaSPublisher(TURNS, gateway.url))
     assert len(gateway.requests) == 2
     assert stored_turns(database) == {}
 
@@ -234,10 +235,10 @@ def test_an_unreachable_broker_is_retried_then_the_turn_is_written_directly(
     turn: TurnEvent, database: Database, caplog: pytest.LogCaptureFixture
 ) -> None:
     started = time.monotonic()
-    publish(turn, publisher=CloudEventsPublisher(f"http://127.0.0.1:{free_port()}"))
+    publish(turn, publisher=CloudEventsPublisher(TURNS, f"http://127.0.0.1:{free_port()}"))
     assert time.monotonic() - started < 5
     assert stored_turns(database) == {turn.turn_id: 2}
-    attempts = [r for r in caplog.records if "publishing turn" in r.getMessage()]
+    attempts = [r for r in caplog.records if "publishing" in r.getMessage()]
     assert len(attempts) == 3
     assert attempts[-1].levelname == "WARNING"
 
@@ -246,7 +247,7 @@ def test_when_everything_fails_the_event_is_logged_for_replay(
     turn: TurnEvent, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     unreachable_database(monkeypatch)
-    publish(turn, publisher=CloudEventsPublisher(f"http://127.0.0.1:{free_port()}"))
+    publish(turn, publisher=CloudEventsPublisher(TURNS, f"http://127.0.0.1:{free_port()}"))
     [lost] = [r for r in caplog.records if r.levelname == "ERROR"]
     assert "replay" in lost.getMessage()
     assert TurnEvent.model_validate_json(lost.getMessage().rsplit(": ", 1)[1]) == turn
@@ -257,7 +258,7 @@ def test_a_cancelled_caller_does_not_cancel_the_delivery(
 ) -> None:
     async def run() -> None:
         with StubGateway([503]) as gateway:
-            publisher = OpenFaaSPublisher(gateway.url)
+            publisher = OpenFaaSPublisher(TURNS, gateway.url)
             caller = asyncio.create_task(publisher.publish(turn))
             await asyncio.sleep(0.005)
             caller.cancel()
@@ -324,7 +325,7 @@ def test_sqs_receives_the_turn_with_its_id(
     publish(turn)
     [message] = receive(sqs, url)
     assert TurnEvent.model_validate_json(message["Body"]) == turn
-    assert message["MessageAttributes"]["turn_id"]["StringValue"] == turn.turn_id
+    assert message["MessageAttributes"]["id"]["StringValue"] == turn.turn_id
     assert stored_turns(database) == {}
 
 
@@ -345,7 +346,7 @@ def test_drain_writes_each_turn_then_deletes_it(
     turns = [TurnEvent.model_validate(make_turn(dialog, after_s=i)) for i in (1, 2)]
     publish(*turns)
     sqs.send_message(QueueUrl=url, MessageBody='{"not": "a turn"}')
-    assert drain_sqs(max_messages=10, wait_seconds=0) == 2
+    assert drain_sqs(TURNS, max_messages=10, wait_seconds=0) == 2
     assert stored_turns(database) == {turns[0].turn_id: 2, turns[1].turn_id: 2}
     assert queued(sqs, url) == 0
 
@@ -356,11 +357,11 @@ def test_drain_leaves_a_turn_on_the_queue_while_the_database_is_down(
     url = sqs_queue(sqs, monkeypatch, VisibilityTimeout="1")
     publish(turn)
     unreachable_database(monkeypatch)
-    assert drain_sqs(max_messages=10, wait_seconds=0) == 0
+    assert drain_sqs(TURNS, max_messages=10, wait_seconds=0) == 0
     assert queued(sqs, url) == 1
     configure(monkeypatch, MONGODB_URI=mongo_uri)
     time.sleep(1.2)
-    assert drain_sqs(max_messages=10, wait_seconds=0) == 1
+    assert drain_sqs(TURNS, max_messages=10, wait_seconds=0) == 1
     assert stored_turns(database) == {turn.turn_id: 2}
     assert queued(sqs, url) == 0
 

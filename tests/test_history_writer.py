@@ -11,7 +11,8 @@ from pymongo.database import Database
 
 from devtools.embedded_mongo import free_port
 from shared.dialogs.models import TurnEvent
-from shared.history.cloudevents import binary_headers
+from shared.history.channel import TURNS
+from shared.queues.cloudevents import binary_headers
 from tests.conftest import configure
 
 WRITER = "/history-writer"
@@ -46,7 +47,7 @@ def make_turn(dialog: dict, after_s: float = 1, **fields: object) -> dict:
 
 
 def post_binary(client: httpx.Client, turn: dict) -> httpx.Response:
-    headers = binary_headers(TurnEvent.model_validate(turn))
+    headers = binary_headers(TURNS, TurnEvent.model_validate(turn))
     return client.post(WRITER, content=json.dumps(turn), headers=headers)
 
 

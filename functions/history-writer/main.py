@@ -5,12 +5,13 @@ written once however often it is delivered; a malformed event is a 4xx so it is 
 unreachable database is a 503 so it is.
 """
 
-from shared.history.cloudevents import turn_from_request
+from shared.history.channel import TURNS
 from shared.history.models import TurnWritten
 from shared.history.writer import HistoryWriter
 from shared.http.flask_adapter import flask_function
 from shared.http.messages import Request
 from shared.http.routing import Router
+from shared.queues.cloudevents import event_from_request
 
 router = Router("history-writer")
 
@@ -18,7 +19,7 @@ router = Router("history-writer")
 @router.post("/")
 def write_turn(request: Request) -> TurnWritten:
     """Write one chat turn: a CloudEvent (binary or structured mode) or the plain JSON turn."""
-    return HistoryWriter().write_turn(turn_from_request(request))
+    return HistoryWriter().write_turn(event_from_request(request, TURNS))
 
 
 handle = flask_function(router)

@@ -1,20 +1,19 @@
-"""Turn events over HTTP: CloudEvents 1.0 in binary or structured mode, or the bare JSON body.
+"""Queue events over HTTP: CloudEvents 1.0 in binary or structured mode, or the bare JSON body.
 
 A Knative Trigger delivers binary mode (`ce-*` headers, the event's data as the body);
 structured mode carries the whole event as `application/cloudevents+json`; OpenFaaS's
-queue-worker posts the JSON body it was given. The turn id is the event id either way.
+queue-worker posts the JSON body it was given. The channel's event id is the CloudEvent id.
 """
 
 import base64
 import binascii
 import json
 import logging
-from datetime import UTC
+from datetime import UTC, datetime
 from typing import Any
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
-from shared.dialogs.models import TurnEvent
 from shared.errors import (
     AppError,
     BadRequest,
@@ -23,42 +22,39 @@ from shared.errors import (
     validation_failed,
 )
 from shared.http.messages import Request
+from shared.queues.channel import Channel, EventT
 
-TURN_COMPLETED = "com.better-assistant.turn.completed"
-TURN_SOURCE = "/chat"
 STRUCTURED = "application/cloudevents+json"
 BATCH = "application/cloudevents-batch+json"
 
-logger = logging.getLogger("better_assistant.history")
+logger = logging.getLogger("better_assistant.queues")
 
 
-def binary_headers(turn: TurnEvent) -> dict[str, str]:
-    """The HTTP headers of a turn sent as a binary-mode CloudEvent; the body is the turn's JSON."""
-    finished = (
-        turn.assistant_at if turn.assistant_at.tzinfo else turn.assistant_at.replace(tzinfo=UTC)
-    )
+def binary_headers(channel: Channel, event: BaseModel) -> dict[str, str]:
+    """The HTTP headers of an event sent as a binary-mode CloudEvent; the body is its JSON."""
     return {
         "ce-specversion": "1.0",
-        "ce-id": turn.turn_id,
-        "ce-type": TURN_COMPLETED,
-        "ce-source": TURN_SOURCE,
-        "ce-subject": turn.dialog_id,
-        "ce-time": finished.astimezone(UTC).isoformat().replace("+00:00", "Z"),
+        "ce-id": channel.event_id(event),
+        "ce-type": channel.event_type,
+        "ce-source": channel.source,
+        "ce-subject": channel.subject(event),
+        "ce-time": datetime.now(UTC).isoformat().replace("+00:00", "Z"),
         "content-type": "application/json",
     }
 
 
-def turn_from_request(request: Request) -> TurnEvent:
-    """The turn a delivery carries, in any of the three shapes; a malformed one is logged and
+def event_from_request(request: Request, channel: Channel[EventT]) -> EventT:
+    """The event a delivery carries, in any of the three shapes; a malformed one is logged and
     refused with a 4xx (400, 415 or 422) so no queue retries it."""
     try:
-        return TurnEvent.model_validate(_event_data(request))
+        return channel.model.model_validate(_event_data(request))
     except ValidationError as exc:
-        error: AppError = validation_failed("The event is not a chat turn.", exc, "body")
+        error: AppError = validation_failed(f"The event is not a {channel.noun}.", exc, "body")
     except AppError as exc:
         error = exc
     logger.warning(
-        "history: refused a malformed event ce-id=%s request_id=%s: %s %s",
+        "%s: refused a malformed event ce-id=%s request_id=%s: %s %s",
+        channel.name,
         request.header("ce-id"),
         request.request_id,
         error.message,

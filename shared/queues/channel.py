@@ -1,0 +1,42 @@
+"""Events for queue-triggered functions: what each kind is called, and which function consumes it.
+
+Chat turns go to `history-writer`, evaluation cells to `evaluation-worker`; both travel the same
+way (see `shared.queues.publishers`), chosen per channel by `<NAME>_QUEUE` and `<NAME>_QUEUE_URL`.
+"""
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Generic, TypeVar
+
+from pydantic import BaseModel
+
+from shared.settings import QueueKind, Settings
+
+EventT = TypeVar("EventT", bound=BaseModel)
+
+
+@dataclass(frozen=True, eq=False)
+class Channel(Generic[EventT]):
+    """One kind of event and the queue-triggered function that consumes it."""
+
+    # Names the settings that choose the queue: `<name>_queue` and `<name>_queue_url`.
+    name: str
+    # The consuming function: OpenFaaS's `/async-function/<consumer>`, a Knative Trigger's subscriber.
+    consumer: str
+    event_type: str
+    source: str
+    # What one event is, for log lines and error messages ("turn", "cell").
+    noun: str
+    model: type[EventT]
+    # The idempotency key: CloudEvents `id`, SQS deduplication id.
+    event_id: Callable[[EventT], str]
+    # What the event is about: CloudEvents `subject`, the SQS FIFO message group.
+    subject: Callable[[EventT], str]
+    # What the consumer does with one event. The local queue, and a publisher that could not
+    # reach its queue, run it in this process.
+    consume: Callable[[EventT], Awaitable[object]]
+
+    def queue(self, settings: Settings) -> tuple[QueueKind, str | None]:
+        """The queue kind and URL the settings choose for this channel."""
+        kind: QueueKind | None = getattr(settings, f"{self.name}_queue")
+        return kind or "local", getattr(settings, f"{self.name}_queue_url")

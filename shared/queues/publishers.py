@@ -1,0 +1,255 @@
+"""Handing events to the queue of their channel, never losing one.
+
+The settings choose, per channel: `local` (an in-process queue: each event consumed by a task on
+the running event loop, so `make dev` needs nothing else), `cloudevents` (a binary-mode CloudEvent
+to a Knative broker or sink), `openfaas` (OpenFaaS's async route of the consuming function) or
+`sqs`. Whatever the queue, `publish` retries with backoff, then consumes the event in this process,
+then logs it as JSON for replay: it never raises and never drops an event silently.
+"""
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from functools import cache
+from itertools import count
+
+import anyio
+import httpx
+from pydantic import BaseModel
+
+from shared.queues.channel import Channel
+from shared.queues.cloudevents import binary_headers
+from shared.settings import QueueKind, get_settings
+
+logger = logging.getLogger("better_assistant.queues")
+
+
+class PublishFailed(Exception):
+    """The queue did not take the event."""
+
+
+@dataclass
+class _LoopState:
+    """What publishing holds on one event loop: events not yet settled, their tasks, a client."""
+
+    pending: dict[int, BaseModel] = field(default_factory=dict)
+    settled: asyncio.Event = field(default_factory=asyncio.Event)
+    tasks: set[asyncio.Task[None]] = field(default_factory=set)
+    client: httpx.AsyncClient | None = None
+
+    def hold(self, event: BaseModel) -> int:
+        token = next(_tokens)
+        self.pending[token] = event
+        self.settled.clear()
+        return token
+
+    def release(self, token: int) -> None:
+        self.pending.pop(token, None)
+        if not self.pending:
+            self.settled.set()
+
+    def spawn(self, work: Awaitable[None]) -> asyncio.Task[None]:
+        """Run `work` as a task of its own, kept referenced until it ends."""
+        task = asyncio.get_running_loop().create_task(work)
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+        return task
+
+    def http(self) -> httpx.AsyncClient:
+        if self.client is None:
+            self.client = httpx.AsyncClient()
+        return self.client
+
+
+_tokens = count()
+_states: dict[asyncio.AbstractEventLoop, _LoopState] = {}
+
+
+def _loop_state() -> _LoopState:
+    """The running loop's state, made on first use; states of closed loops are dropped."""
+    loop = asyncio.get_running_loop()
+    state = _states.get(loop)
+    if state is None:
+        for closed in [known for known in _states if known.is_closed()]:
+            _states.pop(closed, None)
+        state = _states[loop] = _LoopState()
+        state.settled.set()
+    return state
+
+
+async def _retrying(operation: Callable[[], Awaitable[object]], what: str) -> None:
+    """Run `operation`, retrying failures with exponential backoff; raises the last failure."""
+    settings = get_settings()
+    for attempt in range(settings.history_publish_retries + 1):
+        try:
+            await operation()
+            return
+        except Exception as exc:
+            if attempt == settings.history_publish_retries:
+                raise
+            logger.warning("%s failed (attempt %d), retrying: %r", what, attempt + 1, exc)
+            await asyncio.sleep(settings.history_publish_backoff_s * 2**attempt)
+
+
+def _describe(channel: Channel, event: BaseModel) -> str:
+    return f"{channel.name}: {channel.noun} {channel.event_id(event)}"
+
+
+async def consume_here(channel: Channel, event: BaseModel) -> None:
+    """Consume an event in this process, with retries; if it still fails, log the event as JSON
+    so it can be replayed. Never raises."""
+    try:
+        await _retrying(
+            lambda: channel.consume(event), f"{_describe(channel, event)}: handling it here"
+        )
+    except Exception:
+        logger.exception(
+            "%s could not be handled; replay this event: %s",
+            _describe(channel, event),
+            event.model_dump_json(),
+        )
+
+
+class Publisher:
+    """Hands a channel's events to its queue."""
+
+    def __init__(self, channel: Channel) -> None:
+        self.channel = channel
+
+    async def publish(self, event: BaseModel) -> None:
+        """Publish an event, retrying with backoff, else consume it here, else log it for replay.
+
+        Never raises. The delivery runs as its own task, so a caller cancelled meanwhile (a
+        client that went away) does not cancel it.
+        """
+        state = _loop_state()
+        token = state.hold(event)
+        await asyncio.shield(state.spawn(self._deliver(event, token, state)))
+
+    async def _deliver(self, event: BaseModel, token: int, state: _LoopState) -> None:
+        what = _describe(self.channel, event)
+        try:
+            await _retrying(lambda: self.send(event), f"{what}: publishing")
+        except Exception as exc:
+            logger.warning("%s: publishing failed (%r); handling it here", what, exc)
+            await consume_here(self.channel, event)
+        finally:
+            state.release(token)
+
+    async def send(self, event: BaseModel) -> None:
+        """One attempt at handing the event to the queue; raises when the queue did not take it."""
+        raise NotImplementedError
+
+
+class LocalQueuePublisher(Publisher):
+    """An in-process queue: each event consumed by its own task on the running event loop."""
+
+    async def publish(self, event: BaseModel) -> None:
+        """Queue the event for a background task; returns at once and never raises."""
+        state = _loop_state()
+        token = state.hold(event)
+        state.spawn(self._consume(event, token, state))
+
+    async def _consume(self, event: BaseModel, token: int, state: _LoopState) -> None:
+        try:
+            await consume_here(self.channel, event)
+        finally:
+            state.release(token)
+
+
+class CloudEventsPublisher(Publisher):
+    """A binary-mode CloudEvent POSTed to a Knative broker or sink (K_SINK)."""
+
+    def __init__(self, channel: Channel, url: str) -> None:
+        super().__init__(channel)
+        self.url = url
+
+    async def send(self, event: BaseModel) -> None:
+        await _post(self.url, event, binary_headers(self.channel, event))
+
+
+class OpenFaaSPublisher(Publisher):
+    """The event's JSON POSTed to OpenFaaS's async route; its queue-worker calls the consumer."""
+
+    def __init__(self, channel: Channel, gateway_url: str) -> None:
+        super().__init__(channel)
+        self.url = f"{gateway_url.rstrip('/')}/async-function/{channel.consumer}"
+
+    async def send(self, event: BaseModel) -> None:
+        await _post(self.url, event, {"content-type": "application/json"})
+
+
+class SqsPublisher(Publisher):
+    """`send_message` to an SQS queue (FIFO queues deduplicate by event id), in a worker thread."""
+
+    def __init__(self, channel: Channel, queue_url: str) -> None:
+        super().__init__(channel)
+        self.queue_url = queue_url
+
+    async def send(self, event: BaseModel) -> None:
+        # Imported here: boto3 is a heavy import that only SQS deployments should pay for.
+        from shared.queues.sqs import send_event
+
+        await anyio.to_thread.run_sync(send_event, self.queue_url, self.channel, event)
+
+
+async def _post(url: str, event: BaseModel, headers: dict[str, str]) -> None:
+    response = (
+        await _loop_state()
+        .http()
+        .post(
+            url,
+            content=event.model_dump_json(),
+            headers=headers,
+            timeout=get_settings().history_publish_timeout_s,
+        )
+    )
+    if not response.is_success:
+        raise PublishFailed(f"{url} answered {response.status_code}")
+
+
+def publisher_for(channel: Channel) -> Publisher:
+    """The channel's publisher as the settings choose it, built on first use and then reused."""
+    kind, url = channel.queue(get_settings())
+    return _publisher(channel, kind, url)
+
+
+@cache
+def _publisher(channel: Channel, kind: QueueKind, url: str | None) -> Publisher:
+    if kind != "local" and not url:
+        logger.error(
+            "%s: %s_QUEUE=%s needs %s_QUEUE_URL; using `local`",
+            channel.name,
+            channel.name.upper(),
+            kind,
+            channel.name.upper(),
+        )
+        kind = "local"
+    match kind:
+        case "cloudevents":
+            return CloudEventsPublisher(channel, url or "")
+        case "openfaas":
+            return OpenFaaSPublisher(channel, url or "")
+        case "sqs":
+            return SqsPublisher(channel, url or "")
+        case _:
+            return LocalQueuePublisher(channel)
+
+
+async def wait_until_drained(timeout: float) -> bool:
+    """Wait until every event published on this event loop is settled (handed to its queue or
+    consumed); for tests and shutdown. On timeout, logs each unsettled event for replay and
+    returns False."""
+    state = _loop_state()
+    try:
+        await asyncio.wait_for(state.settled.wait(), timeout)
+    except TimeoutError:
+        for event in list(state.pending.values()):
+            logger.error(
+                "an event was not settled after %ss; if the process stops now, replay: %s",
+                timeout,
+                event.model_dump_json(),
+            )
+        return False
+    return True
