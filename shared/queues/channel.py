@@ -21,7 +21,7 @@ class Channel(Generic[EventT]):
 
     # Names the settings that choose the queue: `<name>_queue` and `<name>_queue_url`.
     name: str
-    # The consuming function: OpenFaaS's `/async-function/<consumer>`, a Knative Trigger's subscriber.
+    # The consuming function: OpenFaaS's `/async-function/<consumer>`, a Trigger's subscriber.
     consumer: str
     event_type: str
     source: str

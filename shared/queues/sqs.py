@@ -11,7 +11,7 @@ import argparse
 import asyncio
 import logging
 import threading
-from functools import cache
+from functools import cache, partial
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -91,14 +91,13 @@ async def _drain(channel: Channel, max_messages: int, wait_seconds: int) -> int:
     client = sqs_client(queue_url)
     received = consumed = 0
     while received < max_messages:
-        response = await anyio.to_thread.run_sync(
-            lambda: client.receive_message(
-                QueueUrl=queue_url,
-                MaxNumberOfMessages=min(_MAX_BATCH, max_messages - received),
-                WaitTimeSeconds=max(0, min(wait_seconds, _MAX_WAIT_S)),
-                MessageAttributeNames=["All"],
-            )
-        )
+        request = {
+            "QueueUrl": queue_url,
+            "MaxNumberOfMessages": min(_MAX_BATCH, max_messages - received),
+            "WaitTimeSeconds": max(0, min(wait_seconds, _MAX_WAIT_S)),
+            "MessageAttributeNames": ["All"],
+        }
+        response = await anyio.to_thread.run_sync(partial(client.receive_message, **request))
         batch = response.get("Messages", [])
         if not batch:
             break
