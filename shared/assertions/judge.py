@@ -6,7 +6,7 @@ the same retries, timeouts and error codes.
 """
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from shared.assertions.engine import check, errored
 from shared.assertions.models import AssertionResult, AssertionSpec, JudgeAssertion
@@ -25,10 +25,17 @@ JUDGE_PARAMS = {"temperature": 0, "max_tokens": 1000, "response_format": {"type"
 
 
 def judge_messages(
-    spec: JudgeAssertion, output: str, input: str | None, expected: str | None
+    spec: JudgeAssertion,
+    output: str,
+    input: str | None,
+    expected: str | None,
+    history: Sequence[Mapping[str, str]] = (),
 ) -> list[dict[str, str]]:
     """The conversation the judge model receives."""
     sections = [("RUBRIC", spec.rubric)]
+    if history:
+        earlier = "\n\n".join(f"[{turn['role']}]\n{turn['content']}" for turn in history)
+        sections.append(("CONVERSATION SO FAR", earlier))
     if input is not None:
         sections.append(("INPUT", input))
     if expected is not None:
@@ -61,11 +68,13 @@ async def judge(
     *,
     input: str | None = None,
     expected: str | None = None,
+    history: Sequence[Mapping[str, str]] = (),
 ) -> AssertionResult:
     """Have the judge model grade `output`; an upstream failure or an unparseable verdict is an
     error result carrying its code."""
     model = spec.model or get_settings().deepseek_model
-    answer = Answer(ChatCall(model, judge_messages(spec, output, input, expected), JUDGE_PARAMS))
+    messages = judge_messages(spec, output, input, expected, history)
+    answer = Answer(ChatCall(model, messages, JUDGE_PARAMS))
     try:
         async for _ in stream_answer(answer):
             pass
@@ -88,12 +97,15 @@ async def assess(
     *,
     input: str | None = None,
     expected: str | None = None,
+    history: Sequence[Mapping[str, str]] = (),
 ) -> list[AssertionResult]:
     """Every assertion in order: the deterministic ones checked here, `judge` ones graded."""
     results = []
     for spec in assertions:
         if isinstance(spec, JudgeAssertion):
-            results.append(await judge(spec, output, input=input, expected=expected))
+            results.append(
+                await judge(spec, output, input=input, expected=expected, history=history)
+            )
         else:
             results.append(check(spec, output, latency_ms, cost))
     return results

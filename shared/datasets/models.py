@@ -1,30 +1,19 @@
 """Datasets: named sets of test cases in a project, each case one input to run a prompt on."""
 
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 import bson
 from bson.errors import InvalidDocument
 from pydantic import BaseModel, Field, model_validator
 
 from shared.assertions.models import AssertionSpec
-from shared.executions.models import UserInput, WithVariables
+from shared.executions.models import History, HistoryTurn, UserInput, WithVariables
 from shared.models import Description, InputModel, Name
 from shared.pagination import PageParams
 from shared.prompts.models import Tag
 
 MAX_CASES_PER_REQUEST = 10_000
-MAX_HISTORY_TURNS = 100
-
-
-class HistoryTurn(InputModel):
-    """A prior turn of a multi-turn case."""
-
-    role: Literal["user", "assistant"]
-    content: UserInput
-
-
-History = Annotated[list[HistoryTurn], Field(max_length=MAX_HISTORY_TURNS)]
 Assertions = Annotated[list[AssertionSpec], Field(max_length=50)]
 Tags = Annotated[list[Tag], Field(max_length=20)]
 

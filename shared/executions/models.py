@@ -40,11 +40,24 @@ class WithVariables(InputModel):
         return variables
 
 
+class HistoryTurn(InputModel):
+    """A prior turn of a conversation, sent before the input."""
+
+    role: Literal["user", "assistant"]
+    content: UserInput
+
+
+MAX_HISTORY_TURNS = 100
+History = Annotated[list[HistoryTurn], Field(max_length=MAX_HISTORY_TURNS)]
+
+
 class ExecutionCreate(WithVariables):
     prompt_id: str
     version: VersionNumber | None = None
     label: LabelName | None = None
     input: UserInput | None = None
+    # Earlier turns, placed after the prompt's leading system messages and before the rest.
+    history: History = Field(default_factory=list)
     config: ModelConfig | None = None
     stream: bool = False
 

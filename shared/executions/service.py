@@ -1,5 +1,6 @@
 """Running prompts against DeepSeek and keeping a record of every run."""
 
+import contextlib
 import math
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -66,7 +67,8 @@ class ExecutionService:
         """Resolve the prompt version, render it and store the record as running."""
         record, version = self.prompts.version_to_run(data.prompt_id, data.version, data.label)
         number = version.version
-        messages = render_messages(version, data.variables, data.input)
+        history = [turn.model_dump() for turn in data.history]
+        messages = render_messages(version, data.variables, data.input, history)
         params = merged_params(version.config, data.config)
         model = params.pop("model", None) or get_settings().deepseek_model
         execution = self.executions.insert(
@@ -121,15 +123,28 @@ class ExecutionService:
         """Run without streaming to the caller; an upstream failure is raised after recording."""
         run = await self.start(data)
         try:
-            async for _ in stream_answer(run.answer):
-                pass
+            await self._complete(run)
         except UpstreamError as exc:
             exc.details = {"execution_id": run.record.id}
             raise
+        return run.record
+
+    async def run_recorded(self, data: ExecutionCreate, source: str) -> Execution:
+        """Run to the end and return the record, whose status and error say how it ended;
+        only a run that cannot start (a missing variable, version or prompt) raises."""
+        run = await self.start(data, source)
+        with contextlib.suppress(UpstreamError):
+            await self._complete(run)
+        return run.record
+
+    async def _complete(self, run: Run) -> None:
+        """Receive the whole answer, then record it however it ended."""
+        try:
+            async for _ in stream_answer(run.answer):
+                pass
         finally:
             with anyio.CancelScope(shield=True):
                 await self.record_outcome(run)
-        return run.record
 
     def stream_events(self, run: Run) -> AsyncIterator[tuple[str, dict[str, Any]]]:
         """The run as stream events: meta, reasoning/content deltas, then done or error."""

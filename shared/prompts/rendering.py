@@ -1,6 +1,6 @@
 """A prompt version plus variables and a user input, as the messages sent to the model."""
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 from shared.prompts.models import PromptVersion
 from shared.prompts.templating import render_templates
@@ -11,12 +11,29 @@ INPUT_VARIABLE = "input"
 
 
 def render_messages(
-    version: PromptVersion, variables: Mapping[str, object], user_input: str | None
+    version: PromptVersion,
+    variables: Mapping[str, object],
+    user_input: str | None,
+    history: Sequence[Mapping[str, str]] = (),
 ) -> list[dict[str, str]]:
     """The chat messages for one run; a 422 names every missing variable.
 
     A text prompt is the user message, or the system message when the input follows it.
+    Earlier turns (`history`) come after the prompt's leading system messages.
     """
+    rendered = _rendered(version, variables, user_input)
+    if not history:
+        return rendered
+    leading = 0
+    while leading < len(rendered) and rendered[leading]["role"] == "system":
+        leading += 1
+    turns = [{"role": turn["role"], "content": turn["content"]} for turn in history]
+    return [*rendered[:leading], *turns, *rendered[leading:]]
+
+
+def _rendered(
+    version: PromptVersion, variables: Mapping[str, object], user_input: str | None
+) -> list[dict[str, str]]:
     places_input = INPUT_VARIABLE in version.variables
     values = dict(variables)
     if user_input is not None and places_input:
