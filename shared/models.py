@@ -8,11 +8,18 @@ Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max
 Description = Annotated[str, StringConstraints(max_length=2000)]
 
 
-class InputModel(BaseModel):
+class Model(BaseModel):
+    """The base of every API model. Its validator and serializer are built on first use, not at
+    import: a function imports many models it never touches, and every import is cold start."""
+
+    model_config = ConfigDict(defer_build=True)
+
+
+class InputModel(Model):
     """A request body: unknown fields are refused so typos and smuggled operators surface as 422."""
 
     model_config = ConfigDict(extra="forbid")
 
 
-class IdField(BaseModel):
+class IdField(Model):
     id: str = Field(description="Opaque identifier")

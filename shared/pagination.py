@@ -9,22 +9,23 @@ from typing import Any, Generic, TypeVar
 
 from bson import ObjectId
 from bson.errors import InvalidId
-from pydantic import BaseModel, Field
+from pydantic import Field
 from pymongo import ASCENDING, DESCENDING
 from pymongo.collection import Collection
 
 from shared.errors import ValidationFailed
+from shared.models import Model
 
 ItemT = TypeVar("ItemT")
 
 
-class PageParams(BaseModel):
+class PageParams(Model):
     limit: int = Field(20, ge=1, le=100)
     cursor: str | None = None
     page: int | None = Field(None, ge=1, le=10_000)
 
 
-class Page(BaseModel, Generic[ItemT]):
+class Page(Model, Generic[ItemT]):
     items: list[ItemT]
     next_cursor: str | None
     total: int

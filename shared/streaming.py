@@ -5,16 +5,17 @@ On the wire each is `event: <event>` and `data: <data as JSON>`; these models de
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Field, create_model
+from pydantic import Field, create_model
 
 from shared.deepseek.models import Usage
+from shared.models import Model
 
 
-class DeltaData(BaseModel):
+class DeltaData(Model):
     delta: str
 
 
-class DoneData(BaseModel):
+class DoneData(Model):
     finish_reason: str | None
     usage: Usage | None
     cost: float | None
@@ -22,36 +23,36 @@ class DoneData(BaseModel):
     latency_ms: float | None
 
 
-class ErrorData(BaseModel):
+class ErrorData(Model):
     code: str
     message: str
 
 
-class ReasoningEvent(BaseModel):
+class ReasoningEvent(Model):
     event: Literal["reasoning"]
     data: DeltaData
 
 
-class ContentEvent(BaseModel):
+class ContentEvent(Model):
     event: Literal["content"]
     data: DeltaData
 
 
-class DoneEvent(BaseModel):
+class DoneEvent(Model):
     event: Literal["done"]
     data: DoneData
 
 
-class ErrorEvent(BaseModel):
+class ErrorEvent(Model):
     event: Literal["error"]
     data: ErrorData
 
 
-def answer_stream_events(meta: type[BaseModel]) -> Any:
+def answer_stream_events(meta: type[Model]) -> Any:
     """The events of one streamed answer: a `meta` event carrying `meta` first, then the
     reasoning and content deltas, and `done` or `error` last (for the OpenAPI document)."""
     meta_event = create_model(
-        f"{meta.__name__}Event", event=(Literal["meta"], ...), data=(meta, ...)
+        f"{meta.__name__}Event", __base__=Model, event=(Literal["meta"], ...), data=(meta, ...)
     )
     return Annotated[
         meta_event | ReasoningEvent | ContentEvent | DoneEvent | ErrorEvent,

@@ -4,7 +4,6 @@ import json
 from typing import Annotated, Any, Literal
 
 from pydantic import (
-    BaseModel,
     ConfigDict,
     Field,
     StringConstraints,
@@ -12,7 +11,7 @@ from pydantic import (
     model_validator,
 )
 
-from shared.models import InputModel
+from shared.models import InputModel, Model
 from shared.prompts.models import ModelName
 
 Text = Annotated[str, StringConstraints(max_length=100_000)]
@@ -153,7 +152,7 @@ AssertionSpec = Annotated[
 ]
 
 
-class AssertionResult(BaseModel):
+class AssertionResult(Model):
     """One assertion checked: `passed` is None, with an `error` code, when it could not be."""
 
     type: str

@@ -2,10 +2,10 @@
 
 from typing import Annotated
 
-from pydantic import BaseModel, StringConstraints, model_validator
+from pydantic import StringConstraints, model_validator
 
 from shared.executions.models import WithVariables
-from shared.models import Name
+from shared.models import Model, Name
 from shared.prompts.models import LabelName, ModelConfig, VersionNumber
 from shared.streaming import answer_stream_events
 
@@ -35,7 +35,7 @@ class ChatRequest(WithVariables):
         return self
 
 
-class ChatMeta(BaseModel):
+class ChatMeta(Model):
     dialog_id: str
     turn_id: str
     prompt_id: str | None

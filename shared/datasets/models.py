@@ -5,11 +5,11 @@ from typing import Annotated, Any
 
 import bson
 from bson.errors import InvalidDocument
-from pydantic import BaseModel, Field, model_validator
+from pydantic import Field, model_validator
 
 from shared.assertions.models import AssertionSpec
 from shared.executions.models import History, HistoryTurn, UserInput, WithVariables
-from shared.models import Description, InputModel, Name
+from shared.models import Description, InputModel, Model, Name
 from shared.pagination import PageParams
 from shared.prompts.models import Tag
 
@@ -43,7 +43,7 @@ class CaseUpdate(CaseCreate):
     """The given fields replace the stored ones; `input` or `expected` null removes them."""
 
 
-class Case(BaseModel):
+class Case(Model):
     id: str
     dataset_id: str
     variables: dict[str, Any]
@@ -69,7 +69,7 @@ class DatasetUpdate(InputModel):
     description: Description | None = None
 
 
-class Dataset(BaseModel):
+class Dataset(Model):
     id: str
     project_id: str
     name: str
@@ -83,7 +83,7 @@ class DatasetListParams(PageParams):
     project_id: str
 
 
-class CasePageParams(BaseModel):
+class CasePageParams(Model):
     limit: int = Field(100, ge=1, le=1000)
     cursor: str | None = None
 
@@ -93,6 +93,6 @@ class DatasetWithCases(Dataset):
     next_cursor: str | None
 
 
-class CasesAdded(BaseModel):
+class CasesAdded(Model):
     items: list[Case]
     case_count: int

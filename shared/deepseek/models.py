@@ -3,12 +3,11 @@
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from pydantic import BaseModel
-
+from shared.models import Model
 from shared.settings import ModelPrice
 
 
-class Usage(BaseModel):
+class Usage(Model):
     """DeepSeek's usage, cache hit/miss split included."""
 
     prompt_tokens: int = 0

@@ -3,10 +3,10 @@
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, model_validator
+from pydantic import ConfigDict, Field, model_validator
 
 from shared.deepseek.models import Usage
-from shared.models import InputModel, Name
+from shared.models import InputModel, Model, Name
 from shared.pagination import PageParams
 from shared.prompts.models import LabelName, VersionNumber
 
@@ -44,7 +44,7 @@ class DialogUpdate(InputModel):
     label: LabelName | None = None
 
 
-class Dialog(BaseModel):
+class Dialog(Model):
     id: str
     project_id: str
     prompt_id: str | None
@@ -56,7 +56,7 @@ class Dialog(BaseModel):
     updated_at: datetime
 
 
-class MessageContent(BaseModel):
+class MessageContent(Model):
     """What a stored message says, shared by the rendered `Message` and the writer's draft."""
 
     turn_id: str
@@ -77,7 +77,7 @@ class DialogListParams(PageParams):
     project_id: str
 
 
-class MessagePageParams(BaseModel):
+class MessagePageParams(Model):
     limit: int = Field(50, ge=1, le=200)
     cursor: str | None = None
 
@@ -87,12 +87,12 @@ class DialogWithMessages(Dialog):
     next_cursor: str | None
 
 
-class TurnError(BaseModel):
+class TurnError(Model):
     code: str
     message: str
 
 
-class TurnEvent(BaseModel):
+class TurnEvent(Model):
     """One finished chat turn, as published to the history queue; `turn_id` is its idempotency key.
 
     Written whatever the outcome: the user message always, the assistant message with the text
@@ -118,7 +118,7 @@ class TurnEvent(BaseModel):
     ttft_ms: float | None = None
     latency_ms: float | None = None
 
-    model_config = {"extra": "ignore"}
+    model_config = ConfigDict(extra="ignore")
 
 
 class MessageDraft(MessageContent):

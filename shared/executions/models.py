@@ -3,10 +3,10 @@
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Field, StringConstraints, field_validator, model_validator
+from pydantic import Field, StringConstraints, field_validator, model_validator
 
 from shared.deepseek.models import Usage
-from shared.models import InputModel
+from shared.models import InputModel, Model
 from shared.pagination import PageParams
 from shared.prompts.models import LabelName, ModelConfig, VersionNumber
 from shared.streaming import answer_stream_events
@@ -68,17 +68,17 @@ class ExecutionCreate(WithVariables):
         return self
 
 
-class ExecutionError(BaseModel):
+class ExecutionError(Model):
     code: str
     message: str
 
 
-class RenderedMessage(BaseModel):
+class RenderedMessage(Model):
     role: Literal["system", "user", "assistant"]
     content: str
 
 
-class Execution(BaseModel):
+class Execution(Model):
     id: str
     project_id: str
     prompt_id: str
@@ -103,7 +103,7 @@ class Execution(BaseModel):
     finished_at: datetime | None
 
 
-class ExecutionMeta(BaseModel):
+class ExecutionMeta(Model):
     execution_id: str
     prompt_id: str
     prompt_version: int
@@ -121,13 +121,13 @@ class ExecutionListParams(PageParams):
     until: datetime | None = None
 
 
-class StatsParams(BaseModel):
+class StatsParams(Model):
     prompt_id: str
     since: datetime | None = None
     until: datetime | None = None
 
 
-class VersionStats(BaseModel):
+class VersionStats(Model):
     version: int
     count: int
     ok: int
@@ -144,6 +144,6 @@ class VersionStats(BaseModel):
     cost: float
 
 
-class ExecutionStats(BaseModel):
+class ExecutionStats(Model):
     prompt_id: str
     versions: list[VersionStats]

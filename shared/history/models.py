@@ -2,10 +2,10 @@
 
 from typing import Literal
 
-from pydantic import BaseModel
+from shared.models import Model
 
 
-class TurnWritten(BaseModel):
+class TurnWritten(Model):
     """The outcome of writing one turn: each is final, so the queue acknowledges every one."""
 
     turn_id: str

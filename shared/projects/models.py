@@ -2,9 +2,7 @@
 
 from datetime import datetime
 
-from pydantic import BaseModel
-
-from shared.models import Description, InputModel, Name
+from shared.models import Description, InputModel, Model, Name
 from shared.pagination import PageParams
 
 
@@ -18,7 +16,7 @@ class ProjectUpdate(InputModel):
     description: Description | None = None
 
 
-class Project(BaseModel):
+class Project(Model):
     id: str
     name: str
     description: str
@@ -30,5 +28,5 @@ class ProjectListParams(PageParams):
     pass
 
 
-class ProjectDeleteParams(BaseModel):
+class ProjectDeleteParams(Model):
     cascade: bool = False

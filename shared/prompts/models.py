@@ -3,9 +3,9 @@
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Field, StringConstraints, field_validator, model_validator
+from pydantic import Field, StringConstraints, field_validator, model_validator
 
-from shared.models import InputModel, Name
+from shared.models import InputModel, Model, Name
 from shared.pagination import PageParams
 from shared.prompts.templating import TemplateSyntaxError, template_variables
 
@@ -143,7 +143,7 @@ class PromptUpdate(InputModel):
         return bool(self.model_fields_set & {"type", "template", "messages", "config"})
 
 
-class PromptVersion(BaseModel):
+class PromptVersion(Model):
     version: int
     type: PromptType
     template: str | None
@@ -154,7 +154,7 @@ class PromptVersion(BaseModel):
     created_at: datetime
 
 
-class PromptRecord(BaseModel):
+class PromptRecord(Model):
     """A prompt's metadata as stored, without a version's content."""
 
     id: str
@@ -190,7 +190,7 @@ class PromptListParams(PageParams):
     q: str | None = Field(None, max_length=100)
 
 
-class VersionSelector(BaseModel):
+class VersionSelector(Model):
     version: VersionNumber | None = None
     label: LabelName | None = None
 
@@ -201,12 +201,12 @@ class VersionSelector(BaseModel):
         return self
 
 
-class VersionListParams(BaseModel):
+class VersionListParams(Model):
     limit: int = Field(50, ge=1, le=100)
     cursor: VersionNumber | None = Field(None, description="List versions older than this one")
 
 
-class VersionPage(BaseModel):
+class VersionPage(Model):
     items: list[PromptVersion]
     next_cursor: int | None
 
@@ -215,18 +215,18 @@ class LabelMove(InputModel):
     version: VersionNumber
 
 
-class DiffParams(BaseModel):
+class DiffParams(Model):
     from_version: VersionNumber = Field(alias="from")
     to_version: VersionNumber = Field(alias="to")
 
 
-class FieldChange(BaseModel):
+class FieldChange(Model):
     field: str
     before: Any = Field(serialization_alias="from")
     after: Any = Field(serialization_alias="to")
 
 
-class PromptDiff(BaseModel):
+class PromptDiff(Model):
     prompt_id: str
     from_version: int
     to_version: int
