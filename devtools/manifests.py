@@ -46,6 +46,10 @@ OPENFAAS_GATEWAY = "http://gateway.openfaas:8080"
 # What a publisher needs on OpenFaaS to reach each queue-triggered function (on Knative, K_SINK).
 OPENFAAS_PUBLISHING: dict[str, dict[str, str]] = {
     "history-writer": {"HISTORY_QUEUE": "openfaas", "HISTORY_QUEUE_URL": OPENFAAS_GATEWAY},
+    "evaluation-worker": {
+        "EVALUATION_QUEUE": "openfaas",
+        "EVALUATION_QUEUE_URL": OPENFAAS_GATEWAY,
+    },
 }
 # Knative refuses a revision whose timeoutSeconds exceeds the cluster's max-revision-timeout-seconds
 # (600 by default): the README's deploy steps raise it to this, for the streaming functions.
@@ -114,6 +118,15 @@ FUNCTIONS: dict[str, Function] = {
     "chat": streaming(publishes_to=("history-writer",)),
     "datasets": Function(),
     "dialogs": Function(),
+    # Starting a run stores it and queues its first cells; when the queue refuses them, the
+    # request runs them itself (so it may last as long as a DeepSeek answer).
+    "evaluations": streaming(concurrency=50, max_scale=5, publishes_to=("evaluation-worker",)),
+    # One cell per delivery, mostly waiting on DeepSeek; each finished cell queues the next.
+    "evaluation-worker": streaming(
+        concurrency=50,
+        consumes=("com.better-assistant.evaluation.cell",),
+        publishes_to=("evaluation-worker",),
+    ),
     "executions": streaming(),
     "history-writer": Function(consumes=("com.better-assistant.turn.completed",)),
     "projects": Function(),

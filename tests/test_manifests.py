@@ -239,20 +239,35 @@ def test_every_knative_document_validates(table: Mapping[str, Function]) -> None
 
 def test_a_queue_consumer_gets_a_trigger_with_retries_and_a_publisher_its_sink() -> None:
     eventing = knative_files(FUNCTIONS)["eventing.yaml"]
-    (trigger,) = [document for document in eventing if document["kind"] == "Trigger"]
-    assert trigger["spec"]["subscriber"]["ref"]["name"] == "history-writer"
-    assert trigger["spec"]["filter"]["attributes"]["type"] == "com.better-assistant.turn.completed"
-    delivery = trigger["spec"]["delivery"]
-    assert delivery["retry"] >= 3 and delivery["backoffPolicy"] == "exponential"
-    assert delivery["deadLetterSink"]["ref"]["kind"] == "Broker"
-    (binding,) = [document for document in eventing if document["kind"] == "SinkBinding"]
-    assert binding["spec"]["subject"]["name"] == "chat"
-    (writer,) = knative_files(FUNCTIONS)["history-writer.yaml"]
-    assert writer["metadata"]["labels"]["networking.knative.dev/visibility"] == "cluster-local"
+    triggers = {
+        document["spec"]["subscriber"]["ref"]["name"]: document
+        for document in eventing
+        if document["kind"] == "Trigger"
+    }
+    assert {name: t["spec"]["filter"]["attributes"]["type"] for name, t in triggers.items()} == {
+        "history-writer": "com.better-assistant.turn.completed",
+        "evaluation-worker": "com.better-assistant.evaluation.cell",
+    }
+    for trigger in triggers.values():
+        delivery = trigger["spec"]["delivery"]
+        assert delivery["retry"] >= 3 and delivery["backoffPolicy"] == "exponential"
+        assert delivery["deadLetterSink"]["ref"]["kind"] == "Broker"
+    bindings = [document for document in eventing if document["kind"] == "SinkBinding"]
+    assert sorted(binding["spec"]["subject"]["name"] for binding in bindings) == [
+        "chat",
+        "evaluation-worker",
+        "evaluations",
+    ]
+    for consumer in ("history-writer", "evaluation-worker"):
+        (service,) = knative_files(FUNCTIONS)[f"{consumer}.yaml"]
+        assert service["metadata"]["labels"]["networking.knative.dev/visibility"] == "cluster-local"
     openfaas = openfaas_stack(FUNCTIONS)["functions"]
     assert openfaas["chat"]["environment"]["HISTORY_QUEUE"] == "openfaas"
     assert openfaas["chat"]["environment"]["HISTORY_QUEUE_URL"].startswith("http://gateway.")
+    for publisher in ("evaluations", "evaluation-worker"):
+        assert openfaas[publisher]["environment"]["EVALUATION_QUEUE"] == "openfaas"
     assert openfaas["history-writer"]["annotations"]["com.openfaas.retry.attempts"] == "5"
+    assert openfaas["evaluation-worker"]["annotations"]["com.openfaas.retry.attempts"] == "5"
 
 
 def test_eventing_waits_for_a_queue_triggered_function() -> None:

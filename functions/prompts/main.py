@@ -1,5 +1,6 @@
 """The `prompts` function: versioned prompts with labels, diffs and cacheable run-time fetches."""
 
+from shared.gates.models import Gate, GateList, GateSet
 from shared.http.flask_adapter import flask_function
 from shared.http.messages import Request, Response, json_response
 from shared.http.routing import Router
@@ -86,6 +87,24 @@ def move_label(prompt_id: str, label: str, body: LabelMove) -> Prompt:
 def remove_label(prompt_id: str, label: str) -> None:
     """Remove a label."""
     PromptService().remove_label(prompt_id, label)
+
+
+@router.get("/{prompt_id}/gates")
+def list_gates(prompt_id: str) -> GateList:
+    """The prompt's release gates."""
+    return PromptService().label_gates(prompt_id)
+
+
+@router.put("/{prompt_id}/gates/{label}")
+def gate_label(prompt_id: str, label: str, body: GateSet) -> Gate:
+    """Protect a label: it moves only to versions with a passing run on the gate's dataset."""
+    return PromptService().gate_label(prompt_id, label, body)
+
+
+@router.delete("/{prompt_id}/gates/{label}")
+def ungate_label(prompt_id: str, label: str) -> None:
+    """Remove a label's gate."""
+    PromptService().ungate_label(prompt_id, label)
 
 
 handle = flask_function(router)

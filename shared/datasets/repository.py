@@ -193,6 +193,14 @@ class DatasetRepository:
         )
         return [_case(document) for document in documents], next_cursor
 
+    def all_cases(self, dataset_id: str, tags: list[str]) -> list[Case]:
+        """Every case of a dataset in insertion order; with tags, those carrying one of them."""
+        query: dict[str, Any] = {"dataset_id": to_object_id(dataset_id)}
+        if tags:
+            query["tags"] = {"$in": tags}
+        documents = self.cases.find(query).sort([("created_at", ASCENDING), ("_id", ASCENDING)])
+        return [_case(document) for document in documents]
+
     def update_case(self, dataset_id: str, case_id: str, changes: CaseUpdate) -> Case | None:
         """Replace the given fields of a case; None when the dataset has no such case."""
         object_id, case_object_id = to_object_id(dataset_id), to_object_id(case_id)

@@ -20,7 +20,14 @@ from shared.datasets.models import (
     DatasetWithCases,
 )
 from shared.datasets.repository import DatasetRepository
-from shared.errors import BadRequest, UnsupportedMediaType, ValidationFailed, not_found
+from shared.errors import (
+    BadRequest,
+    Conflict,
+    UnsupportedMediaType,
+    ValidationFailed,
+    not_found,
+)
+from shared.gates.repository import GateRepository
 from shared.http.messages import Request
 from shared.pagination import Page
 from shared.projects.repository import ProjectRepository
@@ -69,7 +76,14 @@ class DatasetService:
         return dataset
 
     def delete(self, dataset_id: str) -> None:
-        """Delete a dataset and its cases."""
+        """Delete a dataset and its cases; refused (409) while a release gate relies on it."""
+        gates = GateRepository().count_on_dataset(dataset_id)
+        if gates:
+            raise Conflict(
+                f"{gates} release gate(s) rely on this dataset; remove them first.",
+                code="dataset_in_use",
+                details={"gates": gates},
+            )
         if not self.datasets.delete(dataset_id):
             raise not_found("dataset", dataset_id)
 

@@ -3,6 +3,8 @@
 from shared.datasets.repository import DatasetRepository
 from shared.dialogs.repository import DialogRepository
 from shared.errors import Conflict, not_found
+from shared.evaluations.repository import EvaluationRepository
+from shared.gates.repository import GateRepository
 from shared.pagination import Page
 from shared.projects.models import (
     Project,
@@ -57,6 +59,8 @@ class ProjectService:
                 code="project_not_empty",
                 details=remaining,
             )
+        EvaluationRepository().delete_project_evaluations(project_id)
+        GateRepository().delete_project_gates(project_id)
         self.datasets.delete_project_datasets(project_id)
         self.dialogs.delete_project_dialogs(project_id)
         self.prompts.delete_project_prompts(project_id)

@@ -7,6 +7,10 @@ from typing import Any
 from pydantic import TypeAdapter, ValidationError
 
 from shared.errors import Conflict, not_found, validation_failed
+from shared.evaluations.repository import EvaluationRepository
+from shared.gates.models import Gate, GateList, GateSet
+from shared.gates.repository import GateRepository
+from shared.gates.service import GateService
 from shared.pagination import Page
 from shared.projects.repository import ProjectRepository
 from shared.prompts.models import (
@@ -42,6 +46,14 @@ def _checked_label(label: str) -> str:
         raise validation_failed(
             "Labels are 1-50 letters, digits, '_' or '-'.", exc, "path"
         ) from exc
+
+
+def _settable_label(label: str) -> str:
+    """A label a team may point, remove or gate: any valid name but `latest`."""
+    label = _checked_label(label)
+    if label == LATEST_LABEL:
+        raise Conflict("'latest' always follows the newest version.", code="reserved_label")
+    return label
 
 
 def prompt_etag(record: PromptRecord, version: int) -> str:
@@ -111,13 +123,13 @@ class PromptService:
         Labels are read now, so moving one changes the next run.
         """
         record = self.get_record(prompt_id)
+        return record, self.get_version(record.id, self.number_to_run(record, version, label))
+
+    def number_to_run(self, record: PromptRecord, version: int | None, label: str | None) -> int:
+        """The version number a run uses, by the rule of `version_to_run`."""
         if version is None and label is None:
-            number = record.labels.get(RUN_DEFAULT_LABEL, record.latest_version)
-        else:
-            number = self.resolve_version_number(
-                record, VersionSelector(version=version, label=label)
-            )
-        return record, self.get_version(record.id, number)
+            return record.labels.get(RUN_DEFAULT_LABEL, record.latest_version)
+        return self.resolve_version_number(record, VersionSelector(version=version, label=label))
 
     def get_version(self, prompt_id: str, number: int) -> PromptVersion:
         """One version of a prompt; 404 when either does not exist."""
@@ -183,8 +195,11 @@ class PromptService:
             ) from exc
 
     def delete(self, prompt_id: str) -> None:
+        """Delete a prompt with its versions, gates and evaluation runs."""
         if not self.prompts.delete(prompt_id):
             raise not_found("prompt", prompt_id)
+        GateRepository().delete_for_prompt(prompt_id)
+        EvaluationRepository().delete_for_prompt(prompt_id)
 
     def list_versions(self, prompt_id: str, params: VersionListParams) -> VersionPage:
         self.get_record(prompt_id)
@@ -217,21 +232,33 @@ class PromptService:
         )
 
     def move_label(self, prompt_id: str, label: str, version: int) -> Prompt:
-        """Point a label at an existing version (how teams promote and roll back)."""
-        label = _checked_label(label)
-        if label == LATEST_LABEL:
-            raise Conflict("'latest' always follows the newest version.", code="reserved_label")
-        self.get_record(prompt_id)
+        """Point a label at an existing version (how teams promote and roll back); a gated
+        label moves only to a version with a passing evaluation run (409 otherwise)."""
+        label = _settable_label(label)
+        record = self.get_record(prompt_id)
         target = self.get_version(prompt_id, version)
+        GateService().check(record, label, version)
         record = self.prompts.set_label(prompt_id, label, version)
         if record is None:
             raise not_found("prompt", prompt_id)
         return Prompt(**record.model_dump(), version=target)
 
     def remove_label(self, prompt_id: str, label: str) -> None:
-        label = _checked_label(label)
-        if label == LATEST_LABEL:
-            raise Conflict("'latest' always follows the newest version.", code="reserved_label")
+        label = _settable_label(label)
         self.get_record(prompt_id)
         if self.prompts.remove_label(prompt_id, label) is None:
             raise not_found("label", f"{prompt_id}@{label}")
+
+    def gate_label(self, prompt_id: str, label: str, data: GateSet) -> Gate:
+        """Protect a label: from now on it moves only to versions that pass `data`'s dataset."""
+        label = _settable_label(label)
+        return GateService().put(self.get_record(prompt_id), label, data)
+
+    def label_gates(self, prompt_id: str) -> GateList:
+        self.get_record(prompt_id)
+        return GateService().list(prompt_id)
+
+    def ungate_label(self, prompt_id: str, label: str) -> None:
+        label = _checked_label(label)
+        self.get_record(prompt_id)
+        GateService().remove(prompt_id, label)

@@ -138,7 +138,7 @@ async def _delete(client: Any, queue_url: str, message: dict[str, Any]) -> None:
 
 def _channels() -> dict[str, Channel]:
     # Imported on use: each channel brings its consumer's code.
-    from shared.evaluations.channel import CELLS
+    from shared.evaluations.worker import CELLS
     from shared.history.channel import TURNS
 
     return {TURNS.name: TURNS, CELLS.name: CELLS}

@@ -1,0 +1,24 @@
+"""The `evaluation-worker` function: runs one evaluation cell per delivery from the queue.
+
+Triggered by the queue (a Knative Trigger, OpenFaaS's queue-worker, or a direct POST): a cell is
+run once however often it is delivered; a malformed event is a 4xx so it is not retried; an
+unreachable database is a 503 so it is. ASGI: a cell waits on DeepSeek most of its time.
+"""
+
+from shared.evaluations.models import CellOutcome
+from shared.evaluations.worker import CELLS, EvaluationWorker
+from shared.http.asgi_adapter import asgi_function
+from shared.http.messages import Request
+from shared.http.routing import Router
+from shared.queues.cloudevents import event_from_request
+
+router = Router("evaluation-worker")
+
+
+@router.post("/")
+async def run_cell(request: Request) -> CellOutcome:
+    """Run and grade one cell: a CloudEvent (binary or structured mode) or the plain JSON cell."""
+    return await EvaluationWorker().process(event_from_request(request, CELLS))
+
+
+handle = asgi_function(router)

@@ -1,0 +1,218 @@
+"""Evaluation runs: a prompt's versions run on a dataset's cases, graded, summed up and compared."""
+
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import Field, StringConstraints, model_validator
+
+from shared.assertions.models import AssertionResult, AssertionSpec
+from shared.datasets.models import Assertions, Tags
+from shared.executions.models import ExecutionError, HistoryTurn
+from shared.models import InputModel, Model
+from shared.pagination import PageParams
+from shared.prompts.models import LabelName, ModelConfig, VersionNumber
+
+EvaluationStatus = Literal["queued", "running", "completed", "cancelled"]
+# pending: not handed out yet; dispatched: on the queue; running: a worker has it.
+CellState = Literal["pending", "dispatched", "running", "done", "cancelled"]
+TargetName = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100)]
+
+MAX_TARGETS = 5
+MAX_REPEAT = 10
+MAX_CELLS = 20_000
+
+
+class TargetCreate(InputModel):
+    """What one column of the comparison runs: a version or label, with optional overrides."""
+
+    version: VersionNumber | None = None
+    label: LabelName | None = None
+    config: ModelConfig | None = None
+    name: TargetName | None = None
+
+    @model_validator(mode="after")
+    def _one_selector(self) -> "TargetCreate":
+        if self.version is not None and self.label is not None:
+            raise ValueError("choose a version or a label, not both")
+        return self
+
+
+class EvaluationCreate(InputModel):
+    prompt_id: str
+    dataset_id: str
+    targets: Annotated[list[TargetCreate], Field(min_length=1, max_length=MAX_TARGETS)]
+    # Checked on every case, next to the case's own assertions.
+    assertions: Assertions = Field(default_factory=list)
+    # Only cases carrying at least one of these tags; none means every case.
+    case_tags: Tags = Field(default_factory=list)
+    repeat: int = Field(1, ge=1, le=MAX_REPEAT)
+    # Cells in flight at once; capped by EVALUATION_MAX_CONCURRENCY.
+    concurrency: int = Field(4, ge=1, le=256)
+
+
+class Target(Model):
+    """A target as run: the version its selector named when the run started."""
+
+    index: int
+    name: str
+    version: int
+    label: str | None
+    config: dict[str, Any] | None
+
+
+class Progress(Model):
+    total: int
+    done: int
+    passed: int
+    failed: int
+    errors: int
+    cancelled: int
+    percent: float
+
+
+class Evaluation(Model):
+    id: str
+    project_id: str
+    prompt_id: str
+    dataset_id: str
+    targets: list[Target]
+    assertions: list[AssertionSpec]
+    case_tags: list[str]
+    repeat: int
+    concurrency: int
+    case_count: int
+    status: EvaluationStatus
+    total: int
+    progress: Progress
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+
+
+class EvaluationListParams(PageParams):
+    prompt_id: str | None = None
+    dataset_id: str | None = None
+    status: EvaluationStatus | None = None
+
+
+class AssertionTally(Model):
+    passed: int
+    failed: int
+    errors: int
+    pass_rate: float | None
+
+
+class TargetSummary(Model):
+    """How one target did over its finished cells."""
+
+    target: int
+    name: str
+    version: int
+    cells: int
+    done: int
+    passed: int
+    failed: int
+    errors: int
+    # Passed cells over finished ones; an error counts as not passed.
+    pass_rate: float | None
+    assertions: dict[str, AssertionTally]
+    # With repeat > 1: the share of cases that passed every repetition.
+    stability: float | None
+    latency_mean_ms: float | None
+    latency_p95_ms: float | None
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+    cost: float
+
+
+class CellResult(Model):
+    """One repetition of one case on one target."""
+
+    repetition: int
+    state: CellState
+    execution_id: str | None
+    status: Literal["ok", "error"] | None
+    output: str | None
+    passed: bool | None
+    assertions: list[AssertionResult]
+    latency_ms: float | None
+    cost: float | None
+    total_tokens: int | None
+    error: ExecutionError | None
+
+
+class CaseTargetResult(Model):
+    target: int
+    # True when every repetition passed, False when one failed, None while unfinished or errored.
+    passed: bool | None
+    runs: list[CellResult]
+
+
+class CaseResult(Model):
+    case_id: str
+    input: str | None
+    variables: dict[str, Any]
+    history: list[HistoryTurn]
+    expected: str | None
+    tags: list[str]
+    targets: list[CaseTargetResult]
+
+
+class ResultPageParams(Model):
+    limit: int = Field(100, ge=1, le=1000)
+    offset: int = Field(0, ge=0, le=MAX_CELLS)
+
+
+class EvaluationDetail(Evaluation):
+    summary: list[TargetSummary]
+    # The per-case table, the targets side by side, failing cases first.
+    results: list[CaseResult]
+    results_total: int
+
+
+class CompareParams(Model):
+    a: str = Field("0", max_length=100, description="A target's index or name")
+    b: str = Field("1", max_length=100, description="A target's index or name")
+
+
+class CaseComparison(Model):
+    case_id: str
+    input: str | None
+    variables: dict[str, Any]
+    expected: str | None
+    a: CaseTargetResult
+    b: CaseTargetResult
+
+
+class EvaluationComparison(Model):
+    evaluation_id: str
+    a: Target
+    b: Target
+    pass_to_fail: list[CaseComparison]
+    fail_to_pass: list[CaseComparison]
+    both_passed: int
+    both_failed: int
+    # Cases not finished, or errored, on either side.
+    undecided: int
+
+
+class CellEvent(Model):
+    """A cell handed to `evaluation-worker` by the queue; the cell id is its idempotency key."""
+
+    evaluation_id: str = Field(min_length=1, max_length=64)
+    cell_id: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")
+
+
+# done: run and graded now; duplicate: run (or running) by an earlier delivery;
+# cancelled: its run was cancelled; unknown: no such cell (its run was deleted).
+Outcome = Literal["done", "duplicate", "cancelled", "unknown"]
+
+
+class CellOutcome(Model):
+    """What the worker did with a delivery: each is final, so the queue acknowledges every one."""
+
+    evaluation_id: str
+    cell_id: str
+    outcome: Outcome
+    passed: bool | None = None

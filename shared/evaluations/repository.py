@@ -1,0 +1,291 @@
+"""Storage of evaluation runs (`evaluations`) and their cells (`evaluation_cells`).
+
+A cell moves pending -> dispatched -> running -> done (or cancelled) by conditional updates, so
+two deliveries of the same cell never both run it, and a run's counters move once per cell.
+"""
+
+from datetime import datetime, timedelta
+from typing import Any, ClassVar
+
+from bson import ObjectId
+from pymongo import ASCENDING, DESCENDING, IndexModel, ReturnDocument
+from pymongo.collection import Collection
+
+from shared.db import indexed_collection, to_object_id, utc_now
+from shared.evaluations.models import Evaluation, EvaluationListParams, Progress
+from shared.pagination import find_page
+
+_COUNTERS = ("done", "passed", "failed", "errors", "cancelled")
+IN_FLIGHT = ("dispatched", "running")
+
+
+def _evaluation(document: dict[str, Any]) -> Evaluation:
+    counts = document["counts"]
+    total = document["total"]
+    finished = counts["done"] + counts["cancelled"]
+    progress = Progress(
+        total=total,
+        **counts,
+        percent=round(100 * finished / total, 2) if total else 100.0,
+    )
+    return Evaluation(
+        **{
+            **document,
+            "id": str(document["_id"]),
+            "project_id": str(document["project_id"]),
+            "prompt_id": str(document["prompt_id"]),
+            "dataset_id": str(document["dataset_id"]),
+            "progress": progress,
+        }
+    )
+
+
+class EvaluationRepository:
+    RUN_INDEXES: ClassVar[list[IndexModel]] = [
+        IndexModel(
+            [("prompt_id", ASCENDING), ("created_at", DESCENDING), ("_id", DESCENDING)],
+            name="prompt_newest_first",
+        ),
+        IndexModel([("created_at", DESCENDING), ("_id", DESCENDING)], name="newest_first"),
+        IndexModel([("project_id", ASCENDING)], name="project"),
+    ]
+    CELL_INDEXES: ClassVar[list[IndexModel]] = [
+        IndexModel([("evaluation_id", ASCENDING), ("seq", ASCENDING)], unique=True, name="order"),
+        IndexModel(
+            [("evaluation_id", ASCENDING), ("state", ASCENDING), ("seq", ASCENDING)],
+            name="state_in_order",
+        ),
+    ]
+
+    def __init__(self) -> None:
+        self.runs: Collection = indexed_collection("evaluations", self.RUN_INDEXES)
+        self.cells: Collection = indexed_collection("evaluation_cells", self.CELL_INDEXES)
+
+    def create(self, run: dict[str, Any], cells: list[dict[str, Any]]) -> Evaluation:
+        """Store a queued run and its pending cells (cells first: a visible run is complete)."""
+        run_id = ObjectId()
+        now = utc_now()
+        document = {
+            "_id": run_id,
+            **run,
+            "project_id": to_object_id(run["project_id"]),
+            "prompt_id": to_object_id(run["prompt_id"]),
+            "dataset_id": to_object_id(run["dataset_id"]),
+            "status": "queued",
+            "total": len(cells),
+            "counts": dict.fromkeys(_COUNTERS, 0),
+            "created_at": now,
+            "started_at": None,
+            "finished_at": None,
+        }
+        if cells:
+            self.cells.insert_many(
+                [
+                    {**cell, "evaluation_id": run_id, "seq": seq, "state": "pending"}
+                    for seq, cell in enumerate(cells)
+                ],
+                ordered=False,
+            )
+        self.runs.insert_one(document)
+        return _evaluation(document)
+
+    def get(self, evaluation_id: str) -> Evaluation | None:
+        object_id = to_object_id(evaluation_id)
+        document = object_id and self.runs.find_one({"_id": object_id})
+        return _evaluation(document) if document else None
+
+    def search(
+        self, params: EvaluationListParams
+    ) -> tuple[list[Evaluation], str | None, int] | None:
+        query: dict[str, Any] = {}
+        for field in ("prompt_id", "dataset_id"):
+            value = getattr(params, field)
+            if value is not None:
+                object_id = to_object_id(value)
+                if object_id is None:
+                    return None
+                query[field] = object_id
+        if params.status is not None:
+            query["status"] = params.status
+        documents, next_cursor, total = find_page(self.runs, query, params)
+        return [_evaluation(document) for document in documents], next_cursor, total
+
+    def completed_on(self, prompt_id: str, dataset_id: str, limit: int) -> list[dict[str, Any]]:
+        """The newest completed runs of a prompt on a dataset, with their per-target results."""
+        return list(
+            self.runs.find(
+                {
+                    "prompt_id": to_object_id(prompt_id),
+                    "dataset_id": to_object_id(dataset_id),
+                    "status": "completed",
+                },
+                {"targets": 1, "target_results": 1, "case_tags": 1, "created_at": 1},
+            )
+            .sort([("created_at", DESCENDING), ("_id", DESCENDING)])
+            .limit(limit)
+        )
+
+    def cells_of(self, evaluation_id: str) -> list[dict[str, Any]]:
+        """Every cell of a run, in dispatch order."""
+        return list(
+            self.cells.find({"evaluation_id": to_object_id(evaluation_id)}).sort("seq", ASCENDING)
+        )
+
+    def cell_state(self, cell_id: str) -> str | None:
+        object_id = to_object_id(cell_id)
+        document = object_id and self.cells.find_one({"_id": object_id}, {"state": 1})
+        return document["state"] if document else None
+
+    def dispatch_next(self, evaluation_id: str, lease_s: float) -> str | None:
+        """Take the next pending cell of a run for the queue; its id, or None when none is left."""
+        document = self.cells.find_one_and_update(
+            {"evaluation_id": to_object_id(evaluation_id), "state": "pending"},
+            {"$set": {"state": "dispatched", "lease_until": _lease(lease_s)}},
+            sort=[("seq", ASCENDING)],
+            projection={"_id": 1},
+        )
+        return str(document["_id"]) if document else None
+
+    def expired_leases(self, evaluation_id: str) -> list[str]:
+        """Cells handed out whose worker has not finished them in time: to be handed out again."""
+        return [
+            str(document["_id"])
+            for document in self.cells.find(
+                {
+                    "evaluation_id": to_object_id(evaluation_id),
+                    "state": {"$in": list(IN_FLIGHT)},
+                    "lease_until": {"$lt": utc_now()},
+                },
+                {"_id": 1},
+            )
+        ]
+
+    def renew_lease(self, cell_id: str, lease_s: float) -> None:
+        self.cells.update_one(
+            {"_id": to_object_id(cell_id), "state": {"$in": list(IN_FLIGHT)}},
+            {"$set": {"lease_until": _lease(lease_s)}},
+        )
+
+    def in_flight(self, evaluation_id: str) -> int:
+        """Cells handed out and still within their lease."""
+        return self.cells.count_documents(
+            {
+                "evaluation_id": to_object_id(evaluation_id),
+                "state": {"$in": list(IN_FLIGHT)},
+                "lease_until": {"$gte": utc_now()},
+            }
+        )
+
+    def claim(self, cell_id: str, claim: str, lease_s: float) -> dict[str, Any] | None:
+        """Take a dispatched cell (or one whose worker's lease ran out) to run it; None when the
+        cell is done, cancelled, unknown or being run by another delivery."""
+        object_id = to_object_id(cell_id)
+        if object_id is None:
+            return None
+        now = utc_now()
+        return self.cells.find_one_and_update(
+            {
+                "_id": object_id,
+                "$or": [
+                    {"state": "dispatched"},
+                    {"state": "running", "lease_until": {"$lt": now}},
+                ],
+            },
+            {
+                "$set": {
+                    "state": "running",
+                    "claim": claim,
+                    "lease_until": _lease(lease_s),
+                    "started_at": now,
+                },
+                "$inc": {"attempts": 1},
+            },
+            return_document=ReturnDocument.AFTER,
+        )
+
+    def finish_cell(
+        self, cell: dict[str, Any], claim: str, result: dict[str, Any], verdict: str
+    ) -> Evaluation | None:
+        """Store a claimed cell's result and count it in its run (`verdict`: passed, failed or
+        errors); the run as counted, or None when the claim was lost to a later delivery."""
+        stored = self.cells.update_one(
+            {"_id": cell["_id"], "state": "running", "claim": claim},
+            {"$set": {**result, "state": "done", "finished_at": utc_now()}},
+        )
+        if not stored.modified_count:
+            return None
+        return self._count(cell["evaluation_id"], {"done": 1, verdict: 1})
+
+    def cancel_cell(self, cell: dict[str, Any], claim: str) -> Evaluation | None:
+        """Mark a claimed cell of a cancelled run as cancelled and count it."""
+        cancelled = self.cells.update_one(
+            {"_id": cell["_id"], "state": "running", "claim": claim},
+            {"$set": {"state": "cancelled", "finished_at": utc_now()}},
+        )
+        if not cancelled.modified_count:
+            return None
+        return self._count(cell["evaluation_id"], {"cancelled": 1})
+
+    def _count(self, run_id: ObjectId, increments: dict[str, int]) -> Evaluation | None:
+        document = self.runs.find_one_and_update(
+            {"_id": run_id},
+            {"$inc": {f"counts.{name}": value for name, value in increments.items()}},
+            return_document=ReturnDocument.AFTER,
+        )
+        return _evaluation(document) if document else None
+
+    def mark_running(self, evaluation_id: str) -> None:
+        self.runs.update_one(
+            {"_id": to_object_id(evaluation_id), "status": "queued"},
+            {"$set": {"status": "running", "started_at": utc_now()}},
+        )
+
+    def complete(self, evaluation_id: str, target_results: list[dict[str, Any]]) -> bool:
+        """Mark a run completed with each target's version and pass rate (what gates read);
+        False when it was cancelled or completed already."""
+        completed = self.runs.update_one(
+            {"_id": to_object_id(evaluation_id), "status": {"$in": ["queued", "running"]}},
+            {
+                "$set": {
+                    "status": "completed",
+                    "finished_at": utc_now(),
+                    "target_results": target_results,
+                }
+            },
+        )
+        return bool(completed.modified_count)
+
+    def cancel(self, evaluation_id: str) -> Evaluation | None:
+        """Stop a queued or running run: cells not yet taken by a worker are cancelled, running
+        ones finish; None when the run was not queued or running."""
+        object_id = to_object_id(evaluation_id)
+        if object_id is None:
+            return None
+        document = self.runs.find_one_and_update(
+            {"_id": object_id, "status": {"$in": ["queued", "running"]}},
+            {"$set": {"status": "cancelled", "finished_at": utc_now()}},
+        )
+        if document is None:
+            return None
+        cancelled = self.cells.update_many(
+            {"evaluation_id": object_id, "state": {"$in": ["pending", "dispatched"]}},
+            {"$set": {"state": "cancelled", "finished_at": utc_now()}},
+        ).modified_count
+        return self._count(object_id, {"cancelled": cancelled})
+
+    def delete_for_prompt(self, prompt_id: str) -> None:
+        """Delete a prompt's runs with their cells."""
+        self._delete({"prompt_id": to_object_id(prompt_id)})
+
+    def delete_project_evaluations(self, project_id: str) -> None:
+        self._delete({"project_id": to_object_id(project_id)})
+
+    def _delete(self, query: dict[str, Any]) -> None:
+        run_ids = [document["_id"] for document in self.runs.find(query, {"_id": 1})]
+        if run_ids:
+            self.runs.delete_many({"_id": {"$in": run_ids}})
+            self.cells.delete_many({"evaluation_id": {"$in": run_ids}})
+
+
+def _lease(seconds: float) -> datetime:
+    return utc_now() + timedelta(seconds=seconds)

@@ -1,0 +1,170 @@
+"""What a run's cells add up to: per-target summaries, the per-case table, and comparisons."""
+
+from collections import defaultdict
+from collections.abc import Iterable
+from typing import Any
+
+from shared.assertions.models import AssertionResult
+from shared.datasets.models import Case
+from shared.evaluations.models import (
+    AssertionTally,
+    CaseResult,
+    CaseTargetResult,
+    CellResult,
+    Evaluation,
+    Target,
+    TargetSummary,
+)
+from shared.executions.service import percentile
+
+
+def verdict(results: list[AssertionResult]) -> bool | None:
+    """A cell passes when every assertion passed; None when one could not be evaluated."""
+    if any(result.passed is None for result in results):
+        return None
+    return all(result.passed for result in results)
+
+
+def cell_result(cell: dict[str, Any]) -> CellResult:
+    usage = cell.get("usage") or {}
+    return CellResult(
+        repetition=cell["repetition"],
+        state=cell["state"],
+        execution_id=cell.get("execution_id"),
+        status=cell.get("status"),
+        output=cell.get("output"),
+        passed=cell.get("passed"),
+        assertions=cell.get("assertions", []),
+        latency_ms=cell.get("latency_ms"),
+        cost=cell.get("cost"),
+        total_tokens=usage.get("total_tokens"),
+        error=cell.get("error"),
+    )
+
+
+def _rate(passed: int, decided: int) -> float | None:
+    return round(passed / decided, 4) if decided else None
+
+
+def _tally(cells: Iterable[dict[str, Any]]) -> dict[str, AssertionTally]:
+    counts: dict[str, list[int]] = defaultdict(lambda: [0, 0, 0])
+    for cell in cells:
+        for result in cell.get("assertions", []):
+            slot = {True: 0, False: 1, None: 2}[result["passed"]]
+            counts[result["type"]][slot] += 1
+    return {
+        kind: AssertionTally(
+            passed=passed,
+            failed=failed,
+            errors=errors,
+            pass_rate=_rate(passed, passed + failed + errors),
+        )
+        for kind, (passed, failed, errors) in sorted(counts.items())
+    }
+
+
+def _stability(cells: list[dict[str, Any]], repeat: int) -> float | None:
+    """The share of cases whose every repetition passed, among cases with all repetitions done."""
+    if repeat < 2:
+        return None
+    by_case: dict[int, list[dict[str, Any]]] = defaultdict(list)
+    for cell in cells:
+        by_case[cell["case_index"]].append(cell)
+    finished = [runs for runs in by_case.values() if all(r["state"] == "done" for r in runs)]
+    stable = sum(all(run.get("passed") is True for run in runs) for runs in finished)
+    return _rate(stable, len(finished))
+
+
+def summarize(run: Evaluation, cells: list[dict[str, Any]]) -> list[TargetSummary]:
+    """Per target: pass rates (overall and per assertion type), stability, latency, tokens, cost."""
+    summaries = []
+    for target in run.targets:
+        own = [cell for cell in cells if cell["target"] == target.index]
+        done = [cell for cell in own if cell["state"] == "done"]
+        passed = sum(cell.get("passed") is True for cell in done)
+        failed = sum(cell.get("passed") is False for cell in done)
+        latencies = [
+            cell["latency_ms"]
+            for cell in done
+            if cell.get("status") == "ok" and cell.get("latency_ms")
+        ]
+        usages = [cell["usage"] for cell in done if cell.get("usage")]
+        summaries.append(
+            TargetSummary(
+                target=target.index,
+                name=target.name,
+                version=target.version,
+                cells=len(own),
+                done=len(done),
+                passed=passed,
+                failed=failed,
+                errors=len(done) - passed - failed,
+                pass_rate=_rate(passed, len(done)),
+                assertions=_tally(done),
+                stability=_stability(own, run.repeat),
+                latency_mean_ms=round(sum(latencies) / len(latencies), 3) if latencies else None,
+                latency_p95_ms=percentile(latencies, 0.95),
+                prompt_tokens=sum(usage["prompt_tokens"] for usage in usages),
+                completion_tokens=sum(usage["completion_tokens"] for usage in usages),
+                total_tokens=sum(usage["total_tokens"] for usage in usages),
+                cost=round(sum(cell.get("cost") or 0 for cell in done), 10),
+            )
+        )
+    return summaries
+
+
+def _all_passed(runs: list[CellResult]) -> bool | None:
+    """True when every repetition passed, False when one failed, None otherwise."""
+    if any(run.passed is False for run in runs):
+        return False
+    if runs and all(run.passed is True for run in runs):
+        return True
+    return None
+
+
+def case_table(run: Evaluation, cells: list[dict[str, Any]]) -> list[CaseResult]:
+    """One row per case, the targets side by side; rows with a failure or error first."""
+    by_case: dict[int, list[dict[str, Any]]] = defaultdict(list)
+    for cell in cells:
+        by_case[cell["case_index"]].append(cell)
+    rows: list[tuple[bool, int, CaseResult]] = []
+    for case_index, own in sorted(by_case.items()):
+        case = Case.model_validate_json(own[0]["case_json"])
+        columns = []
+        for target in run.targets:
+            runs = sorted(
+                (cell_result(cell) for cell in own if cell["target"] == target.index),
+                key=lambda result: result.repetition,
+            )
+            columns.append(
+                CaseTargetResult(target=target.index, passed=_all_passed(runs), runs=runs)
+            )
+        failing = any(
+            result.passed is not True and result.state == "done"
+            for column in columns
+            for result in column.runs
+        )
+        row = CaseResult(
+            case_id=case.id,
+            input=case.input,
+            variables=case.variables,
+            history=case.history,
+            expected=case.expected,
+            tags=case.tags,
+            targets=columns,
+        )
+        rows.append((not failing, case_index, row))
+    return [row for _, _, row in sorted(rows, key=lambda item: item[:2])]
+
+
+def target_results(summaries: list[TargetSummary], targets: list[Target]) -> list[dict[str, Any]]:
+    """What a completed run keeps for release gates: each target's version and pass rate."""
+    return [
+        {
+            "target": target.index,
+            "version": target.version,
+            "config_overridden": bool(target.config),
+            "pass_rate": summary.pass_rate,
+        }
+        for target, summary in zip(targets, summaries, strict=True)
+    ]

@@ -1,0 +1,230 @@
+"""Evaluation runs: start one (202 at once), follow its progress, cancel it, compare targets."""
+
+from typing import Any
+
+import anyio
+
+from shared.datasets.models import Case
+from shared.datasets.repository import DatasetRepository
+from shared.errors import Conflict, ValidationFailed, not_found
+from shared.evaluations.models import (
+    MAX_CELLS,
+    CaseComparison,
+    CompareParams,
+    Evaluation,
+    EvaluationComparison,
+    EvaluationCreate,
+    EvaluationDetail,
+    EvaluationListParams,
+    ResultPageParams,
+    Target,
+    TargetCreate,
+)
+from shared.evaluations.repository import EvaluationRepository
+from shared.evaluations.results import case_table, summarize
+from shared.evaluations.worker import dispatch, redispatch_expired
+from shared.pagination import Page
+from shared.prompts.models import PromptRecord
+from shared.prompts.service import PromptService
+from shared.settings import get_settings
+
+
+def _target_name(target: TargetCreate, version: int) -> str:
+    if target.name:
+        return target.name
+    name = f"{target.label}@v{version}" if target.label else f"v{version}"
+    return f"{name}+config" if target.config else name
+
+
+class EvaluationService:
+    def __init__(self) -> None:
+        self.evaluations = EvaluationRepository()
+        self.datasets = DatasetRepository()
+        self.prompts = PromptService()
+
+    async def start(self, data: EvaluationCreate) -> Evaluation:
+        """Store the run and its cells, hand the first cells to the queue, and return at once."""
+        run = await anyio.to_thread.run_sync(self.create, data)
+        await dispatch(run.id, run.concurrency)
+        return run
+
+    def create(self, data: EvaluationCreate) -> Evaluation:
+        """The run as queued: targets resolved to versions now, cases snapshotted, the matrix
+        of cases x targets x repetitions expanded into cells."""
+        record = self.prompts.get_record(data.prompt_id)
+        dataset = self.datasets.get(data.dataset_id)
+        if dataset is None or dataset.project_id != record.project_id:
+            raise not_found("dataset", data.dataset_id)
+        targets = self._targets(record, data.targets)
+        cases = self.datasets.all_cases(data.dataset_id, data.case_tags)
+        if not cases:
+            raise ValidationFailed(
+                "No case of the dataset matches; add cases or change case_tags.",
+                code="no_cases",
+                details={"dataset_id": data.dataset_id, "case_tags": data.case_tags},
+            )
+        total = len(cases) * len(targets) * data.repeat
+        if total > MAX_CELLS:
+            raise ValidationFailed(
+                f"The run would have {total} cells; at most {MAX_CELLS} are allowed.",
+                code="too_many_cells",
+                details={"cells": total, "max": MAX_CELLS},
+            )
+        cells = _cells(cases, targets, data.repeat)
+        concurrency = min(data.concurrency, get_settings().evaluation_max_concurrency)
+        return self.evaluations.create(
+            {
+                "project_id": record.project_id,
+                "prompt_id": record.id,
+                "dataset_id": data.dataset_id,
+                "targets": [target.model_dump() for target in targets],
+                "assertions": [
+                    spec.model_dump(by_alias=True, mode="json") for spec in data.assertions
+                ],
+                "case_tags": data.case_tags,
+                "repeat": data.repeat,
+                "concurrency": concurrency,
+                "case_count": len(cases),
+            },
+            cells,
+        )
+
+    def _targets(self, record: PromptRecord, wanted: list[TargetCreate]) -> list[Target]:
+        """Each target at the version its selector names now (a label may move during the run)."""
+        targets = []
+        for index, target in enumerate(wanted):
+            number = self.prompts.number_to_run(record, target.version, target.label)
+            config = target.config.model_dump(exclude_unset=True) if target.config else None
+            targets.append(
+                Target(
+                    index=index,
+                    name=_target_name(target, number),
+                    version=number,
+                    label=target.label,
+                    config=config or None,
+                )
+            )
+        names = [target.name for target in targets]
+        for target in targets:
+            if names.count(target.name) > 1:
+                target.name = f"{target.name} #{target.index}"
+        return targets
+
+    def get(self, evaluation_id: str) -> Evaluation:
+        run = self.evaluations.get(evaluation_id)
+        if run is None:
+            raise not_found("evaluation", evaluation_id)
+        return run
+
+    def detail(self, evaluation_id: str, params: ResultPageParams) -> EvaluationDetail:
+        """The run with its summary per target and a page of the per-case table."""
+        run = self.get(evaluation_id)
+        cells = self.evaluations.cells_of(run.id)
+        table = case_table(run, cells)
+        return EvaluationDetail(
+            **run.model_dump(),
+            summary=summarize(run, cells),
+            results=table[params.offset : params.offset + params.limit],
+            results_total=len(table),
+        )
+
+    def search(self, params: EvaluationListParams) -> Page[Evaluation]:
+        return Page.of(self.evaluations.search(params), params)
+
+    def cancel(self, evaluation_id: str) -> Evaluation:
+        """Stop handing out cells; cells already running finish and keep their results."""
+        run = self.get(evaluation_id)
+        cancelled = self.evaluations.cancel(run.id)
+        if cancelled is None:
+            raise Conflict(
+                f"The evaluation is {self.get(run.id).status}; only a queued or running one "
+                "can be cancelled.",
+                code="evaluation_finished",
+            )
+        return cancelled
+
+    async def resume(self, evaluation_id: str) -> Evaluation:
+        """Hand out again cells whose worker vanished, and top the run up to its concurrency
+        (after a queue lost deliveries); a healthy run is left as it is."""
+        run = await anyio.to_thread.run_sync(self.get, evaluation_id)
+        if run.status not in ("queued", "running"):
+            raise Conflict(
+                f"The evaluation is {run.status}; only a queued or running one can be resumed.",
+                code="evaluation_finished",
+            )
+        await redispatch_expired(run.id)
+        in_flight = await anyio.to_thread.run_sync(self.evaluations.in_flight, run.id)
+        await dispatch(run.id, max(0, run.concurrency - in_flight))
+        return await anyio.to_thread.run_sync(self.get, run.id)
+
+    def compare(self, evaluation_id: str, params: CompareParams) -> EvaluationComparison:
+        """Cases that pass on one target and fail on the other, with both sides' outputs."""
+        run = self.get(evaluation_id)
+        a, b = _target(run, params.a, "a"), _target(run, params.b, "b")
+        comparison: dict[str, Any] = {
+            "pass_to_fail": [],
+            "fail_to_pass": [],
+            "both_passed": 0,
+            "both_failed": 0,
+            "undecided": 0,
+        }
+        for row in case_table(run, self.evaluations.cells_of(run.id)):
+            side_a, side_b = row.targets[a.index], row.targets[b.index]
+            match (side_a.passed, side_b.passed):
+                case (True, False):
+                    bucket = "pass_to_fail"
+                case (False, True):
+                    bucket = "fail_to_pass"
+                case (True, True):
+                    comparison["both_passed"] += 1
+                    continue
+                case (False, False):
+                    comparison["both_failed"] += 1
+                    continue
+                case _:
+                    comparison["undecided"] += 1
+                    continue
+            comparison[bucket].append(
+                CaseComparison(
+                    case_id=row.case_id,
+                    input=row.input,
+                    variables=row.variables,
+                    expected=row.expected,
+                    a=side_a,
+                    b=side_b,
+                )
+            )
+        return EvaluationComparison(evaluation_id=run.id, a=a, b=b, **comparison)
+
+
+def _target(run: Evaluation, wanted: str, parameter: str) -> Target:
+    """A target by index or name; a 422 lists the run's targets when none matches."""
+    for target in run.targets:
+        if wanted == str(target.index) or wanted == target.name:
+            return target
+    raise ValidationFailed(
+        f"The evaluation has no target {wanted!r}.",
+        code="unknown_target",
+        details={
+            "parameter": parameter,
+            "targets": [{"index": t.index, "name": t.name} for t in run.targets],
+        },
+    )
+
+
+def _cells(cases: list[Case], targets: list[Target], repeat: int) -> list[dict[str, Any]]:
+    """The matrix in dispatch order: every target of a case next to each other, case by case,
+    one repetition after another, so partial results already compare targets."""
+    snapshots = [case.model_dump_json() for case in cases]
+    return [
+        {
+            "case_index": case_index,
+            "case_id": case.id,
+            "case_json": snapshots[case_index],
+            "target": target.index,
+            "repetition": repetition,
+        }
+        for repetition in range(repeat)
+        for case_index, case in enumerate(cases)
+        for target in targets
+    ]

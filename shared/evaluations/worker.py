@@ -1,0 +1,183 @@
+"""Running evaluation cells delivered by the queue, once each, however often they are delivered.
+
+Dispatch is a relay: a run starts by handing `concurrency` cells to the queue, and each cell a
+worker finishes hands out the next one. So a run never has more cells in flight towards DeepSeek
+than it asked for, however many worker instances the platform starts, and no HTTP request has to
+stay open while it runs.
+"""
+
+import logging
+import uuid
+from typing import Any
+
+import anyio
+
+from shared.assertions.engine import with_expected
+from shared.assertions.judge import assess
+from shared.datasets.models import Case
+from shared.errors import AppError
+from shared.evaluations.models import CellEvent, CellOutcome, Evaluation, Outcome
+from shared.evaluations.repository import EvaluationRepository
+from shared.evaluations.results import summarize, target_results, verdict
+from shared.executions.models import ExecutionCreate
+from shared.executions.service import ExecutionService
+from shared.prompts.models import ModelConfig
+from shared.queues.channel import Channel
+from shared.queues.publishers import publisher_for
+from shared.settings import get_settings
+
+logger = logging.getLogger("better_assistant.evaluations")
+
+
+def _cell_id(event: CellEvent) -> str:
+    return event.cell_id
+
+
+def _evaluation_id(event: CellEvent) -> str:
+    return event.evaluation_id
+
+
+async def dispatch(evaluation_id: str, count: int) -> int:
+    """Hand up to `count` pending cells of a run to the queue; the number handed out."""
+    repository = EvaluationRepository()
+    lease_s = get_settings().evaluation_cell_lease_s
+    handed = 0
+    for _ in range(count):
+        cell_id = await anyio.to_thread.run_sync(repository.dispatch_next, evaluation_id, lease_s)
+        if cell_id is None:
+            break
+        await publisher_for(CELLS).publish(CellEvent(evaluation_id=evaluation_id, cell_id=cell_id))
+        handed += 1
+    return handed
+
+
+async def redispatch_expired(evaluation_id: str) -> int:
+    """Hand out again the cells whose worker did not finish them within their lease."""
+    repository = EvaluationRepository()
+    lease_s = get_settings().evaluation_cell_lease_s
+    expired = await anyio.to_thread.run_sync(repository.expired_leases, evaluation_id)
+    for cell_id in expired:
+        logger.warning("evaluation %s: cell %s outlived its lease", evaluation_id, cell_id)
+        await anyio.to_thread.run_sync(repository.renew_lease, cell_id, lease_s)
+        await publisher_for(CELLS).publish(CellEvent(evaluation_id=evaluation_id, cell_id=cell_id))
+    return len(expired)
+
+
+class EvaluationWorker:
+    def __init__(self) -> None:
+        self.evaluations = EvaluationRepository()
+
+    async def process(self, event: CellEvent) -> CellOutcome:
+        """Run one cell and grade it, then hand out the run's next cell.
+
+        Idempotent by cell: a delivery of a cell that is done, cancelled or being run by another
+        delivery changes nothing and runs (and bills) nothing.
+        """
+        claim = uuid.uuid4().hex
+        lease_s = get_settings().evaluation_cell_lease_s
+        cell = await anyio.to_thread.run_sync(self.evaluations.claim, event.cell_id, claim, lease_s)
+        if cell is None:
+            state = await anyio.to_thread.run_sync(self.evaluations.cell_state, event.cell_id)
+            if state is None:
+                return self._outcome(event, "unknown")
+            return self._outcome(event, "cancelled" if state == "cancelled" else "duplicate")
+        run = await anyio.to_thread.run_sync(self.evaluations.get, event.evaluation_id)
+        if run is None or str(cell["evaluation_id"]) != run.id:
+            return self._outcome(event, "unknown")
+        if run.status == "cancelled":
+            await anyio.to_thread.run_sync(self.evaluations.cancel_cell, cell, claim)
+            return self._outcome(event, "cancelled")
+        await anyio.to_thread.run_sync(self.evaluations.mark_running, run.id)
+        result = await self._run(run, cell)
+        kind = {True: "passed", False: "failed", None: "errors"}[result["passed"]]
+        counted = await anyio.to_thread.run_sync(
+            self.evaluations.finish_cell, cell, claim, result, kind
+        )
+        if counted is None:
+            return self._outcome(event, "duplicate")
+        progress = counted.progress
+        if progress.done + progress.cancelled >= progress.total:
+            await anyio.to_thread.run_sync(self._complete, counted)
+        elif counted.status != "cancelled":
+            await dispatch(run.id, 1)
+            await redispatch_expired(run.id)
+        return CellOutcome(
+            evaluation_id=run.id, cell_id=event.cell_id, outcome="done", passed=result["passed"]
+        )
+
+    @staticmethod
+    def _outcome(event: CellEvent, outcome: Outcome) -> CellOutcome:
+        return CellOutcome(
+            evaluation_id=event.evaluation_id, cell_id=event.cell_id, outcome=outcome
+        )
+
+    async def _run(self, run: Evaluation, cell: dict[str, Any]) -> dict[str, Any]:
+        """Execute the cell through the execution service (so it is an execution record too),
+        then check its assertions; the fields the cell stores."""
+        case = Case.model_validate_json(cell["case_json"])
+        target = run.targets[cell["target"]]
+        request = ExecutionCreate(
+            prompt_id=run.prompt_id,
+            version=target.version,
+            variables=case.variables,
+            input=case.input,
+            history=case.history,
+            config=ModelConfig.model_validate(target.config) if target.config else None,
+        )
+        try:
+            execution = await ExecutionService().run_recorded(request, source="evaluation")
+        except AppError as exc:
+            # The run could not even start: a variable the case lacks, a deleted version.
+            error = {"code": exc.code, "message": exc.message}
+            return {"status": "error", "passed": None, "assertions": [], "error": error}
+        stored: dict[str, Any] = {
+            "execution_id": execution.id,
+            "output": execution.output,
+            "latency_ms": execution.latency_ms,
+            "ttft_ms": execution.ttft_ms,
+            "cost": execution.cost,
+            "usage": execution.usage.model_dump() if execution.usage else None,
+        }
+        if execution.status != "ok":
+            error = execution.error.model_dump() if execution.error else None
+            return {**stored, "status": "error", "passed": None, "assertions": [], "error": error}
+        specs = with_expected([*run.assertions, *case.assertions], case.expected)
+        results = await assess(
+            specs,
+            execution.output,
+            execution.latency_ms,
+            execution.cost,
+            input=case.input,
+            expected=case.expected,
+            history=[turn.model_dump() for turn in case.history],
+        )
+        return {
+            **stored,
+            "status": "ok",
+            "passed": verdict(results),
+            "assertions": [result.model_dump() for result in results],
+            "error": None,
+        }
+
+    def _complete(self, run: Evaluation) -> None:
+        """Close a run whose every cell is finished, keeping what its release gates read."""
+        cells = self.evaluations.cells_of(run.id)
+        summaries = summarize(run, cells)
+        self.evaluations.complete(run.id, target_results(summaries, run.targets))
+
+
+async def _process(event: CellEvent) -> CellOutcome:
+    return await EvaluationWorker().process(event)
+
+
+CELLS: Channel[CellEvent] = Channel(
+    name="evaluation",
+    consumer="evaluation-worker",
+    event_type="com.better-assistant.evaluation.cell",
+    source="/evaluations",
+    noun="cell",
+    model=CellEvent,
+    event_id=_cell_id,
+    subject=_evaluation_id,
+    consume=_process,
+)
