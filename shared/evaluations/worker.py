@@ -87,7 +87,8 @@ class EvaluationWorker:
         if run.status == "cancelled":
             await anyio.to_thread.run_sync(self.evaluations.cancel_cell, cell, claim)
             return self._outcome(event, "cancelled")
-        await anyio.to_thread.run_sync(self.evaluations.mark_running, run.id)
+        if run.status == "queued":
+            await anyio.to_thread.run_sync(self.evaluations.mark_running, run.id)
         result = await self._run(run, cell)
         kind = {True: "passed", False: "failed", None: "errors"}[result["passed"]]
         counted = await anyio.to_thread.run_sync(
