@@ -139,3 +139,29 @@ def database(mongo_uri: str, environment: str) -> Iterator[Database]:
     """The test's database, for asserting on what was stored."""
     with MongoClient(mongo_uri, serverSelectionTimeoutMS=2000, tz_aware=True) as mongo:
         yield mongo[environment]
+
+
+@pytest.fixture(scope="session")
+def moto_url() -> Iterator[str]:
+    from moto.server import ThreadedMotoServer  # only the SQS tests pay for importing moto
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    yield f"http://{host}:{port}"
+    server.stop()
+
+
+@pytest.fixture
+def sqs(moto_url: str, monkeypatch: pytest.MonkeyPatch):
+    """An SQS client on the moto server, with the environment boto3 reads pointed at it."""
+    configure(
+        monkeypatch,
+        AWS_ACCESS_KEY_ID="testing",
+        AWS_SECRET_ACCESS_KEY="testing",
+        AWS_DEFAULT_REGION="us-east-1",
+        AWS_ENDPOINT_URL_SQS=moto_url,
+    )
+    import boto3
+
+    return boto3.session.Session().client("sqs")

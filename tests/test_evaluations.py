@@ -10,6 +10,8 @@ import pytest
 from pymongo.database import Database
 
 from devtools.fake_deepseek import FakeDeepSeek
+from shared.evaluations.worker import CELLS
+from shared.queues.sqs import drain_sqs
 from tests.conftest import configure
 from tests.test_datasets import create_dataset
 from tests.test_history_publishers import StubGateway
@@ -575,3 +577,20 @@ def test_gates_are_validated_and_protect_their_dataset(
     assert (in_use.status_code, in_use.json()["error"]["code"]) == (409, "dataset_in_use")
     assert client.delete(f"{url}/prod").status_code == 204
     assert client.delete(f"/datasets/{dataset['id']}").status_code == 204
+
+
+def test_cells_travel_through_sqs_and_its_drain_runs_them(
+    client: httpx.Client, project: dict, prompt: dict, sqs, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url = sqs.create_queue(QueueName=f"cells-{time.time_ns()}")["QueueUrl"]
+    configure(monkeypatch, EVALUATION_QUEUE="sqs", EVALUATION_QUEUE_URL=url)
+    dataset = dataset_with(client, project, questions("a", "b", "c"))
+    run = started(
+        client, prompt_id=prompt["id"], dataset_id=dataset["id"], targets=[{}], concurrency=2
+    )
+    drained = 0
+    while drained < 3:
+        consumed = drain_sqs(CELLS, max_messages=10, wait_seconds=0)
+        assert consumed, "the relay stopped handing out cells"
+        drained += consumed
+    assert finished(client, run["id"])["progress"]["passed"] == 3

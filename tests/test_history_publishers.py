@@ -6,13 +6,10 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-import boto3
 import httpx
 import pytest
-from moto.server import ThreadedMotoServer
 from pymongo.database import Database
 
 from devtools.embedded_mongo import free_port
@@ -268,28 +265,6 @@ def test_a_cancelled_caller_does_not_cancel_the_delivery(
 
     asyncio.run(run())
     assert stored_turns(database) == {turn.turn_id: 2}
-
-
-@pytest.fixture(scope="module")
-def moto_url() -> Iterator[str]:
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    yield f"http://{host}:{port}"
-    server.stop()
-
-
-@pytest.fixture
-def sqs(moto_url: str, monkeypatch: pytest.MonkeyPatch):
-    """An SQS client on the moto server, with the environment boto3 reads pointed at it."""
-    configure(
-        monkeypatch,
-        AWS_ACCESS_KEY_ID="testing",
-        AWS_SECRET_ACCESS_KEY="testing",
-        AWS_DEFAULT_REGION="us-east-1",
-        AWS_ENDPOINT_URL_SQS=moto_url,
-    )
-    return boto3.session.Session().client("sqs")
 
 
 def sqs_queue(sqs, monkeypatch: pytest.MonkeyPatch, fifo: bool = False, **attributes: str) -> str:
