@@ -7,13 +7,13 @@ turn, and each round visits every function before the next: a busy moment on thi
 lands on both halves of a pair, so the gap is the median of the paired differences and its spread
 their interquartile range. CPU time of the started processes (steadier than wall time when other
 work shares the cores) is printed next to it, then each function module's import time in a fresh
-interpreter (median of 3) and whether it imports `openai`.
+interpreter (wall and CPU, median of 3) and whether it imports `openai`.
 
 Modules load from bytecode compiled beforehand, as in the image (its build compiles everything):
 an untimed warm-up start of each function and floor writes that bytecode to a scratch cache.
 `--from-source` compiles every module at each start instead (a checkout with
 PYTHONDONTWRITEBYTECODE and no cache).
-Run: `uv run --frozen python -m bench.cold_start [--runs 9] [--from-source]`.
+Run: `uv run --frozen python -m bench.cold_start [--runs 9] [--from-source] [function ...]`.
 """
 
 import argparse
@@ -41,12 +41,12 @@ TARGET_GAP_S = 0.3
 # pseudo-modules (cython_runtime) that no import statement can load.
 _PROBE = """
 import importlib.util, json, sys, time
-started = time.perf_counter()
+started, started_cpu = time.perf_counter(), time.process_time()
 spec = importlib.util.spec_from_file_location("main", sys.argv[1])
 module = importlib.util.module_from_spec(spec)
 sys.modules["main"] = module
 spec.loader.exec_module(module)
-elapsed = time.perf_counter() - started
+elapsed, elapsed_cpu = time.perf_counter() - started, time.process_time() - started_cpu
 stdlib = sys.stdlib_module_names
 third_party = [
     name for name, loaded in list(sys.modules.items())
@@ -54,7 +54,7 @@ third_party = [
     and getattr(getattr(loaded, "__spec__", None), "name", None) == name
 ]
 registry = __import__("functions_framework")._function_registry
-print(json.dumps({"import_s": elapsed, "modules": third_party,
+print(json.dumps({"import_s": elapsed, "import_cpu_s": elapsed_cpu, "modules": third_party,
                   "asgi": "handle" in registry.ASGI_FUNCTIONS}))
 """
 
@@ -84,6 +84,7 @@ async def handle(request):
 @dataclass
 class Probed:
     import_s: float
+    import_cpu_s: float
     modules: list[str]
     asgi: bool
 
@@ -179,7 +180,8 @@ class Subject:
             f"{self.median(0):>7.3f} {self.median(1):>7.3f} {gap:>+7.3f} "
             f"{f'{low:+.3f}..{high:+.3f}':>15} "
             f"{self.median(0, cpu=True):>6.2f} {self.median(1, cpu=True):>6.2f} "
-            f"{statistics.median(self.gaps(cpu=True)):>+6.2f} {self.probed.import_s:>8.3f}  "
+            f"{statistics.median(self.gaps(cpu=True)):>+6.2f} {self.probed.import_s:>8.3f} "
+            f"{self.probed.import_cpu_s:>5.2f}  "
             f"{'yes' if 'openai' in self.probed.modules else 'no':<6} "
             f"{'met' if gap <= TARGET_GAP_S else 'MISSED'}"
         )
@@ -187,7 +189,7 @@ class Subject:
 
 HEADER = (
     f"{'function':<18} {'kind':<6} {'start s':>7} {'floor s':>7} {'gap s':>7} "
-    f"{'gap p25..p75':>15} {'cpu s':>6} {'floor':>6} {'gap':>6} {'import s':>8}  "
+    f"{'gap p25..p75':>15} {'cpu s':>6} {'floor':>6} {'gap':>6} {'import s':>8} {'cpu':>5}  "
     f"{'openai':<6} target"
 )
 
@@ -201,15 +203,20 @@ def prepare(scratch: Path, name: str, env: dict[str, str], warm_env: dict[str, s
     floor = floor_source(scratch, name, first.modules, first.asgi)
     time_to_first_response(source, warm_env)
     time_to_first_response(floor, warm_env)
-    import_s = statistics.median([probe(source, env).import_s for _ in range(3)])
+    timed = [probe(source, env) for _ in range(3)]
+    import_s = statistics.median(run.import_s for run in timed)
+    import_cpu_s = statistics.median(run.import_cpu_s for run in timed)
     missing = set(first.modules) - set(probe(floor, env).modules)
     if missing:
         raise RuntimeError(f"the floor of {name} does not load {sorted(missing)}")
-    return Subject(name, source, floor, Probed(import_s, first.modules, first.asgi), [])
+    return Subject(
+        name, source, floor, Probed(import_s, import_cpu_s, first.modules, first.asgi), []
+    )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("functions", nargs="*", help="only these functions (default: all)")
     parser.add_argument("--runs", type=int, default=9, help="function/floor pairs per function")
     parser.add_argument(
         "--from-source", action="store_true", help="compile every module at each start"
@@ -232,7 +239,8 @@ def main() -> None:
             warm_env = {
                 key: value for key, value in env.items() if key != "PYTHONDONTWRITEBYTECODE"
             }
-        subjects = [prepare(scratch, name, env, warm_env) for name in function_names()]
+        names = arguments.functions or function_names()
+        subjects = [prepare(scratch, name, env, warm_env) for name in names]
         load_before = os.getloadavg()[0]
         for round_index in range(arguments.runs):
             for subject in subjects:
