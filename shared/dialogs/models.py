@@ -8,23 +8,19 @@ from pydantic import ConfigDict, Field, model_validator
 from shared.deepseek.models import Usage
 from shared.models import InputModel, Model, Name
 from shared.pagination import PageParams
-from shared.prompts.models import LabelName, VersionNumber
+from shared.prompts.models import LabelName, VersionChoice, VersionNumber
 
 MessageRole = Literal["user", "assistant"]
 TurnStatus = Literal["ok", "error", "cancelled"]
 
 
-class PromptBinding(InputModel):
+class PromptBinding(VersionChoice):
     """The prompt a dialog runs, at a version or label (default: production, else latest)."""
 
     prompt_id: str | None = None
-    version: VersionNumber | None = None
-    label: LabelName | None = None
 
     @model_validator(mode="after")
-    def _one_selector(self) -> "PromptBinding":
-        if self.version is not None and self.label is not None:
-            raise ValueError("choose a version or a label, not both")
+    def _selector_needs_prompt(self) -> "PromptBinding":
         if self.prompt_id is None and (self.version is not None or self.label is not None):
             raise ValueError("a version or label needs a prompt_id")
         return self

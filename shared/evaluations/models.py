@@ -3,14 +3,14 @@
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, StringConstraints, model_validator
+from pydantic import Field, StringConstraints
 
 from shared.assertions.models import AssertionResult, AssertionSpec
 from shared.datasets.models import Assertions, Tags
 from shared.executions.models import ExecutionError, HistoryTurn
 from shared.models import InputModel, Model
 from shared.pagination import PageParams
-from shared.prompts.models import LabelName, ModelConfig, VersionNumber
+from shared.prompts.models import ModelConfig, VersionChoice
 
 EvaluationStatus = Literal["queued", "running", "completed", "cancelled"]
 # pending: not handed out yet; dispatched: on the queue; running: a worker has it.
@@ -22,19 +22,11 @@ MAX_REPEAT = 10
 MAX_CELLS = 20_000
 
 
-class TargetCreate(InputModel):
+class TargetCreate(VersionChoice):
     """What one column of the comparison runs: a version or label, with optional overrides."""
 
-    version: VersionNumber | None = None
-    label: LabelName | None = None
     config: ModelConfig | None = None
     name: TargetName | None = None
-
-    @model_validator(mode="after")
-    def _one_selector(self) -> "TargetCreate":
-        if self.version is not None and self.label is not None:
-            raise ValueError("choose a version or a label, not both")
-        return self
 
 
 class EvaluationCreate(InputModel):

@@ -3,12 +3,12 @@
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, StringConstraints, field_validator, model_validator
+from pydantic import Field, StringConstraints, field_validator
 
 from shared.deepseek.models import Usage
 from shared.models import InputModel, Model
 from shared.pagination import PageParams
-from shared.prompts.models import LabelName, ModelConfig, VersionNumber
+from shared.prompts.models import ModelConfig, VersionChoice, VersionNumber
 from shared.streaming import answer_stream_events
 
 ExecutionStatus = Literal["running", "ok", "error", "cancelled"]
@@ -51,21 +51,13 @@ MAX_HISTORY_TURNS = 100
 History = Annotated[list[HistoryTurn], Field(max_length=MAX_HISTORY_TURNS)]
 
 
-class ExecutionCreate(WithVariables):
+class ExecutionCreate(WithVariables, VersionChoice):
     prompt_id: str
-    version: VersionNumber | None = None
-    label: LabelName | None = None
     input: UserInput | None = None
     # Earlier turns, placed after the prompt's leading system messages and before the rest.
     history: History = Field(default_factory=list)
     config: ModelConfig | None = None
     stream: bool = False
-
-    @model_validator(mode="after")
-    def _one_selector(self) -> "ExecutionCreate":
-        if self.version is not None and self.label is not None:
-            raise ValueError("choose a version or a label, not both")
-        return self
 
 
 class ExecutionError(Model):
