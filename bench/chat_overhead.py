@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+from pymongo import MongoClient
 
 from bench.harness import CLI, cpu_seconds, process_tree
 from devtools.embedded_mongo import EmbeddedMongo, free_port
@@ -164,6 +165,18 @@ DIRECT_BODY = json.dumps(
 CHAT_VARIABLES = {"persona": "a support agent", "topic": "billing"}
 
 
+def wait_for_history(mongo_uri: str, database: str, messages: int, timeout_s: float = 60) -> None:
+    """Wait until `messages` messages are stored: the local queue writes each turn after its
+    stream ends, in the chat process, and that work belongs to the requests just measured."""
+    with MongoClient(mongo_uri) as client:
+        collection = client[database]["messages"]
+        deadline = time.monotonic() + timeout_s
+        while collection.count_documents({}) < messages:
+            if time.monotonic() > deadline:
+                sys.exit(f"history not written within {timeout_s:g} s")
+            time.sleep(0.05)
+
+
 def chat_body(**fields: str) -> bytes:
     return json.dumps({**fields, "variables": CHAT_VARIABLES}).encode()
 
@@ -183,7 +196,7 @@ def summary(label: str, concurrency: int, samples: list[Sample], seconds: float)
     }
 
 
-def print_level(direct: dict, chat: dict, cpu_ms: float) -> None:
+def print_level(direct: dict, chat: dict, cpu_ms: float, mongo_ms: float) -> None:
     for row in (direct, chat):
         print(
             f"{row['streams']:>7} {row['path']:<7} {row['ttft50']:>9.1f} {row['ttft99']:>9.1f} "
@@ -193,7 +206,8 @@ def print_level(direct: dict, chat: dict, cpu_ms: float) -> None:
     print(
         f"{chat['streams']:>7} {'added':<7} {added['ttft50']:>+9.1f} {added['ttft99']:>+9.1f} "
         f"{added['total50']:>+10.1f} {added['total99']:>+10.1f} "
-        f"{chat['rps'] / direct['rps'] * 100:>6.0f}%  cpu {cpu_ms:.1f} ms/request"
+        f"{chat['rps'] / direct['rps'] * 100:>6.0f}%  cpu {cpu_ms:.1f} ms/request "
+        f"(MongoDB {mongo_ms:.1f})"
     )
 
 
@@ -201,9 +215,18 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--levels", default="1,10,100")
     parser.add_argument("--requests-per-stream", type=int, default=3)
+    parser.add_argument(
+        "--min-requests",
+        type=int,
+        default=20,
+        help="at least this many requests per level (a few streams alone measure too little)",
+    )
     arguments = parser.parse_args()
     levels = [int(level) for level in arguments.levels.split(",")]
-    per_stream = arguments.requests_per_stream
+    counts = {
+        level: max(level * arguments.requests_per_stream, arguments.min_requests)
+        for level in levels
+    }
     if (os.cpu_count() or 1) < 2:
         sys.exit("needs two cores")
     os.sched_setaffinity(0, {LOAD_CORE})
@@ -218,7 +241,7 @@ def main() -> None:
             "--token-interval-ms", str(TOKEN_INTERVAL_MS),
         ]  # fmt: skip
         upstream = spawn_pinned(LOAD_CORE, fake_command, dict(os.environ))
-        project_id, dialog_ids = seed(mongo.uri, "bench_chat", max(levels) * per_stream)
+        project_id, dialog_ids = seed(mongo.uri, "bench_chat", max(counts.values()))
         chat_env = {
             **os.environ,
             "MONGODB_URI": mongo.uri,
@@ -241,6 +264,9 @@ def main() -> None:
             chat_pids = process_tree(chat.pid)
             warm_up = [chat_body(project_id=project_id, input="warm up") for _ in range(20)]
             asyncio.run(run_load(chat_port, "/", warm_up, b"event: content", 5))
+            # Two messages per turn: the seeded history, then each request's turn.
+            stored = 2 * (len(dialog_ids) * HISTORY_TURNS + len(warm_up))
+            wait_for_history(mongo.uri, "bench_chat", stored)
             idle_before = cpu_seconds(chat_pids)
             time.sleep(2)
             idle_ms_per_s = (cpu_seconds(chat_pids) - idle_before) * 1000 / 2
@@ -251,8 +277,9 @@ def main() -> None:
                 f"{'streams':>7} {'path':<7} {'ttft p50':>9} {'ttft p99':>9} {'total p50':>10} "
                 f"{'total p99':>10} {'req/s':>7} {'errors':>6}"
             )
+            mongo_pids = process_tree(mongo.process.pid)
             for concurrency in levels:
-                count = concurrency * per_stream
+                count = counts[concurrency]
                 bodies = [
                     chat_body(dialog_id=dialog_ids[index], input="What about my refund?")
                     for index in range(count)
@@ -263,15 +290,20 @@ def main() -> None:
                         upstream_port, "/chat/completions", direct_load, b'"content":"', concurrency
                     )
                 )
-                cpu_before = cpu_seconds(chat_pids)
+                cpu_before, mongo_before = cpu_seconds(chat_pids), cpu_seconds(mongo_pids)
                 through, chat_s = asyncio.run(
                     run_load(chat_port, "/", bodies, b"event: content", concurrency)
                 )
+                # The turns are written after their streams end; their CPU counts too.
+                stored += 2 * count
+                wait_for_history(mongo.uri, "bench_chat", stored)
                 cpu_ms = (cpu_seconds(chat_pids) - cpu_before) * 1000 / count
+                mongo_ms = (cpu_seconds(mongo_pids) - mongo_before) * 1000 / count
                 print_level(
                     summary("direct", concurrency, direct, direct_s),
                     summary("chat", concurrency, through, chat_s),
                     cpu_ms,
+                    mongo_ms,
                 )
             worker_rss = peak_rss_mb(chat_pids[1:])
             print(
