@@ -5,6 +5,7 @@ import pytest
 from pymongo.database import Database
 
 from shared.dialogs.service import DialogService
+from shared.errors import NotFound
 from tests.test_history_writer import create_dialog, make_turn, post_plain
 
 MISSING_ID = "6b0731e5942f52642075caa9"
@@ -193,10 +194,18 @@ def test_recent_messages_are_the_newest_in_time_order(client: httpx.Client, proj
     dialog = create_dialog(client, project)
     write_turns(client, dialog, 3)
     service = DialogService()
-    assert [m.content for m in service.recent_messages(dialog["id"], 3)] == ["a1", "q2", "a2"]
-    assert len(service.recent_messages(dialog["id"], 100)) == 6
-    assert service.recent_messages(dialog["id"], 0) == []
-    assert service.recent_messages(MISSING_ID, 5) == []
+
+    def recent(limit: int) -> list[str]:
+        found, messages = service.get_with_recent_messages(dialog["id"], limit)
+        assert found.id == dialog["id"]
+        return [message.content for message in messages]
+
+    assert recent(3) == ["a1", "q2", "a2"]
+    assert recent(100) == ["q0", "a0", "q1", "a1", "q2", "a2"]
+    assert recent(0) == []
+    for missing in (MISSING_ID, "not-an-id"):
+        with pytest.raises(NotFound):
+            service.get_with_recent_messages(missing, 5)
     assert service.get(dialog["id"]).message_count == 6
 
 

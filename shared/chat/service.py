@@ -87,8 +87,12 @@ class ChatService:
 
     def prepare(self, request: ChatRequest) -> Turn:
         """Open (or start) the dialog, load its prompt and history, and build the call."""
+        settings = get_settings()
+        recent: list[Message] = []
         if request.dialog_id is not None:
-            dialog = self.dialogs.get(request.dialog_id)
+            dialog, recent = self.dialogs.get_with_recent_messages(
+                request.dialog_id, settings.chat_history_max_messages
+            )
         else:
             dialog = self.dialogs.create(
                 DialogCreate(
@@ -100,8 +104,6 @@ class ChatService:
                 )
             )
         version = self._bound_version(dialog)
-        settings = get_settings()
-        recent = self.dialogs.recent_messages(dialog.id, settings.chat_history_max_messages)
         history = history_window(recent, settings.chat_history_max_tokens)
         messages = compose_messages(version, request.variables, history, request.input)
         params = merged_params(version.config if version else {}, request.config)

@@ -158,17 +158,31 @@ class DialogRepository:
         )
         return [_message(document) for document in documents], next_cursor
 
-    def recent_messages(self, dialog_id: str, limit: int) -> list[Message]:
-        """The newest `limit` messages of a dialog, oldest first."""
+    def get_with_recent_messages(
+        self, dialog_id: str, limit: int
+    ) -> tuple[Dialog, list[Message]] | None:
+        """A dialog and its newest `limit` messages, oldest first, in one round trip."""
         object_id = to_object_id(dialog_id)
-        if object_id is None or limit <= 0:
-            return []
-        cursor = (
-            self.messages.find({"dialog_id": object_id})
-            .sort([("created_at", DESCENDING), ("_id", DESCENDING)])
-            .limit(limit)
-        )
-        return [_message(document) for document in reversed(list(cursor))]
+        if object_id is None:
+            return None
+        if limit <= 0:
+            dialog = self.get(dialog_id)
+            return (dialog, []) if dialog else None
+        recent = {
+            "from": self.messages.name,
+            "localField": "_id",
+            "foreignField": "dialog_id",
+            "pipeline": [
+                {"$sort": {"created_at": DESCENDING, "_id": DESCENDING}},
+                {"$limit": limit},
+            ],
+            "as": "recent",
+        }
+        found = list(self.dialogs.aggregate([{"$match": {"_id": object_id}}, {"$lookup": recent}]))
+        if not found:
+            return None
+        document = found[0]
+        return _dialog(document), [_message(message) for message in reversed(document["recent"])]
 
     def add_messages(self, dialog_id: str, drafts: list[MessageDraft]) -> int:
         """Insert each message unless its (dialog, turn, role) is stored; the number inserted.
@@ -177,6 +191,8 @@ class DialogRepository:
         read back in the order given (user before assistant).
         """
         object_id = to_object_id(dialog_id)
+        if object_id is None:
+            return 0
         operations = [
             UpdateOne(
                 {"dialog_id": object_id, "turn_id": draft.turn_id, "role": draft.role},
@@ -206,6 +222,8 @@ class DialogRepository:
         Both only ever grow, so `$max` keeps the newest values whatever order writers finish in.
         """
         object_id = to_object_id(dialog_id)
+        if object_id is None:
+            return False
         count = self.messages.count_documents({"dialog_id": object_id})
         result = self.dialogs.update_one(
             {"_id": object_id},
@@ -215,4 +233,6 @@ class DialogRepository:
 
     def delete_turn(self, dialog_id: str, turn_id: str) -> None:
         """Remove a turn's messages (written for a dialog deleted meanwhile)."""
-        self.messages.delete_many({"dialog_id": to_object_id(dialog_id), "turn_id": turn_id})
+        object_id = to_object_id(dialog_id)
+        if object_id is not None:
+            self.messages.delete_many({"dialog_id": object_id, "turn_id": turn_id})

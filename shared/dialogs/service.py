@@ -54,9 +54,13 @@ class DialogService:
         messages, next_cursor = self.dialogs.message_page(dialog_id, params)
         return DialogWithMessages(**dialog.model_dump(), messages=messages, next_cursor=next_cursor)
 
-    def recent_messages(self, dialog_id: str, limit: int) -> list[Message]:
-        """The newest `limit` messages, oldest first (by time; in a turn, user before assistant)."""
-        return self.dialogs.recent_messages(dialog_id, limit)
+    def get_with_recent_messages(self, dialog_id: str, limit: int) -> tuple[Dialog, list[Message]]:
+        """A dialog and its newest `limit` messages, oldest first (by time; in a turn, user
+        before assistant)."""
+        found = self.dialogs.get_with_recent_messages(dialog_id, limit)
+        if found is None:
+            raise not_found("dialog", dialog_id)
+        return found
 
     def update(self, dialog_id: str, changes: DialogUpdate) -> Dialog:
         """Change the title and/or the binding; `prompt_id: null` unbinds, a version or label

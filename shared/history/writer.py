@@ -54,12 +54,11 @@ class HistoryWriter:
         turns arriving out of order still read back in time order. A turn for a dialog that no
         longer exists is not written (and not an error: retrying cannot help).
         """
-        if self.dialogs.get(event.dialog_id) is None:
-            return _not_written(event)
+        # Three round trips: the dialog's existence is learnt from the summary update, and a
+        # turn written for a dialog that is gone (rare) is taken back, rather than checked first.
         inserted = self.dialogs.add_messages(event.dialog_id, turn_messages(event))
         latest = max(stored_time(event.user_at), stored_time(event.assistant_at))
         if not self.dialogs.record_activity(event.dialog_id, latest):
-            # Deleted between the check and the insert: take back what was just written.
             self.dialogs.delete_turn(event.dialog_id, event.turn_id)
             return _not_written(event)
         return TurnWritten(

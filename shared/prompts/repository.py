@@ -1,6 +1,8 @@
 """Storage of prompts (metadata) and their immutable, gap-free numbered versions."""
 
 import re
+import threading
+from collections import OrderedDict
 from typing import Any, ClassVar
 
 from pymongo import ASCENDING, DESCENDING, IndexModel, ReturnDocument
@@ -38,6 +40,14 @@ def _version(document: dict[str, Any]) -> PromptVersion:
     return PromptVersion(**{k: v for k, v in document.items() if k not in ("_id", "prompt_id")})
 
 
+# Versions already read, by (database, prompt id, number), least recently used first: versions
+# are immutable and prompt ids never reused. Bounded, as a version can hold a long template;
+# shared by the threads serving requests.
+_VERSIONS_KEPT = 256
+_versions_read: OrderedDict[tuple[str, str, int], PromptVersion] = OrderedDict()
+_versions_lock = threading.Lock()
+
+
 def _name_taken(name: str) -> Conflict:
     return Conflict(f"This project already has a prompt named {name!r}.", code="name_taken")
 
@@ -64,6 +74,9 @@ class PromptRepository:
     def __init__(self) -> None:
         self.prompts: Collection = indexed_collection("prompts", self.PROMPT_INDEXES)
         self.versions: Collection = indexed_collection("prompt_versions", self.VERSION_INDEXES)
+        # Prompts this repository (one per request) has found: their versions may come from
+        # memory. A prompt deleted since cannot be served: its record would be read again first.
+        self._records_read: set[str] = set()
 
     def create(self, data: PromptCreate) -> tuple[PromptRecord, PromptVersion]:
         """Insert a prompt with version 1; a name taken in the project is a conflict."""
@@ -100,14 +113,34 @@ class PromptRepository:
     def get(self, prompt_id: str) -> PromptRecord | None:
         object_id = to_object_id(prompt_id)
         document = object_id and self.prompts.find_one({"_id": object_id})
-        return _record(document) if document else None
+        if not document:
+            return None
+        self._records_read.add(prompt_id)
+        return _record(document)
 
     def get_version(self, prompt_id: str, version: int) -> PromptVersion | None:
+        """One version. Stored versions never change, so one already read is served from memory
+        when this repository has just read its prompt's record (so the prompt still exists)."""
+        key = (self.versions.database.name, prompt_id, version)
+        if prompt_id in self._records_read:
+            with _versions_lock:
+                cached = _versions_read.get(key)
+                if cached is not None:
+                    _versions_read.move_to_end(key)
+                    return cached
         object_id = to_object_id(prompt_id)
         document = object_id and self.versions.find_one(
             {"prompt_id": object_id, "version": version}
         )
-        return _version(document) if document else None
+        if not document:
+            # Never remembered: the prompt's next version may be created after this miss.
+            return None
+        found = _version(document)
+        with _versions_lock:
+            _versions_read[key] = found
+            if len(_versions_read) > _VERSIONS_KEPT:
+                _versions_read.popitem(last=False)
+        return found
 
     def search(self, params: PromptListParams) -> tuple[list[PromptRecord], str | None, int] | None:
         """A page of prompts matching the filters; None when the project id cannot exist."""
