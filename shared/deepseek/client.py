@@ -1,9 +1,10 @@
 """The DeepSeek client: the official `openai` SDK pointed at DeepSeek's (or any compatible) URL.
 
-The SDK sends the request (auth, base URL, error statuses as typed exceptions); answers are always
-streamed and read as raw SSE bytes, each event parsed once — the cheapest way through the SDK,
-and it gives every call a time to first token. Retries happen only before the first token, and
-only for errors worth retrying.
+The SDK holds the configuration (auth, base URL, timeouts, its aiohttp transport) and turns error
+statuses into its typed exceptions; each call goes out through the SDK's HTTP client with headers
+built once. Answers are always streamed and read as raw SSE bytes, each event parsed once — the
+cheapest way through, and it gives every call a time to first token. Retries happen only before
+the first token, and only for errors worth retrying.
 """
 
 import asyncio
@@ -52,18 +53,31 @@ class DeepSeekClient:
         self.settings = settings
         key = settings.deepseek_api_key
         self.configured = key is not None
+        timeout = openai.Timeout(
+            connect=settings.deepseek_connect_timeout_s,
+            read=max(settings.deepseek_first_token_timeout_s, settings.deepseek_idle_timeout_s),
+            write=30,
+            pool=settings.deepseek_first_token_timeout_s,
+        )
+        self._http = openai.DefaultAioHttpClient(timeout=timeout)
         self._sdk = openai.AsyncOpenAI(
             api_key=key.get_secret_value() if key else "not-configured",
             base_url=settings.deepseek_base_url,
             max_retries=0,
-            http_client=openai.DefaultAioHttpClient(),
-            timeout=openai.Timeout(
-                connect=settings.deepseek_connect_timeout_s,
-                read=max(settings.deepseek_first_token_timeout_s, settings.deepseek_idle_timeout_s),
-                write=30,
-                pool=settings.deepseek_first_token_timeout_s,
-            ),
+            http_client=self._http,
+            timeout=timeout,
         )
+        # Every chat call goes to one URL with the same headers, so the SDK's are taken once
+        # (auth, user agent) and each call is sent by its HTTP client directly: the SDK's
+        # per-request building costs more than all the rest of sending a call.
+        self._chat_url = str(self._sdk.base_url).rstrip("/") + "/chat/completions"
+        sdk_headers = self._sdk.default_headers
+        self._chat_headers = {
+            **{name: value for name, value in sdk_headers.items() if isinstance(value, str)},
+            **self._sdk.auth_headers,
+            "Content-Type": "application/json",
+            "Accept": "text/event-stream",
+        }
 
     async def close(self) -> None:
         await self._sdk.close()
@@ -106,12 +120,7 @@ class DeepSeekClient:
         done = False
         try:
             async with asyncio.timeout_at(deadline):
-                response = await self._sdk.post(
-                    "/chat/completions",
-                    cast_to=httpx2.Response,
-                    body=request_body(call),
-                    stream=True,
-                )
+                response = await self._send(call)
             try:
                 chunks = aiter(response.aiter_bytes())
                 pending = b""
@@ -158,8 +167,10 @@ class DeepSeekClient:
             ) from None
         except openai.APIStatusError as exc:
             raise _status_error(exc) from exc
-        except openai.APIConnectionError as exc:
-            raise errors.unreachable(str(exc.__cause__ or exc)) from exc
+        except httpx2.TransportError as exc:
+            if got_token:
+                raise errors.stream_broken(type(exc).__name__) from exc
+            raise errors.unreachable(str(exc) or type(exc).__name__) from exc
         except (httpx2.HTTPError, ValueError) as exc:
             if got_token:
                 raise errors.stream_broken(type(exc).__name__) from exc
@@ -167,6 +178,23 @@ class DeepSeekClient:
         if not done and finish_reason is None:
             raise errors.stream_broken("the stream ended before the answer was complete")
         yield Finish(finish_reason, usage, model)
+
+    async def _send(self, call: ChatCall) -> httpx2.Response:
+        """The streamed response to one call; an error status raises the SDK's typed error."""
+        request = self._http.build_request(
+            "POST",
+            self._chat_url,
+            content=json.dumps(request_body(call), ensure_ascii=False).encode(),
+            headers=self._chat_headers,
+        )
+        response = await self._http.send(request, stream=True)
+        if response.is_error:
+            try:
+                await response.aread()
+            finally:
+                await response.aclose()
+            raise self._sdk._make_status_error_from_response(response)
+        return response
 
 
 def request_body(call: ChatCall) -> dict[str, Any]:
