@@ -4,7 +4,7 @@ from datetime import UTC, datetime
 from typing import Any, ClassVar
 
 from bson import ObjectId
-from pymongo import ASCENDING, DESCENDING, IndexModel, ReturnDocument, UpdateOne
+from pymongo import ASCENDING, DESCENDING, IndexModel, ReturnDocument
 from pymongo.collection import Collection
 from pymongo.errors import BulkWriteError
 
@@ -188,33 +188,27 @@ class DialogRepository:
         """Insert each message unless its (dialog, turn, role) is stored; the number inserted.
 
         Ids are made here, in list order, so messages of one turn with the same timestamp still
-        read back in the order given (user before assistant).
+        read back in the order given (user before assistant). The unique (dialog, turn, role)
+        index refuses a copy, however many deliveries race: plain inserts, cheaper than upserts.
         """
         object_id = to_object_id(dialog_id)
         if object_id is None:
             return 0
-        operations = [
-            UpdateOne(
-                {"dialog_id": object_id, "turn_id": draft.turn_id, "role": draft.role},
-                {
-                    "$setOnInsert": {
-                        **draft.model_dump(exclude_none=True),
-                        "_id": ObjectId(),
-                        "dialog_id": object_id,
-                        "created_at": stored_time(draft.created_at),
-                    }
-                },
-                upsert=True,
-            )
+        documents = [
+            {
+                **draft.model_dump(exclude_none=True),
+                "_id": ObjectId(),
+                "dialog_id": object_id,
+                "created_at": stored_time(draft.created_at),
+            }
             for draft in drafts
         ]
         try:
-            return self.messages.bulk_write(operations, ordered=True).upserted_count
+            return len(self.messages.insert_many(documents, ordered=False).inserted_ids)
         except BulkWriteError as exc:
-            # A concurrent delivery of the same turn inserted first: the messages now exist.
             if any(error["code"] != _DUPLICATE_KEY for error in exc.details["writeErrors"]):
                 raise
-            return self.messages.bulk_write(operations, ordered=True).upserted_count
+            return exc.details["nInserted"]
 
     def record_activity(self, dialog_id: str, at: datetime) -> bool:
         """Recount the dialog's messages and move its activity time forward; False if it is gone.
