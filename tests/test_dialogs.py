@@ -196,8 +196,8 @@ def test_recent_messages_are_the_newest_in_time_order(client: httpx.Client, proj
     service = DialogService()
 
     def recent(limit: int) -> list[str]:
-        found, messages = service.get_with_recent_messages(dialog["id"], limit)
-        assert found.id == dialog["id"]
+        found, messages, record = service.get_for_turn(dialog["id"], limit)
+        assert (found.id, record) == (dialog["id"], None)
         return [message.content for message in messages]
 
     assert recent(3) == ["a1", "q2", "a2"]
@@ -205,7 +205,7 @@ def test_recent_messages_are_the_newest_in_time_order(client: httpx.Client, proj
     assert recent(0) == []
     for missing in (MISSING_ID, "not-an-id"):
         with pytest.raises(NotFound):
-            service.get_with_recent_messages(missing, 5)
+            service.get_for_turn(missing, 5)
     assert service.get(dialog["id"]).message_count == 6
 
 
@@ -262,6 +262,23 @@ def test_update_refuses_invalid_bindings(client: httpx.Client, project: dict, ma
     assert client.put(f"/dialogs/{dialog['id']}", json={"prompt_id": MISSING_ID}).status_code == 404
     assert client.put(f"/dialogs/{dialog['id']}", json={"owner": "me"}).status_code == 422
     assert client.get(f"/dialogs/{dialog['id']}").json()["prompt_id"] is None
+
+
+def test_a_turn_reads_the_bound_prompt_record_as_it_is_now(
+    client: httpx.Client, project: dict, make_prompt
+) -> None:
+    prompt = make_prompt(labels=["production"])
+    dialog = create_dialog(client, project, prompt_id=prompt["id"])
+    service = DialogService()
+    _, _, record = service.get_for_turn(dialog["id"], 5)
+    assert record is not None
+    assert (record.id, record.labels["production"]) == (prompt["id"], 1)
+    client.put(f"/prompts/{prompt['id']}", json={"template": "v2 {{question}}"})
+    client.put(f"/prompts/{prompt['id']}/labels/production", json={"version": 2})
+    _, _, moved = service.get_for_turn(dialog["id"], 5)
+    assert moved is not None and moved.labels["production"] == 2
+    assert client.delete(f"/prompts/{prompt['id']}").status_code == 204
+    assert service.get_for_turn(dialog["id"], 5)[2] is None
 
 
 def test_delete_removes_the_dialog_and_its_messages(

@@ -18,9 +18,8 @@ from shared.dialogs.models import Dialog, DialogCreate, Message, TurnEvent
 from shared.dialogs.service import DialogService
 from shared.executions.service import merged_params
 from shared.history.publishers import get_publisher
-from shared.prompts.models import PromptVersion
+from shared.prompts.models import PromptRecord, PromptVersion
 from shared.prompts.rendering import render_messages
-from shared.prompts.service import PromptService
 from shared.settings import get_settings
 
 _CHARS_PER_TOKEN = 4
@@ -83,16 +82,19 @@ class Turn:
 class ChatService:
     def __init__(self) -> None:
         self.dialogs = DialogService()
-        self.prompts = PromptService()
+        # The dialog's read brings its prompt's record through this service's repository, so
+        # the version lookup that follows may be served from memory.
+        self.prompts = self.dialogs.prompts
 
     def prepare(self, request: ChatRequest) -> Turn:
         """Open (or start) the dialog, load its prompt and history, and build the call."""
         settings = get_settings()
         recent: list[Message] = []
         if request.dialog_id is not None:
-            dialog, recent = self.dialogs.get_with_recent_messages(
+            dialog, recent, record = self.dialogs.get_for_turn(
                 request.dialog_id, settings.chat_history_max_messages
             )
+            version = self._bound_version(dialog, record)
         else:
             dialog = self.dialogs.create(
                 DialogCreate(
@@ -103,7 +105,7 @@ class ChatService:
                     title=request.title or request.input[:_TITLE_LENGTH].strip() or None,
                 )
             )
-        version = self._bound_version(dialog)
+            version = self._bound_version(dialog, None)
         history = history_window(recent, settings.chat_history_max_tokens)
         messages = compose_messages(version, request.variables, history, request.input)
         params = merged_params(version.config if version else {}, request.config)
@@ -117,11 +119,15 @@ class ChatService:
             answer=Answer(ChatCall(model, messages, params)),
         )
 
-    def _bound_version(self, dialog: Dialog) -> PromptVersion | None:
-        """The version the dialog's prompt binding names right now (labels can move)."""
+    def _bound_version(self, dialog: Dialog, record: PromptRecord | None) -> PromptVersion | None:
+        """The version the dialog's prompt binding names right now (labels can move), from the
+        prompt's record when it was read already."""
         if dialog.prompt_id is None:
             return None
-        return self.prompts.version_to_run(dialog.prompt_id, dialog.version, dialog.label)[1]
+        if record is None:
+            return self.prompts.version_to_run(dialog.prompt_id, dialog.version, dialog.label)[1]
+        number = self.prompts.number_to_run(record, dialog.version, dialog.label)
+        return self.prompts.get_version(record.id, number)
 
     async def start(self, request: ChatRequest) -> Turn:
         """`prepare` off the event loop."""

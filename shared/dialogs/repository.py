@@ -18,6 +18,8 @@ from shared.dialogs.models import (
     MessagePageParams,
 )
 from shared.pagination import PageParams, find_page
+from shared.prompts.models import PromptRecord
+from shared.prompts.repository import PromptRepository
 
 _DUPLICATE_KEY = 11000
 
@@ -158,31 +160,36 @@ class DialogRepository:
         )
         return [_message(document) for document in documents], next_cursor
 
-    def get_with_recent_messages(
-        self, dialog_id: str, limit: int
-    ) -> tuple[Dialog, list[Message]] | None:
-        """A dialog and its newest `limit` messages, oldest first, in one round trip."""
+    def get_for_turn(
+        self, dialog_id: str, limit: int, prompts: PromptRepository
+    ) -> tuple[Dialog, list[Message], PromptRecord | None] | None:
+        """A dialog, its newest `limit` messages (oldest first) and its bound prompt's record,
+        in one round trip: what a chat turn reads before it can call the model."""
         object_id = to_object_id(dialog_id)
         if object_id is None:
             return None
-        if limit <= 0:
-            dialog = self.get(dialog_id)
-            return (dialog, []) if dialog else None
-        recent = {
-            "from": self.messages.name,
-            "localField": "_id",
-            "foreignField": "dialog_id",
-            "pipeline": [
-                {"$sort": {"created_at": DESCENDING, "_id": DESCENDING}},
-                {"$limit": limit},
-            ],
-            "as": "recent",
-        }
-        found = list(self.dialogs.aggregate([{"$match": {"_id": object_id}}, {"$lookup": recent}]))
+        stages: list[dict[str, Any]] = [{"$match": {"_id": object_id}}]
+        if limit > 0:
+            newest = [{"$sort": {"created_at": DESCENDING, "_id": DESCENDING}}, {"$limit": limit}]
+            stages.append(
+                {
+                    "$lookup": {
+                        "from": self.messages.name,
+                        "localField": "_id",
+                        "foreignField": "dialog_id",
+                        "pipeline": newest,
+                        "as": "recent",
+                    }
+                }
+            )
+        stages.append(prompts.record_lookup("prompt_id", "prompt"))
+        found = list(self.dialogs.aggregate(stages))
         if not found:
             return None
         document = found[0]
-        return _dialog(document), [_message(message) for message in reversed(document["recent"])]
+        messages = [_message(message) for message in reversed(document.get("recent", []))]
+        record = prompts.joined_record(document["prompt"]) if document.get("prompt_id") else None
+        return _dialog(document), messages, record
 
     def add_messages(self, dialog_id: str, drafts: list[MessageDraft]) -> int:
         """Insert each message unless its (dialog, turn, role) is stored; the number inserted.

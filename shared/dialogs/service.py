@@ -18,7 +18,7 @@ from shared.dialogs.repository import DialogRepository
 from shared.errors import ValidationFailed, not_found, validation_failed
 from shared.pagination import Page
 from shared.projects.repository import ProjectRepository
-from shared.prompts.models import VersionSelector
+from shared.prompts.models import PromptRecord, VersionSelector
 from shared.prompts.service import PromptService
 
 _BINDING_FIELDS = {"prompt_id", "version", "label"}
@@ -54,10 +54,13 @@ class DialogService:
         messages, next_cursor = self.dialogs.message_page(dialog_id, params)
         return DialogWithMessages(**dialog.model_dump(), messages=messages, next_cursor=next_cursor)
 
-    def get_with_recent_messages(self, dialog_id: str, limit: int) -> tuple[Dialog, list[Message]]:
-        """A dialog and its newest `limit` messages, oldest first (by time; in a turn, user
-        before assistant)."""
-        found = self.dialogs.get_with_recent_messages(dialog_id, limit)
+    def get_for_turn(
+        self, dialog_id: str, limit: int
+    ) -> tuple[Dialog, list[Message], PromptRecord | None]:
+        """A dialog, its newest `limit` messages (oldest first: by time, in a turn user before
+        assistant) and its bound prompt's record (None when unbound or the prompt is gone), in
+        one read. The record is read by `self.prompts`, whose version lookups follow."""
+        found = self.dialogs.get_for_turn(dialog_id, limit, self.prompts.prompts)
         if found is None:
             raise not_found("dialog", dialog_id)
         return found

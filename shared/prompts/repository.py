@@ -118,6 +118,25 @@ class PromptRepository:
         self._records_read.add(prompt_id)
         return _record(document)
 
+    def record_lookup(self, prompt_id_field: str, into: str) -> dict[str, Any]:
+        """A `$lookup` stage that joins the prompt named by `prompt_id_field` as `into`: another
+        collection's read brings the prompt's record in the same round trip."""
+        return {
+            "$lookup": {
+                "from": self.prompts.name,
+                "localField": prompt_id_field,
+                "foreignField": "_id",
+                "as": into,
+            }
+        }
+
+    def joined_record(self, joined: list[dict[str, Any]]) -> PromptRecord | None:
+        """The record a `record_lookup` stage found, read as by `get`."""
+        if not joined:
+            return None
+        self._records_read.add(str(joined[0]["_id"]))
+        return _record(joined[0])
+
     def get_version(self, prompt_id: str, version: int) -> PromptVersion | None:
         """One version. Stored versions never change, so one already read is served from memory
         when this repository has just read its prompt's record (so the prompt still exists)."""
