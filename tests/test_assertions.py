@@ -201,7 +201,13 @@ def test_the_judge_passes_and_fails_as_the_model_says(
     result = loop.run_until_complete(
         judge(passing, "Happy to help!", input="Where is my refund?", expected="On its way.")
     )
-    assert result == AssertionResult(type="judge", passed=True, reason="polite")
+    assert (result.type, result.passed, result.reason, result.error) == (
+        "judge",
+        True,
+        "polite",
+        None,
+    )
+    assert result.cost is not None and result.cost > 0
     sent = fake_deepseek.chat_requests()[-1].body
     assert sent["model"] == "deepseek-v4-flash"
     assert [m["role"] for m in sent["messages"]] == ["system", "user"]

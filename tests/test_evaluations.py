@@ -291,6 +291,10 @@ def test_the_judge_grades_cells_and_sees_the_history(
     assert summary["assertions"] == {
         "judge": {"passed": 1, "failed": 0, "errors": 1, "pass_rate": 0.5}
     }
+    assert summary["judge_cost"] > 0
+    assert summary["judge_cost"] == pytest.approx(
+        sum(row["targets"][0]["runs"][0]["judge_cost"] for row in run["results"])
+    )
     unparsed = run["results"][0]["targets"][0]["runs"][0]["assertions"][0]
     assert (unparsed["passed"], unparsed["error"]) == (None, "unparseable_verdict")
     judged = [

@@ -82,11 +82,14 @@ async def judge(
         return errored(spec.type, exc.code, f"the judge model failed: {exc.message}")
     verdict = parse_verdict(answer.text)
     if verdict is None:
-        return errored(
+        result = errored(
             spec.type, "unparseable_verdict", 'the judge did not answer {"pass", "reason"}'
         )
-    passed, reason = verdict
-    return AssertionResult(type=spec.type, passed=passed, reason=reason)
+    else:
+        passed, reason = verdict
+        result = AssertionResult(type=spec.type, passed=passed, reason=reason)
+    # The grading call is paid for whatever it answered.
+    return result.model_copy(update={"cost": answer.cost})
 
 
 async def assess(

@@ -159,3 +159,5 @@ class AssertionResult(Model):
     passed: bool | None
     reason: str
     error: str | None = None
+    # What grading cost in USD (a judge's model call); None when it called no model.
+    cost: float | None = None

@@ -115,7 +115,9 @@ class TargetSummary(Model):
     prompt_tokens: int
     completion_tokens: int
     total_tokens: int
+    # What the runs cost, and separately what grading them with a judge model cost (USD).
     cost: float
+    judge_cost: float
 
 
 class CellResult(Model):
@@ -130,6 +132,7 @@ class CellResult(Model):
     assertions: list[AssertionResult]
     latency_ms: float | None
     cost: float | None
+    judge_cost: float | None
     total_tokens: int | None
     error: ExecutionError | None
 

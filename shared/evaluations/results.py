@@ -37,6 +37,7 @@ def cell_result(cell: dict[str, Any]) -> CellResult:
         assertions=cell.get("assertions", []),
         latency_ms=cell.get("latency_ms"),
         cost=cell.get("cost"),
+        judge_cost=cell.get("judge_cost"),
         total_tokens=usage.get("total_tokens"),
         error=cell.get("error"),
     )
@@ -108,6 +109,7 @@ def summarize(run: Evaluation, cells: list[dict[str, Any]]) -> list[TargetSummar
                 completion_tokens=sum(usage["completion_tokens"] for usage in usages),
                 total_tokens=sum(usage["total_tokens"] for usage in usages),
                 cost=round(sum(cell.get("cost") or 0 for cell in done), 10),
+                judge_cost=round(sum(cell.get("judge_cost") or 0 for cell in done), 10),
             )
         )
     return summaries

@@ -157,6 +157,7 @@ class EvaluationWorker:
             "status": "ok",
             "passed": verdict(results),
             "assertions": [result.model_dump() for result in results],
+            "judge_cost": sum(result.cost or 0 for result in results),
             "error": None,
         }
 
