@@ -5,7 +5,9 @@ The chat function (functions-framework CLI, gunicorn + uvicorn worker, as in its
 alone to core 0; the load generator, the fake upstream and MongoDB share core 1. Each chat request
 reads the dialog's history, renders its prompt and publishes the turn (local queue -> MongoDB, in
 the chat process). Prints time to first token and total time (p50/p99) for both paths, the
-difference, requests/s, the chat processes' CPU ms per streamed request and their peak RSS.
+difference, requests/s, the chat processes' CPU ms per streamed request (the turns' history
+writes, which finish after the streams, included) and their peak RSS; for scale, the CPU per
+request of MongoDB during the chat run and of the fake upstream during the direct run.
 Run: `uv run python -m bench.chat_overhead [--levels 1,10,100]`. Linux only (CPU affinity).
 """
 
@@ -196,7 +198,9 @@ def summary(label: str, concurrency: int, samples: list[Sample], seconds: float)
     }
 
 
-def print_level(direct: dict, chat: dict, cpu_ms: float, mongo_ms: float) -> None:
+def print_level(
+    direct: dict, chat: dict, cpu_ms: float, mongo_ms: float, upstream_ms: float
+) -> None:
     for row in (direct, chat):
         print(
             f"{row['streams']:>7} {row['path']:<7} {row['ttft50']:>9.1f} {row['ttft99']:>9.1f} "
@@ -207,7 +211,7 @@ def print_level(direct: dict, chat: dict, cpu_ms: float, mongo_ms: float) -> Non
         f"{chat['streams']:>7} {'added':<7} {added['ttft50']:>+9.1f} {added['ttft99']:>+9.1f} "
         f"{added['total50']:>+10.1f} {added['total99']:>+10.1f} "
         f"{chat['rps'] / direct['rps'] * 100:>6.0f}%  cpu {cpu_ms:.1f} ms/request "
-        f"(MongoDB {mongo_ms:.1f})"
+        f"(MongoDB {mongo_ms:.1f}; the fake upstream, direct: {upstream_ms:.1f})"
     )
 
 
@@ -285,11 +289,15 @@ def main() -> None:
                     for index in range(count)
                 ]
                 direct_load = [DIRECT_BODY] * count
+                upstream_before = cpu_seconds([upstream.pid])
                 direct, direct_s = asyncio.run(
                     run_load(
                         upstream_port, "/chat/completions", direct_load, b'"content":"', concurrency
                     )
                 )
+                # For scale: what the fake upstream, which only writes ready-made frames, spends
+                # per stream. Few streams cost more each: every token wakes an idle process.
+                upstream_ms = (cpu_seconds([upstream.pid]) - upstream_before) * 1000 / count
                 cpu_before, mongo_before = cpu_seconds(chat_pids), cpu_seconds(mongo_pids)
                 through, chat_s = asyncio.run(
                     run_load(chat_port, "/", bodies, b"event: content", concurrency)
@@ -304,6 +312,7 @@ def main() -> None:
                     summary("chat", concurrency, through, chat_s),
                     cpu_ms,
                     mongo_ms,
+                    upstream_ms,
                 )
             worker_rss = peak_rss_mb(chat_pids[1:])
             print(
