@@ -142,30 +142,35 @@ class ColdStart:
 def time_to_first_response(source: Path, env: dict[str, str], timeout: float = 60) -> ColdStart:
     """From spawning the functions-framework CLI to the first 200 from /healthz."""
     port = free_port()
-    started = time.perf_counter()
-    process = subprocess.Popen(
-        [str(CLI), "--source", str(source), "--target", TARGET],
-        env={**env, "PORT": str(port)},
-        cwd="/",
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        preexec_fn=pin_to(FUNCTION_CORE),
-    )
-    try:
-        with httpx.Client(timeout=1) as client:
-            while time.perf_counter() - started < timeout:
-                try:
-                    if client.get(f"http://127.0.0.1:{port}/healthz").status_code == 200:
-                        return ColdStart(
-                            time.perf_counter() - started, cpu_seconds(process_tree(process.pid))
-                        )
-                except httpx.TransportError:
-                    pass
-                time.sleep(0.005)
-        raise RuntimeError(f"{source} did not answer within {timeout} s")
-    finally:
-        process.terminate()
-        process.wait(timeout=10)
+    # A file, not a pipe: a chatty process never blocks on it, and a failed start can show it.
+    with tempfile.TemporaryFile() as errors:
+        started = time.perf_counter()
+        process = subprocess.Popen(
+            [str(CLI), "--source", str(source), "--target", TARGET],
+            env={**env, "PORT": str(port)},
+            cwd="/",
+            stdout=subprocess.DEVNULL,
+            stderr=errors,
+            preexec_fn=pin_to(FUNCTION_CORE),
+        )
+        try:
+            with httpx.Client(timeout=1) as client:
+                while time.perf_counter() - started < timeout and process.poll() is None:
+                    try:
+                        if client.get(f"http://127.0.0.1:{port}/healthz").status_code == 200:
+                            return ColdStart(
+                                time.perf_counter() - started,
+                                cpu_seconds(process_tree(process.pid)),
+                            )
+                    except httpx.TransportError:
+                        pass
+                    time.sleep(0.005)
+        finally:
+            process.terminate()
+            process.wait(timeout=10)
+        errors.seek(0)
+        output = errors.read().decode(errors="replace")[-2000:]
+        raise RuntimeError(f"{source} did not answer within {timeout} s or exited:\n{output}")
 
 
 @dataclass
