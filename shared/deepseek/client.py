@@ -10,7 +10,7 @@ the first token, and only for errors worth retrying.
 import asyncio
 import json
 import random
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterable, AsyncIterator
 from typing import Any
 
 import httpx2
@@ -77,6 +77,9 @@ class DeepSeekClient:
             **self._sdk.auth_headers,
             "Content-Type": "application/json",
             "Accept": "text/event-stream",
+            # Events are small and come one by one: compressing them gains nothing, and an
+            # uncompressed body is read as it arrives, without two layers of decoding per chunk.
+            "Accept-Encoding": "identity",
         }
 
     async def close(self) -> None:
@@ -122,7 +125,7 @@ class DeepSeekClient:
             async with asyncio.timeout_at(deadline):
                 response = await self._send(call)
             try:
-                chunks = aiter(response.aiter_bytes())
+                chunks = aiter(_body(response))
                 pending = b""
                 while not done:
                     async with asyncio.timeout_at(deadline):
@@ -195,6 +198,14 @@ class DeepSeekClient:
                 await response.aclose()
             raise self._sdk._make_status_error_from_response(response)
         return response
+
+
+def _body(response: httpx2.Response) -> AsyncIterable[bytes]:
+    """The body's bytes as they arrive: the transport's stream itself unless it is encoded."""
+    encoding = response.headers.get("content-encoding", "identity").strip().lower()
+    if encoding == "identity" and isinstance(response.stream, httpx2.AsyncByteStream):
+        return response.stream
+    return response.aiter_bytes()
 
 
 def request_body(call: ChatCall) -> dict[str, Any]:
