@@ -48,6 +48,7 @@ built = sorted({
 deepseek = sys.modules.get("shared.deepseek.client")
 print(json.dumps({
     "openai": "openai" in sys.modules,
+    "openapi": "shared.http.openapi" in sys.modules,
     "mongo_clients": shared.db._client.cache_info().currsize,
     "settings_read": shared.settings.get_settings.cache_info().currsize,
     "deepseek_clients": len(deepseek._clients) if deepseek else 0,
@@ -89,6 +90,8 @@ def test_import_builds_no_client_and_opens_no_connection(name: str) -> None:
     assert result["settings_read"] == 0
     assert result["new_sockets"] == 0
     assert result["openai"] == (name in CALLS_DEEPSEEK)
+    # Describing the API (JSON schemas of every model) is for the gateway and `make openapi`.
+    assert not result["openapi"]
 
 
 @pytest.mark.parametrize("name", function_names())
