@@ -10,6 +10,7 @@ import pytest
 from pymongo.database import Database
 
 from devtools.fake_deepseek import FakeDeepSeek
+from shared.evaluations.repository import EvaluationRepository
 from shared.evaluations.worker import CELLS
 from shared.queues.sqs import drain_sqs
 from tests.conftest import configure
@@ -598,3 +599,42 @@ def test_cells_travel_through_sqs_and_its_drain_runs_them(
         assert consumed, "the relay stopped handing out cells"
         drained += consumed
     assert finished(client, run["id"])["progress"]["passed"] == 3
+
+
+def test_a_redelivered_cell_restarts_a_run_that_lost_its_relay(
+    client: httpx.Client,
+    project: dict,
+    prompt: dict,
+    openfaas_queue: StubGateway,
+    database: Database,
+) -> None:
+    dataset = dataset_with(client, project, questions("a", "b"))
+    run = started(
+        client, prompt_id=prompt["id"], dataset_id=dataset["id"], targets=[{}], concurrency=1
+    )
+    deliver(client, openfaas_queue)
+    # The first cell finished but its successor never reached the queue.
+    database.evaluation_cells.update_one(
+        {"state": "dispatched"}, {"$set": {"state": "pending"}, "$unset": {"lease_until": ""}}
+    )
+    del openfaas_queue.requests[1:]
+    assert deliver(client, openfaas_queue)[0]["outcome"] == "duplicate"
+    assert len(openfaas_queue.requests) == 2  # the queue's retry handed the successor out
+    deliver(client, openfaas_queue, start=1)
+    assert finished(client, run["id"])["progress"]["passed"] == 2
+
+
+def test_a_cell_given_back_after_a_failure_can_be_claimed_again(
+    client: httpx.Client, project: dict, prompt: dict, openfaas_queue: StubGateway
+) -> None:
+    dataset = dataset_with(client, project, questions("a"))
+    started(client, prompt_id=prompt["id"], dataset_id=dataset["id"], targets=[{}])
+    cell_id = json.loads(openfaas_queue.requests[0][2])["cell_id"]
+    cells = EvaluationRepository()
+    taken = cells.claim(cell_id, "first", lease_s=60)
+    assert taken is not None
+    assert cells.claim(cell_id, "second", lease_s=60) is None  # held by the first delivery
+    cells.release(taken, "someone-else")
+    assert cells.claim(cell_id, "second", lease_s=60) is None  # only its holder gives it back
+    cells.release(taken, "first")
+    assert cells.claim(cell_id, "second", lease_s=60) is not None

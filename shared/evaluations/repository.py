@@ -203,6 +203,13 @@ class EvaluationRepository:
             return_document=ReturnDocument.AFTER,
         )
 
+    def release(self, cell: dict[str, Any], claim: str) -> None:
+        """Give back a claimed cell whose run failed midway: the next delivery may take it."""
+        self.cells.update_one(
+            {"_id": cell["_id"], "state": "running", "claim": claim},
+            {"$set": {"state": "dispatched"}, "$unset": {"claim": ""}},
+        )
+
     def finish_cell(
         self, cell: dict[str, Any], claim: str, result: dict[str, Any], verdict: str
     ) -> Evaluation | None:

@@ -6,6 +6,7 @@ than it asked for, however many worker instances the platform starts, and no HTT
 stay open while it runs.
 """
 
+import contextlib
 import logging
 import uuid
 from typing import Any
@@ -77,10 +78,35 @@ class EvaluationWorker:
         lease_s = get_settings().evaluation_cell_lease_s
         cell = await anyio.to_thread.run_sync(self.evaluations.claim, event.cell_id, claim, lease_s)
         if cell is None:
-            state = await anyio.to_thread.run_sync(self.evaluations.cell_state, event.cell_id)
-            if state is None:
-                return self._outcome(event, "unknown")
-            return self._outcome(event, "cancelled" if state == "cancelled" else "duplicate")
+            return await self._not_claimed(event)
+        try:
+            return await self._run_claimed(event, cell, claim)
+        except BaseException:
+            # Give the cell back, so the queue's retry runs it instead of waiting out the lease.
+            with anyio.CancelScope(shield=True), contextlib.suppress(Exception):
+                await anyio.to_thread.run_sync(self.evaluations.release, cell, claim)
+            raise
+
+    async def _not_claimed(self, event: CellEvent) -> CellOutcome:
+        state = await anyio.to_thread.run_sync(self.evaluations.cell_state, event.cell_id)
+        if state is None:
+            return self._outcome(event, "unknown")
+        if state == "cancelled":
+            return self._outcome(event, "cancelled")
+        if state == "done":
+            await self._restart_if_stalled(event.evaluation_id)
+        return self._outcome(event, "duplicate")
+
+    async def _restart_if_stalled(self, evaluation_id: str) -> None:
+        """A redelivered finished cell may be the retry of a delivery that failed to hand out
+        its successor: when the run has nothing in flight, refill it."""
+        run = await anyio.to_thread.run_sync(self.evaluations.get, evaluation_id)
+        if run is None or run.status not in ("queued", "running"):
+            return
+        if not await anyio.to_thread.run_sync(self.evaluations.in_flight, run.id):
+            await dispatch(run.id, run.concurrency)
+
+    async def _run_claimed(self, event: CellEvent, cell: dict[str, Any], claim: str) -> CellOutcome:
         run = await anyio.to_thread.run_sync(self.evaluations.get, event.evaluation_id)
         if run is None or str(cell["evaluation_id"]) != run.id:
             return self._outcome(event, "unknown")
