@@ -115,8 +115,9 @@ class PromptRepository:
         document = object_id and self.prompts.find_one({"_id": object_id})
         if not document:
             return None
-        self._records_read.add(prompt_id)
-        return _record(document)
+        record = _record(document)
+        self._records_read.add(record.id)
+        return record
 
     def record_lookup(self, prompt_id_field: str, into: str) -> dict[str, Any]:
         """A `$lookup` stage that joins the prompt named by `prompt_id_field` as `into`: another
