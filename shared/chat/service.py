@@ -62,11 +62,7 @@ def compose_messages(
     """The prompt's leading system messages, then the history, then the rest and the input."""
     if version is None:
         return [*history, {"role": "user", "content": user_input}]
-    rendered = render_messages(version, variables, user_input)
-    leading = 0
-    while leading < len(rendered) and rendered[leading]["role"] == "system":
-        leading += 1
-    return [*rendered[:leading], *history, *rendered[leading:]]
+    return render_messages(version, variables, user_input, history)
 
 
 @dataclass
