@@ -379,6 +379,15 @@ def deliver(client: httpx.Client, queue: StubGateway, start: int = 0) -> list[di
     return answers
 
 
+def deliver_all(client: httpx.Client, queue: StubGateway, start: int) -> None:
+    """Play the queue-worker until the queue holds nothing undelivered (each cell a worker
+    finishes queues the next)."""
+    while len(queue.requests) > start:
+        queued = len(queue.requests)
+        deliver(client, queue, start=start)
+        start = queued
+
+
 def test_cells_go_through_the_queue_bounded_by_concurrency_and_run_once(
     client: httpx.Client,
     project: dict,
@@ -402,11 +411,7 @@ def test_cells_go_through_the_queue_bounded_by_concurrency_and_run_once(
     # Redelivering cells that already ran runs and bills nothing again.
     again = deliver(client, openfaas_queue, start=0)[:2]
     assert [answer["outcome"] for answer in again] == ["duplicate", "duplicate"]
-    delivered = 4
-    while len(openfaas_queue.requests) > delivered or not delivered:
-        pending = len(openfaas_queue.requests)
-        deliver(client, openfaas_queue, start=delivered)
-        delivered = pending
+    deliver_all(client, openfaas_queue, start=4)
     run = finished(client, run["id"])
     assert run["progress"]["passed"] == 5
     assert len(fake_deepseek.chat_requests()) == 5
@@ -494,11 +499,7 @@ def test_resume_hands_out_cells_whose_worker_vanished(
     )
     assert client.post(f"/evaluations/{run['id']}/resume").status_code == 200
     assert len(openfaas_queue.requests) == 4
-    delivered = 2
-    while len(openfaas_queue.requests) > delivered:
-        pending = len(openfaas_queue.requests)
-        deliver(client, openfaas_queue, start=delivered)
-        delivered = pending
+    deliver_all(client, openfaas_queue, start=2)
     assert finished(client, run["id"])["progress"]["passed"] == 3
 
 
