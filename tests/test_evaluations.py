@@ -639,3 +639,28 @@ def test_a_cell_given_back_after_a_failure_can_be_claimed_again(
     assert cells.claim(cell_id, "second", lease_s=60) is None  # only its holder gives it back
     cells.release(taken, "first")
     assert cells.claim(cell_id, "second", lease_s=60) is not None
+
+
+def test_run_level_json_schema_assertions_keep_their_dollar_keys(
+    client: httpx.Client, project: dict, make_prompt
+) -> None:
+    prompt = make_prompt(template="{{q}} " + fake(reply='{"answer": 42}'))
+    dataset = dataset_with(client, project, questions("a"))
+    schema = {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "$defs": {"n": {"type": "integer"}},
+        "type": "object",
+        "properties": {"answer": {"$ref": "#/$defs/n"}},
+        "required": ["answer"],
+    }
+    run = started(
+        client,
+        prompt_id=prompt["id"],
+        dataset_id=dataset["id"],
+        targets=[{}],
+        assertions=[{"type": "json_schema", "schema": schema}],
+    )
+    assert run["assertions"] == [{"type": "json_schema", "schema": schema}]
+    run = finished(client, run["id"])
+    assert run["progress"]["passed"] == 1
+    assert run["assertions"][0]["schema"] == schema

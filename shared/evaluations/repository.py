@@ -4,6 +4,7 @@ A cell moves pending -> dispatched -> running -> done (or cancelled) by conditio
 two deliveries of the same cell never both run it, and a run's counters move once per cell.
 """
 
+import json
 from datetime import datetime, timedelta
 from typing import Any, ClassVar
 
@@ -31,6 +32,7 @@ def _evaluation(document: dict[str, Any]) -> Evaluation:
     return Evaluation(
         **{
             **document,
+            "assertions": json.loads(document["assertions"]),
             "id": str(document["_id"]),
             "project_id": str(document["project_id"]),
             "prompt_id": str(document["prompt_id"]),
@@ -68,6 +70,8 @@ class EvaluationRepository:
         document = {
             "_id": run_id,
             **run,
+            # As JSON text: a JSON Schema's keys (`$ref`, `$defs`) are not MongoDB field names.
+            "assertions": json.dumps(run["assertions"]),
             "project_id": to_object_id(run["project_id"]),
             "prompt_id": to_object_id(run["prompt_id"]),
             "dataset_id": to_object_id(run["dataset_id"]),
