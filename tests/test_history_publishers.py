@@ -15,12 +15,12 @@ from pymongo.database import Database
 from devtools.embedded_mongo import free_port
 from shared.dialogs.models import TurnEvent
 from shared.history.channel import TURNS
-from shared.history.publishers import get_publisher
 from shared.queues.publishers import (
     CloudEventsPublisher,
     LocalQueuePublisher,
     OpenFaaSPublisher,
     SqsPublisher,
+    publisher_for,
     wait_until_drained,
 )
 from shared.queues.sqs import drain_sqs, sqs_client
@@ -60,7 +60,7 @@ def publish(*turns: TurnEvent, publisher=None) -> None:
     """Publish on a fresh event loop and wait until every turn is settled."""
 
     async def run() -> None:
-        chosen = publisher or get_publisher()
+        chosen = publisher or publisher_for(TURNS)
         for turn in turns:
             await chosen.publish(turn)
         assert await wait_until_drained(10)
@@ -108,33 +108,34 @@ class StubGateway:
 
 
 def test_settings_choose_the_publisher(monkeypatch: pytest.MonkeyPatch) -> None:
-    assert isinstance(get_publisher(), LocalQueuePublisher)
+    assert isinstance(publisher_for(TURNS), LocalQueuePublisher)
     configure(monkeypatch, K_SINK="http://broker-ingress.knative-eventing/default/default")
-    chosen = get_publisher()
+    chosen = publisher_for(TURNS)
     assert isinstance(chosen, CloudEventsPublisher)
     assert chosen.url == "http://broker-ingress.knative-eventing/default/default"
     configure(monkeypatch, HISTORY_QUEUE="openfaas", HISTORY_QUEUE_URL="http://gateway:8080/")
-    assert get_publisher().url == "http://gateway:8080/async-function/history-writer"
+    assert publisher_for(TURNS).url == "http://gateway:8080/async-function/history-writer"
     configure(monkeypatch, HISTORY_QUEUE="sqs", HISTORY_QUEUE_URL="https://sqs.example/1/turns")
-    assert isinstance(get_publisher(), SqsPublisher)
+    assert isinstance(publisher_for(TURNS), SqsPublisher)
     configure(monkeypatch, HISTORY_QUEUE="local")
-    assert isinstance(get_publisher(), LocalQueuePublisher)
+    assert isinstance(publisher_for(TURNS), LocalQueuePublisher)
 
 
 def test_a_queue_without_its_url_falls_back_to_local(monkeypatch: pytest.MonkeyPatch) -> None:
     configure(monkeypatch, HISTORY_QUEUE="sqs")
-    assert isinstance(get_publisher(), LocalQueuePublisher)
+    assert isinstance(publisher_for(TURNS), LocalQueuePublisher)
 
 
 def test_boto3_is_imported_only_to_send_to_sqs() -> None:
     probe = (
         "import os, sys\n"
-        "from shared.history.publishers import get_publisher\n"
-        "get_publisher()\n"
+        "from shared.history.channel import TURNS\n"
+        "from shared.queues.publishers import publisher_for\n"
+        "publisher_for(TURNS)\n"
         "os.environ.update(HISTORY_QUEUE='sqs', HISTORY_QUEUE_URL='https://sqs.example/1/q')\n"
         "from shared.settings import get_settings\n"
         "get_settings.cache_clear()\n"
-        "get_publisher()\n"
+        "publisher_for(TURNS)\n"
         "print('boto3' in sys.modules, 'botocore' in sys.modules)\n"
     )
     output = subprocess.run(

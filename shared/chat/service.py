@@ -17,9 +17,10 @@ from shared.deepseek.models import ChatCall
 from shared.dialogs.models import Dialog, DialogCreate, Message, TurnEvent
 from shared.dialogs.service import DialogService
 from shared.executions.service import merged_params
-from shared.history.publishers import get_publisher
+from shared.history.channel import TURNS
 from shared.prompts.models import PromptRecord, PromptVersion
 from shared.prompts.rendering import render_messages
+from shared.queues.publishers import publisher_for
 from shared.settings import get_settings
 
 _CHARS_PER_TOKEN = 4
@@ -165,4 +166,4 @@ async def publish_turn(turn: Turn) -> None:
         ttft_ms=done.ttft_ms,
         latency_ms=done.latency_ms,
     )
-    await get_publisher().publish(event)
+    await publisher_for(TURNS).publish(event)
