@@ -43,6 +43,13 @@ def cell_result(cell: dict[str, Any]) -> CellResult:
     )
 
 
+def _by_case(cells: Iterable[dict[str, Any]]) -> dict[int, list[dict[str, Any]]]:
+    by_case: dict[int, list[dict[str, Any]]] = defaultdict(list)
+    for cell in cells:
+        by_case[cell["case_index"]].append(cell)
+    return by_case
+
+
 def _rate(passed: int, decided: int) -> float | None:
     return round(passed / decided, 4) if decided else None
 
@@ -68,9 +75,7 @@ def _stability(cells: list[dict[str, Any]], repeat: int) -> float | None:
     """The share of cases whose every repetition passed, among cases with all repetitions done."""
     if repeat < 2:
         return None
-    by_case: dict[int, list[dict[str, Any]]] = defaultdict(list)
-    for cell in cells:
-        by_case[cell["case_index"]].append(cell)
+    by_case = _by_case(cells)
     finished = [runs for runs in by_case.values() if all(r["state"] == "done" for r in runs)]
     stable = sum(all(run.get("passed") is True for run in runs) for runs in finished)
     return _rate(stable, len(finished))
@@ -124,39 +129,41 @@ def _all_passed(runs: list[CellResult]) -> bool | None:
     return None
 
 
-def case_table(run: Evaluation, cells: list[dict[str, Any]]) -> list[CaseResult]:
-    """One row per case, the targets side by side; rows with a failure or error first."""
-    by_case: dict[int, list[dict[str, Any]]] = defaultdict(list)
-    for cell in cells:
-        by_case[cell["case_index"]].append(cell)
-    rows: list[tuple[bool, int, CaseResult]] = []
-    for case_index, own in sorted(by_case.items()):
-        case = Case.model_validate_json(own[0]["case_json"])
-        columns = []
-        for target in run.targets:
-            runs = sorted(
-                (cell_result(cell) for cell in own if cell["target"] == target.index),
-                key=lambda result: result.repetition,
-            )
-            columns.append(
-                CaseTargetResult(target=target.index, passed=_all_passed(runs), runs=runs)
-            )
-        failing = any(
-            result.passed is not True and result.state == "done"
-            for column in columns
-            for result in column.runs
+def case_table(
+    run: Evaluation, cells: list[dict[str, Any]], offset: int = 0, limit: int | None = None
+) -> tuple[list[CaseResult], int]:
+    """Rows `offset` to `offset + limit` of the per-case table, and how many rows it has: one
+    row per case, the targets side by side, rows with a failure or error first. Only the rows
+    returned are built, so a page of a large run costs a page."""
+    by_case = sorted(_by_case(cells).items())
+    ordered = sorted(by_case, key=lambda item: (not _failing(item[1]), item[0]))
+    page = ordered[offset : None if limit is None else offset + limit]
+    return [_case_row(run, own) for _, own in page], len(ordered)
+
+
+def _failing(cells: list[dict[str, Any]]) -> bool:
+    """A finished repetition that did not pass, on any target."""
+    return any(cell["state"] == "done" and cell.get("passed") is not True for cell in cells)
+
+
+def _case_row(run: Evaluation, own: list[dict[str, Any]]) -> CaseResult:
+    case = Case.model_validate_json(own[0]["case_json"])
+    columns = []
+    for target in run.targets:
+        runs = sorted(
+            (cell_result(cell) for cell in own if cell["target"] == target.index),
+            key=lambda result: result.repetition,
         )
-        row = CaseResult(
-            case_id=case.id,
-            input=case.input,
-            variables=case.variables,
-            history=case.history,
-            expected=case.expected,
-            tags=case.tags,
-            targets=columns,
-        )
-        rows.append((not failing, case_index, row))
-    return [row for _, _, row in sorted(rows, key=lambda item: item[:2])]
+        columns.append(CaseTargetResult(target=target.index, passed=_all_passed(runs), runs=runs))
+    return CaseResult(
+        case_id=case.id,
+        input=case.input,
+        variables=case.variables,
+        history=case.history,
+        expected=case.expected,
+        tags=case.tags,
+        targets=columns,
+    )
 
 
 def target_results(summaries: list[TargetSummary], targets: list[Target]) -> list[dict[str, Any]]:

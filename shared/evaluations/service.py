@@ -120,12 +120,9 @@ class EvaluationService:
         """The run with its summary per target and a page of the per-case table."""
         run = self.get(evaluation_id)
         cells = self.evaluations.cells_of(run.id)
-        table = case_table(run, cells)
+        results, total = case_table(run, cells, params.offset, params.limit)
         return EvaluationDetail(
-            **run.model_dump(),
-            summary=summarize(run, cells),
-            results=table[params.offset : params.offset + params.limit],
-            results_total=len(table),
+            **run.model_dump(), summary=summarize(run, cells), results=results, results_total=total
         )
 
     def search(self, params: EvaluationListParams) -> Page[Evaluation]:
@@ -168,7 +165,7 @@ class EvaluationService:
             "both_failed": 0,
             "undecided": 0,
         }
-        for row in case_table(run, self.evaluations.cells_of(run.id)):
+        for row in case_table(run, self.evaluations.cells_of(run.id))[0]:
             side_a, side_b = row.targets[a.index], row.targets[b.index]
             match (side_a.passed, side_b.passed):
                 case (True, False):
