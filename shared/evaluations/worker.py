@@ -38,6 +38,10 @@ def _evaluation_id(event: CellEvent) -> str:
     return event.evaluation_id
 
 
+async def _hand_out(evaluation_id: str, cell_id: str) -> None:
+    await publisher_for(CELLS).publish(CellEvent(evaluation_id=evaluation_id, cell_id=cell_id))
+
+
 async def dispatch(evaluation_id: str, count: int) -> int:
     """Hand up to `count` pending cells of a run to the queue; the number handed out."""
     repository = EvaluationRepository()
@@ -47,7 +51,7 @@ async def dispatch(evaluation_id: str, count: int) -> int:
         cell_id = await anyio.to_thread.run_sync(repository.dispatch_next, evaluation_id, lease_s)
         if cell_id is None:
             break
-        await publisher_for(CELLS).publish(CellEvent(evaluation_id=evaluation_id, cell_id=cell_id))
+        await _hand_out(evaluation_id, cell_id)
         handed += 1
     return handed
 
@@ -60,7 +64,7 @@ async def redispatch_expired(evaluation_id: str) -> int:
     for cell_id in expired:
         logger.warning("evaluation %s: cell %s outlived its lease", evaluation_id, cell_id)
         await anyio.to_thread.run_sync(repository.renew_lease, cell_id, lease_s)
-        await publisher_for(CELLS).publish(CellEvent(evaluation_id=evaluation_id, cell_id=cell_id))
+        await _hand_out(evaluation_id, cell_id)
     return len(expired)
 
 
