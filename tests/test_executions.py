@@ -1,5 +1,6 @@
 """Running prompts against the fake DeepSeek: records, streams, failures, retries, stats."""
 
+import asyncio
 import json
 import time
 from collections.abc import Iterator
@@ -9,6 +10,9 @@ import pytest
 from pymongo.database import Database
 
 from devtools.fake_deepseek import FakeDeepSeek, Scenario
+from shared.deepseek.client import DeepSeekClient
+from shared.deepseek.models import ChatCall, Delta, Finish
+from shared.settings import get_settings
 from tests.conftest import configure
 
 
@@ -307,6 +311,32 @@ def test_first_token_and_idle_timeouts_are_separate(
     assert stalled.status_code == 504
     record = client.get(f"/executions/{stalled.json()['error']['details']['execution_id']}")
     assert record.json()["output"] == "tok0 "
+
+
+def read_slowly(call: ChatCall, pause_s: float) -> list[Delta | Finish]:
+    """Every item of a streamed call, the caller pausing after each one."""
+
+    async def consume() -> list[Delta | Finish]:
+        client = DeepSeekClient(get_settings())
+        items: list[Delta | Finish] = []
+        try:
+            async for item in client.stream(call):
+                items.append(item)
+                await asyncio.sleep(pause_s)
+        finally:
+            await client.close()
+        return items
+
+    return asyncio.run(consume())
+
+
+def test_a_slow_caller_is_not_taken_for_a_silent_deepseek(monkeypatch) -> None:
+    configure(monkeypatch, DEEPSEEK_FIRST_TOKEN_TIMEOUT_S="0.3", DEEPSEEK_IDLE_TIMEOUT_S="0.2")
+    call = ChatCall("deepseek-v4-flash", [{"role": "user", "content": fake(tokens=3)}], {})
+    items = read_slowly(call, pause_s=0.5)
+    assert "".join(item.text for item in items if isinstance(item, Delta)) == "tok0 tok1 tok2"
+    assert isinstance(items[-1], Finish)
+    assert items[-1].finish_reason == "stop"
 
 
 def test_retries_happen_only_before_the_first_token(

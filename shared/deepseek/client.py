@@ -8,13 +8,14 @@ the first token, and only for errors worth retrying.
 """
 
 import asyncio
-import json
 import random
-from collections.abc import AsyncIterable, AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
+import aiohttp
 import httpx2
 import openai
+import orjson
 
 from shared.deepseek import errors
 from shared.deepseek.models import ChatCall, Delta, Finish, Usage
@@ -53,9 +54,11 @@ class DeepSeekClient:
         self.settings = settings
         key = settings.deepseek_api_key
         self.configured = key is not None
+        # Reads are bounded by the stream's own watchdog (first token, then idle time): a
+        # transport read timeout would start and cancel a timer for every chunk as well.
         timeout = openai.Timeout(
             connect=settings.deepseek_connect_timeout_s,
-            read=max(settings.deepseek_first_token_timeout_s, settings.deepseek_idle_timeout_s),
+            read=None,
             write=30,
             pool=settings.deepseek_first_token_timeout_s,
         )
@@ -86,23 +89,104 @@ class DeepSeekClient:
         await self._sdk.close()
 
     async def stream(self, call: ChatCall) -> AsyncIterator[Delta | Finish]:
-        """Deltas as they arrive, then one Finish; raises UpstreamError on any failure."""
+        """Deltas as they arrive, then one Finish; raises UpstreamError on any failure.
+
+        One generator reads, parses and retries: every layer between the socket and the caller
+        is paid once per chunk.
+        """
         if not self.configured:
             raise errors.not_configured()
+        loop = asyncio.get_running_loop()
+        first_token_s = self.settings.deepseek_first_token_timeout_s
+        idle_s = self.settings.deepseek_idle_timeout_s
         attempt = 0
         while True:
-            started = False
+            got_token = done = False
+            finish_reason: str | None = None
+            usage = Usage()
+            model = call.model
+            deadline = loop.time() + first_token_s
+            watchdog = _Watchdog(loop)
             try:
-                async for item in self._attempt(call):
-                    started = True
-                    yield item
-                return
-            except errors.UpstreamError as error:
-                wait = self._retry_wait(error, attempt)
-                if started or wait is None:
+                watchdog.watch(deadline)
+                response = await self._send(call)
+                watchdog.rest()
+                try:
+                    read = _body_reader(response)
+                    pending = b""
+                    while not done:
+                        watchdog.watch(deadline)
+                        chunk = await read()
+                        watchdog.rest()
+                        if not chunk:
+                            break
+                        *lines, pending = (pending + chunk).split(b"\n")
+                        for line in lines:
+                            # Blank separators and ": keep-alive" comments carry no data.
+                            if not line.startswith(b"data:"):
+                                continue
+                            payload = line[5:].strip()
+                            if payload == b"[DONE]":
+                                done = True
+                                break
+                            data = orjson.loads(payload)
+                            for choice in data.get("choices") or ():
+                                delta = choice.get("delta") or {}
+                                if reasoning := delta.get("reasoning_content"):
+                                    got_token = True
+                                    yield Delta("reasoning", reasoning)
+                                if content := delta.get("content"):
+                                    got_token = True
+                                    yield Delta("content", content)
+                                finish_reason = choice.get("finish_reason") or finish_reason
+                            if data.get("usage"):
+                                usage = Usage.from_upstream(data["usage"])
+                            model = data.get("model") or model
+                        if got_token:
+                            deadline = loop.time() + idle_s
+                finally:
+                    await response.aclose()
+            except asyncio.CancelledError as exc:
+                if not watchdog.expired():
                     raise
-                attempt += 1
-                await asyncio.sleep(wait)
+                error = self._timed_out(got_token)
+                error.__cause__ = exc
+            except openai.APIStatusError as exc:
+                error = _status_error(exc)
+                error.__cause__ = exc
+            except (httpx2.TransportError, aiohttp.ClientError) as exc:
+                reason = str(exc) or type(exc).__name__
+                error = errors.stream_broken(reason) if got_token else errors.unreachable(reason)
+                error.__cause__ = exc
+            except (httpx2.HTTPError, ValueError) as exc:
+                reason = type(exc).__name__
+                error = errors.stream_broken(reason) if got_token else errors.unreachable(reason)
+                error.__cause__ = exc
+            else:
+                if not done and finish_reason is None:
+                    raise errors.stream_broken("the stream ended before the answer was complete")
+                yield Finish(finish_reason, usage, model)
+                return
+            finally:
+                watchdog.close()
+            # Only a call that has not answered yet is tried again: a retry after the first
+            # token would send the caller the start of a second, different answer.
+            wait = None if got_token else self._retry_wait(error, attempt)
+            if wait is None:
+                raise error
+            attempt += 1
+            await asyncio.sleep(wait)
+
+    def _timed_out(self, got_token: bool) -> errors.UpstreamError:
+        if got_token:
+            return errors.timed_out(
+                f"DeepSeek sent nothing for {self.settings.deepseek_idle_timeout_s:g} s "
+                "in the middle of the answer."
+            )
+        return errors.timed_out(
+            "DeepSeek sent no first token within "
+            f"{self.settings.deepseek_first_token_timeout_s:g} s."
+        )
 
     def _retry_wait(self, error: errors.UpstreamError, attempt: int) -> float | None:
         """Seconds to wait before the next attempt, or None when it should not be retried."""
@@ -113,81 +197,12 @@ class DeepSeekClient:
         backoff = self.settings.deepseek_retry_backoff_s * 2**attempt
         return max(error.retry_after_s or 0.0, backoff * random.uniform(0.8, 1.2))
 
-    async def _attempt(self, call: ChatCall) -> AsyncIterator[Delta | Finish]:
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.settings.deepseek_first_token_timeout_s
-        got_token = False
-        finish_reason: str | None = None
-        usage = Usage()
-        model = call.model
-        done = False
-        try:
-            async with asyncio.timeout_at(deadline):
-                response = await self._send(call)
-            try:
-                chunks = aiter(_body(response))
-                pending = b""
-                while not done:
-                    async with asyncio.timeout_at(deadline):
-                        chunk = await anext(chunks, None)
-                    if chunk is None:
-                        break
-                    *lines, pending = (pending + chunk).split(b"\n")
-                    for line in lines:
-                        # Blank separators and ": keep-alive" comments carry no data.
-                        if not line.startswith(b"data:"):
-                            continue
-                        payload = line[5:].strip()
-                        if payload == b"[DONE]":
-                            done = True
-                            break
-                        data = json.loads(payload)
-                        for choice in data.get("choices") or ():
-                            delta = choice.get("delta") or {}
-                            if reasoning := delta.get("reasoning_content"):
-                                got_token = True
-                                yield Delta("reasoning", reasoning)
-                            if content := delta.get("content"):
-                                got_token = True
-                                yield Delta("content", content)
-                            finish_reason = choice.get("finish_reason") or finish_reason
-                        if data.get("usage"):
-                            usage = Usage.from_upstream(data["usage"])
-                        model = data.get("model") or model
-                    if got_token:
-                        deadline = loop.time() + self.settings.deepseek_idle_timeout_s
-            finally:
-                await response.aclose()
-        except TimeoutError:
-            if got_token:
-                raise errors.timed_out(
-                    f"DeepSeek sent nothing for {self.settings.deepseek_idle_timeout_s:g} s "
-                    "in the middle of the answer."
-                ) from None
-            raise errors.timed_out(
-                "DeepSeek sent no first token within "
-                f"{self.settings.deepseek_first_token_timeout_s:g} s."
-            ) from None
-        except openai.APIStatusError as exc:
-            raise _status_error(exc) from exc
-        except httpx2.TransportError as exc:
-            if got_token:
-                raise errors.stream_broken(type(exc).__name__) from exc
-            raise errors.unreachable(str(exc) or type(exc).__name__) from exc
-        except (httpx2.HTTPError, ValueError) as exc:
-            if got_token:
-                raise errors.stream_broken(type(exc).__name__) from exc
-            raise errors.unreachable(type(exc).__name__) from exc
-        if not done and finish_reason is None:
-            raise errors.stream_broken("the stream ended before the answer was complete")
-        yield Finish(finish_reason, usage, model)
-
     async def _send(self, call: ChatCall) -> httpx2.Response:
         """The streamed response to one call; an error status raises the SDK's typed error."""
         request = self._http.build_request(
             "POST",
             self._chat_url,
-            content=json.dumps(request_body(call), ensure_ascii=False).encode(),
+            content=orjson.dumps(request_body(call)),
             headers=self._chat_headers,
         )
         response = await self._http.send(request, stream=True)
@@ -200,12 +215,69 @@ class DeepSeekClient:
         return response
 
 
-def _body(response: httpx2.Response) -> AsyncIterable[bytes]:
-    """The body's bytes as they arrive: the transport's stream itself unless it is encoded."""
+def _body_reader(response: httpx2.Response) -> Callable[[], Awaitable[bytes]]:
+    """What reads the body's next bytes as they arrive (b"" at its end).
+
+    An uncompressed body from the SDK's aiohttp transport is read from aiohttp's own stream:
+    the three generators wrapped around it cost more per chunk than the chunk's parsing. Any
+    other transport or encoding is read through httpx's decoding iterator.
+    """
     encoding = response.headers.get("content-encoding", "identity").strip().lower()
-    if encoding == "identity" and isinstance(response.stream, httpx2.AsyncByteStream):
-        return response.stream
-    return response.aiter_bytes()
+    transport_stream = getattr(response.stream, "_stream", None)
+    aiohttp_response = getattr(transport_stream, "_aiohttp_response", None)
+    if encoding == "identity" and isinstance(aiohttp_response, aiohttp.ClientResponse):
+        return aiohttp_response.content.readany
+    chunks = aiter(response.aiter_bytes())
+    return lambda: anext(chunks, b"")
+
+
+class _Watchdog:
+    """Cancels a read from DeepSeek that is still waiting once its deadline has passed.
+
+    One timer serves the whole answer: moving the deadline on, once per chunk, is an assignment,
+    and the timer re-arms itself when it fires early. A timer started and cancelled per chunk
+    costs more than the chunk's own parsing.
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._deadline = 0.0
+        self._reader: asyncio.Task[Any] | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._fired = False
+
+    def watch(self, deadline: float) -> None:
+        """The current task now waits for DeepSeek, until `deadline` at the latest."""
+        self._deadline = deadline
+        self._reader = asyncio.current_task()
+        if self._timer is None:
+            self._timer = self._loop.call_at(deadline, self._check)
+
+    def rest(self) -> None:
+        """DeepSeek answered; what the caller does with it is not DeepSeek's time."""
+        self._reader = None
+
+    def expired(self) -> bool:
+        """Whether the cancellation being handled is this watchdog's own, which it takes back;
+        a cancellation from elsewhere arriving as well still stands."""
+        if not self._fired or self._reader is None:
+            return False
+        return self._reader.uncancel() == 0
+
+    def close(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _check(self) -> None:
+        self._timer = None
+        if self._reader is None:
+            return  # nobody waits: the next `watch` arms the timer again
+        if self._loop.time() < self._deadline:
+            self._timer = self._loop.call_at(self._deadline, self._check)
+            return
+        self._fired = True
+        self._reader.cancel()
 
 
 def request_body(call: ChatCall) -> dict[str, Any]:
