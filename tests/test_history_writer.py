@@ -1,5 +1,6 @@
 """The history-writer function over real HTTP: every delivery shape, idempotent, order-proof."""
 
+import asyncio
 import json
 import threading
 import uuid
@@ -7,11 +8,13 @@ from datetime import UTC, datetime, timedelta
 
 import httpx
 import pytest
+from bson import ObjectId
 from pymongo.database import Database
 
 from devtools.embedded_mongo import free_port
 from shared.dialogs.models import TurnEvent
 from shared.history.channel import TURNS
+from shared.history.models import TurnWritten
 from shared.queues.cloudevents import binary_headers
 from tests.conftest import configure
 
@@ -210,6 +213,48 @@ def test_a_deleted_dialog_gets_no_more_messages(
     response = post_structured(client, make_turn(dialog))
     assert response.json()["written"] is False
     assert database.messages.count_documents({}) == 0
+
+
+def test_turns_finishing_together_are_written_once_each_in_one_batch(
+    client: httpx.Client, project: dict, dialog: dict, database: Database
+) -> None:
+    """What the local queue does when many streams end at once: every turn goes through the
+    same batched write, whatever else is in the batch."""
+    other = create_dialog(client, project, title="Shipping")
+    gone = create_dialog(client, project, title="Deleted")
+    assert client.delete(f"/dialogs/{gone['id']}").status_code == 204
+    already = make_turn(dialog, after_s=0)
+    assert post_plain(client, already).json()["duplicate"] is False
+    turns = [
+        *(make_turn(dialog, after_s=5 - index) for index in range(5)),  # newest first
+        *(make_turn(other, after_s=index) for index in range(3)),
+        already,
+        make_turn(gone),
+        make_turn({"id": "not-an-object-id", "project_id": project["id"]}),
+    ]
+    events = [TurnEvent.model_validate(turn) for turn in turns]
+
+    async def write_all() -> list[TurnWritten]:
+        return await asyncio.gather(*(TURNS.consume(event) for event in events))
+
+    results = asyncio.run(write_all())
+    assert [result.turn_id for result in results] == [turn["turn_id"] for turn in turns]
+    assert [(result.written, result.duplicate) for result in results] == [
+        *[(True, False)] * 8,
+        (True, True),
+        (False, False),
+        (False, False),
+    ]
+    assert {result.reason for result in results[-2:]} == {"dialog_not_found"}
+    assert database.messages.count_documents({"dialog_id": ObjectId(gone["id"])}) == 0
+    first = client.get(f"/dialogs/{dialog['id']}").json()
+    assert first["message_count"] == 12
+    contents = [message["turn_id"] for message in first["messages"]]
+    assert contents == [already["turn_id"]] * 2 + [
+        turn["turn_id"] for turn in reversed(turns[:5]) for _ in range(2)
+    ]
+    assert first["updated_at"] == turns[0]["assistant_at"].replace("+00:00", "Z")
+    assert client.get(f"/dialogs/{other['id']}").json()["message_count"] == 6
 
 
 @pytest.mark.parametrize(

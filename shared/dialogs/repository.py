@@ -4,7 +4,7 @@ from datetime import UTC, datetime
 from typing import Any, ClassVar
 
 from bson import ObjectId
-from pymongo import ASCENDING, DESCENDING, IndexModel, ReturnDocument
+from pymongo import ASCENDING, DESCENDING, IndexModel, ReturnDocument, UpdateOne
 from pymongo.collection import Collection
 from pymongo.errors import BulkWriteError
 
@@ -191,49 +191,67 @@ class DialogRepository:
         record = prompts.joined_record(document["prompt"]) if document.get("prompt_id") else None
         return _dialog(document), messages, record
 
-    def add_messages(self, dialog_id: str, drafts: list[MessageDraft]) -> int:
-        """Insert each message unless its (dialog, turn, role) is stored; the number inserted.
+    def add_turns(self, turns: list[tuple[ObjectId, list[MessageDraft]]]) -> list[int]:
+        """Insert each turn's messages unless its (dialog, turn, role) is stored: one insert for
+        every turn given; the number of messages inserted per turn.
 
         Ids are made here, in list order, so messages of one turn with the same timestamp still
         read back in the order given (user before assistant). The unique (dialog, turn, role)
         index refuses a copy, however many deliveries race: plain inserts, cheaper than upserts.
         """
-        object_id = to_object_id(dialog_id)
-        if object_id is None:
-            return 0
-        documents = [
-            {
-                **draft.model_dump(exclude_none=True),
-                "_id": ObjectId(),
-                "dialog_id": object_id,
-                "created_at": stored_time(draft.created_at),
-            }
-            for draft in drafts
-        ]
+        documents: list[dict[str, Any]] = []
+        owners: list[int] = []  # the index of the turn each document belongs to
+        for index, (dialog_id, drafts) in enumerate(turns):
+            for draft in drafts:
+                documents.append(
+                    {
+                        **draft.model_dump(exclude_none=True),
+                        "_id": ObjectId(),
+                        "dialog_id": dialog_id,
+                        "created_at": stored_time(draft.created_at),
+                    }
+                )
+                owners.append(index)
+        inserted = [len(drafts) for _, drafts in turns]
+        if not documents:
+            return inserted
         try:
-            return len(self.messages.insert_many(documents, ordered=False).inserted_ids)
+            self.messages.insert_many(documents, ordered=False)
         except BulkWriteError as exc:
-            if any(error["code"] != _DUPLICATE_KEY for error in exc.details["writeErrors"]):
+            errors = exc.details["writeErrors"]
+            if any(error["code"] != _DUPLICATE_KEY for error in errors):
                 raise
-            return exc.details["nInserted"]
+            for error in errors:
+                inserted[owners[error["index"]]] -= 1
+        return inserted
 
-    def record_activity(self, dialog_id: str, at: datetime) -> bool:
-        """Recount the dialog's messages and move its activity time forward; False if it is gone.
+    def record_activity(self, latest: dict[ObjectId, datetime]) -> set[ObjectId]:
+        """Recount each dialog's messages and move its activity time forward (to a stored time);
+        the dialogs that are gone. Two round trips however many dialogs (three when one is gone).
 
         Both only ever grow, so `$max` keeps the newest values whatever order writers finish in.
         """
-        object_id = to_object_id(dialog_id)
-        if object_id is None:
-            return False
-        count = self.messages.count_documents({"dialog_id": object_id})
-        result = self.dialogs.update_one(
-            {"_id": object_id},
-            {"$max": {"updated_at": stored_time(at), "message_count": count}},
+        counted = self.messages.aggregate(
+            [
+                {"$match": {"dialog_id": {"$in": list(latest)}}},
+                {"$group": {"_id": "$dialog_id", "count": {"$sum": 1}}},
+            ]
         )
-        return result.matched_count > 0
+        counts = {group["_id"]: group["count"] for group in counted}
+        updates = [
+            UpdateOne(
+                {"_id": dialog_id},
+                {"$max": {"updated_at": at, "message_count": counts.get(dialog_id, 0)}},
+            )
+            for dialog_id, at in latest.items()
+        ]
+        if self.dialogs.bulk_write(updates, ordered=False).matched_count == len(updates):
+            return set()
+        present = self.dialogs.distinct("_id", {"_id": {"$in": list(latest)}})
+        return set(latest) - set(present)
 
-    def delete_turn(self, dialog_id: str, turn_id: str) -> None:
-        """Remove a turn's messages (written for a dialog deleted meanwhile)."""
-        object_id = to_object_id(dialog_id)
-        if object_id is not None:
-            self.messages.delete_many({"dialog_id": object_id, "turn_id": turn_id})
+    def delete_turns(self, turns: list[tuple[ObjectId, str]]) -> None:
+        """Remove turns' messages (written for a dialog deleted meanwhile)."""
+        if turns:
+            written = [{"dialog_id": dialog_id, "turn_id": turn_id} for dialog_id, turn_id in turns]
+            self.messages.delete_many({"$or": written})

@@ -1,7 +1,6 @@
 """The history channel: finished chat turns, consumed by the `history-writer` function."""
 
-import anyio
-
+from shared.batching import Batcher
 from shared.dialogs.models import TurnEvent
 from shared.history.models import TurnWritten
 from shared.history.writer import HistoryWriter
@@ -16,10 +15,16 @@ def _dialog_id(turn: TurnEvent) -> str:
     return turn.dialog_id
 
 
+# Built for each batch: the writer uses the settings (and database) current when it runs.
+_turns: Batcher[TurnEvent, TurnWritten] = Batcher(
+    lambda turns: HistoryWriter().write_turns(turns), max_batch=100
+)
+
+
 async def write_turn(turn: TurnEvent) -> TurnWritten:
-    """Write a turn in a worker thread (the history writer is synchronous pymongo)."""
-    # Built at write time: the writer uses the settings (and database) current when it runs.
-    return await anyio.to_thread.run_sync(lambda: HistoryWriter().write_turn(turn))
+    """Write a turn in a worker thread (the history writer is synchronous pymongo), together
+    with the turns that finished meanwhile: the same few round trips serve them all."""
+    return await _turns.submit(turn)
 
 
 TURNS: Channel[TurnEvent] = Channel(

@@ -1,7 +1,11 @@
 """Writing finished chat turns into dialogs: once per turn, whatever the delivery order or count."""
 
 import logging
+from datetime import datetime
 
+from bson import ObjectId
+
+from shared.db import to_object_id
 from shared.dialogs.models import MessageDraft, TurnEvent
 from shared.dialogs.repository import DialogRepository, stored_time
 from shared.history.models import TurnWritten
@@ -48,22 +52,50 @@ class HistoryWriter:
         self.dialogs = DialogRepository()
 
     def write_turn(self, event: TurnEvent) -> TurnWritten:
-        """Store a turn's two messages once and refresh the dialog's count and activity time.
+        return self.write_turns([event])[0]
+
+    def write_turns(self, events: list[TurnEvent]) -> list[TurnWritten]:
+        """Store each turn's two messages once and refresh its dialog's count and activity time.
 
         Idempotent by turn id: a redelivery inserts nothing and leaves the summary as it was;
         turns arriving out of order still read back in time order. A turn for a dialog that no
-        longer exists is not written (and not an error: retrying cannot help).
+        longer exists is not written (and not an error: retrying cannot help). Three round trips
+        however many turns: the dialogs' existence is learnt from the summary update, and turns
+        written for a dialog that is gone (rare) are taken back, rather than checked first.
         """
-        # Three round trips: the dialog's existence is learnt from the summary update, and a
-        # turn written for a dialog that is gone (rare) is taken back, rather than checked first.
-        inserted = self.dialogs.add_messages(event.dialog_id, turn_messages(event))
-        latest = max(stored_time(event.user_at), stored_time(event.assistant_at))
-        if not self.dialogs.record_activity(event.dialog_id, latest):
-            self.dialogs.delete_turn(event.dialog_id, event.turn_id)
-            return _not_written(event)
-        return TurnWritten(
-            turn_id=event.turn_id, dialog_id=event.dialog_id, written=True, duplicate=inserted == 0
+        dialog_ids = [to_object_id(event.dialog_id) for event in events]
+        writable = [
+            (event, dialog_id)
+            for event, dialog_id in zip(events, dialog_ids, strict=True)
+            if dialog_id is not None
+        ]
+        inserted = self.dialogs.add_turns(
+            [(dialog_id, turn_messages(event)) for event, dialog_id in writable]
         )
+        latest: dict[ObjectId, datetime] = {}
+        for event, dialog_id in writable:
+            at = max(stored_time(event.user_at), stored_time(event.assistant_at))
+            latest[dialog_id] = max(at, latest.get(dialog_id, at))
+        gone = self.dialogs.record_activity(latest) if latest else set()
+        self.dialogs.delete_turns(
+            [(dialog_id, event.turn_id) for event, dialog_id in writable if dialog_id in gone]
+        )
+        written = {
+            event.turn_id: count == 0
+            for (event, dialog_id), count in zip(writable, inserted, strict=True)
+            if dialog_id not in gone
+        }
+        return [
+            TurnWritten(
+                turn_id=event.turn_id,
+                dialog_id=event.dialog_id,
+                written=True,
+                duplicate=written[event.turn_id],
+            )
+            if event.turn_id in written
+            else _not_written(event)
+            for event in events
+        ]
 
 
 def _not_written(event: TurnEvent) -> TurnWritten:
