@@ -8,7 +8,15 @@ the chat process). Prints time to first token and total time (p50/p99) for both 
 difference, requests/s, the chat processes' CPU ms per streamed request (the turns' history
 writes, which finish after the streams, included) and their peak RSS; for scale, the CPU per
 request of MongoDB during the chat run and of the fake upstream during the direct run.
-Run: `uv run python -m bench.chat_overhead [--levels 1,10,100]`. Linux only (CPU affinity).
+
+For scale, the same requests also go through `bench.reference_relay` — the bare relay the issue
+cites (SDK raw stream, no history, no storage) — served and pinned like the chat function: what
+any relay on this stack costs on this machine.
+
+MongoDB is an embedded SecantusDB (a Python server) unless `--mongodb-uri` names a real one; the
+bench then uses a database of its own there and drops it at the end.
+Run: `uv run python -m bench.chat_overhead [--levels 1,10,100] [--mongodb-uri URI]`. Linux only
+(CPU affinity).
 """
 
 import argparse
@@ -18,7 +26,10 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import httpx
@@ -194,25 +205,114 @@ def summary(label: str, concurrency: int, samples: list[Sample], seconds: float)
         "total50": percentile(totals, 0.5),
         "total99": percentile(totals, 0.99),
         "rps": len(samples) / seconds,
+        "seconds": seconds,
         "errors": sum(not sample.ok for sample in samples),
     }
 
 
-def print_level(
-    direct: dict, chat: dict, cpu_ms: float, mongo_ms: float, upstream_ms: float
-) -> None:
-    for row in (direct, chat):
-        print(
-            f"{row['streams']:>7} {row['path']:<7} {row['ttft50']:>9.1f} {row['ttft99']:>9.1f} "
-            f"{row['total50']:>10.1f} {row['total99']:>10.1f} {row['rps']:>7.1f} {row['errors']:>6}"
-        )
-    added = {key: chat[key] - direct[key] for key in ("ttft50", "ttft99", "total50", "total99")}
+def print_row(row: dict) -> None:
     print(
-        f"{chat['streams']:>7} {'added':<7} {added['ttft50']:>+9.1f} {added['ttft99']:>+9.1f} "
-        f"{added['total50']:>+10.1f} {added['total99']:>+10.1f} "
-        f"{chat['rps'] / direct['rps'] * 100:>6.0f}%  cpu {cpu_ms:.1f} ms/request "
-        f"(MongoDB {mongo_ms:.1f}; the fake upstream, direct: {upstream_ms:.1f})"
+        f"{row['streams']:>7} {row['path']:<7} {row['ttft50']:>9.1f} {row['ttft99']:>9.1f} "
+        f"{row['total50']:>10.1f} {row['total99']:>10.1f} {row['rps']:>7.1f} {row['errors']:>6}"
     )
+
+
+def print_added(direct: dict, through: dict, cpu_ms: float, note: str) -> None:
+    """What going through a function adds to the direct requests, and its CPU per request."""
+    added = {key: through[key] - direct[key] for key in ("ttft50", "ttft99", "total50", "total99")}
+    print(
+        f"{through['streams']:>7} {'+' + through['path']:<7} {added['ttft50']:>+9.1f} "
+        f"{added['ttft99']:>+9.1f} {added['total50']:>+10.1f} {added['total99']:>+10.1f} "
+        f"{through['rps'] / direct['rps'] * 100:>6.0f}%  cpu {cpu_ms:.1f} ms/request{note}"
+    )
+
+
+@dataclass
+class Load:
+    """One level's requests, sent to one path and measured."""
+
+    label: str
+    concurrency: int
+    path: str
+    bodies: list[bytes]
+    marker: bytes = b'"content":"'
+
+    def measure(
+        self, port: int, pids: list[int], settle: Callable[[], None] | None = None
+    ) -> tuple[dict, float]:
+        """The summary row, and the CPU ms per request the processes spent (until `settle`
+        returns: work a request leaves behind counts too)."""
+        before = cpu_seconds(pids)
+        samples, seconds = asyncio.run(
+            run_load(port, self.path, self.bodies, self.marker, self.concurrency)
+        )
+        if settle is not None:
+            settle()
+        cpu_ms = (cpu_seconds(pids) - before) * 1000 / len(self.bodies)
+        return summary(self.label, self.concurrency, samples, seconds), cpu_ms
+
+
+def idle_cpu_ms_per_s(pids: list[int], seconds: float = 5) -> float:
+    """CPU the idle processes spend per second, to the nanosecond (their live threads')."""
+
+    def nanoseconds() -> int:
+        return sum(
+            int((task / "schedstat").read_text().split()[0])
+            for pid in pids
+            for task in Path(f"/proc/{pid}/task").iterdir()
+        )
+
+    before = nanoseconds()
+    time.sleep(seconds)
+    return (nanoseconds() - before) / 1e6 / seconds
+
+
+@dataclass
+class Served:
+    """A function under the functions-framework CLI (gunicorn + uvicorn worker, as in its
+    image), pinned alone to the function core."""
+
+    process: subprocess.Popen[bytes]
+    port: int
+
+    @classmethod
+    def start(cls, source: Path, env: dict[str, str]) -> "Served":
+        port = free_port()
+        command = [str(CLI), "--source", str(source), "--target", TARGET]
+        process = spawn_pinned(FUNCTION_CORE, command, {**env, "PORT": str(port)})
+        served = cls(process, port)
+        try:
+            wait_until_healthy(f"http://127.0.0.1:{port}", process)
+        except BaseException:
+            served.stop()
+            raise
+        return served
+
+    @property
+    def pids(self) -> list[int]:
+        return process_tree(self.process.pid)
+
+    def stop(self) -> None:
+        self.process.terminate()
+        self.process.wait(timeout=10)
+
+
+@contextmanager
+def mongodb(uri: str | None) -> Iterator[tuple[str, str, list[int]]]:
+    """(URI, database, the server's processes when it runs here): an embedded SecantusDB pinned
+    to the load core, or a database of the bench's own on the given server, dropped at the end."""
+    if uri is None:
+        with EmbeddedMongo(":memory:") as mongo:
+            assert mongo.process is not None
+            os.sched_setaffinity(mongo.process.pid, {LOAD_CORE})
+            yield mongo.uri, "bench_chat", process_tree(mongo.process.pid)
+        return
+    database = f"bench_chat_{os.getpid()}"
+    try:
+        yield uri, database, []
+    finally:
+        with MongoClient(uri) as client:
+            client.drop_database(database)
 
 
 def main() -> None:
@@ -225,6 +325,10 @@ def main() -> None:
         default=20,
         help="at least this many requests per level (a few streams alone measure too little)",
     )
+    parser.add_argument(
+        "--mongodb-uri",
+        help="a real MongoDB to use instead of the embedded SecantusDB (its CPU is not measured)",
+    )
     arguments = parser.parse_args()
     levels = [int(level) for level in arguments.levels.split(",")]
     counts = {
@@ -235,92 +339,110 @@ def main() -> None:
         sys.exit("needs two cores")
     os.sched_setaffinity(0, {LOAD_CORE})
 
-    with EmbeddedMongo(":memory:") as mongo:
-        assert mongo.process is not None
-        os.sched_setaffinity(mongo.process.pid, {LOAD_CORE})
-        upstream_port, chat_port = free_port(), free_port()
+    with mongodb(arguments.mongodb_uri) as (mongo_uri, database, mongo_pids):
+        upstream_port = free_port()
         fake_command = [
             sys.executable, "-m", "devtools.fake_deepseek", "--port", str(upstream_port),
             "--first-token-ms", str(FIRST_TOKEN_MS), "--tokens", str(TOKENS),
             "--token-interval-ms", str(TOKEN_INTERVAL_MS),
         ]  # fmt: skip
         upstream = spawn_pinned(LOAD_CORE, fake_command, dict(os.environ))
-        project_id, dialog_ids = seed(mongo.uri, "bench_chat", max(counts.values()))
-        chat_env = {
+        project_id, dialog_ids = seed(mongo_uri, database, max(counts.values()))
+        upstream_env = {
             **os.environ,
-            "MONGODB_URI": mongo.uri,
-            "MONGODB_DB": "bench_chat",
             "DEEPSEEK_BASE_URL": f"http://127.0.0.1:{upstream_port}",
             "DEEPSEEK_API_KEY": "bench",
-            "HISTORY_QUEUE": "local",
-            "PORT": str(chat_port),
         }
-        chat_source = str(FUNCTIONS_DIR / "chat" / "main.py")
-        chat = spawn_pinned(
-            FUNCTION_CORE, [str(CLI), "--source", chat_source, "--target", TARGET], chat_env
-        )
+        chat_env = {
+            **upstream_env,
+            "MONGODB_URI": mongo_uri,
+            "MONGODB_DB": database,
+            "HISTORY_QUEUE": "local",
+        }
+        served: list[Served] = []
+        forwarder_port = free_port()
+        forwarder_command = [
+            sys.executable, "-m", "bench.tcp_forwarder", "--port", str(forwarder_port),
+            "--upstream-port", str(upstream_port),
+        ]  # fmt: skip
+        forwarder = spawn_pinned(FUNCTION_CORE, forwarder_command, dict(os.environ))
         try:
-            wait_until_healthy(f"http://127.0.0.1:{chat_port}", chat)
+            chat = Served.start(FUNCTIONS_DIR / "chat" / "main.py", chat_env)
+            served.append(chat)
+            relay = Served.start(Path(__file__).with_name("reference_relay.py"), upstream_env)
+            served.append(relay)
             # The fake upstream has no health route; a models listing shows it is up.
-            models = f"http://127.0.0.1:{upstream_port}/models"
-            auth = {"Authorization": "Bearer bench"}
-            httpx.get(models, headers=auth, timeout=10).raise_for_status()
-            chat_pids = process_tree(chat.pid)
+            for port in (upstream_port, forwarder_port):
+                models = f"http://127.0.0.1:{port}/models"
+                auth = {"Authorization": "Bearer bench"}
+                httpx.get(models, headers=auth, timeout=10).raise_for_status()
             warm_up = [chat_body(project_id=project_id, input="warm up") for _ in range(20)]
-            asyncio.run(run_load(chat_port, "/", warm_up, b"event: content", 5))
+            asyncio.run(run_load(chat.port, "/", warm_up, b"event: content", 5))
+            asyncio.run(run_load(relay.port, "/", warm_up, b"event: content", 5))
             # Two messages per turn: the seeded history, then each request's turn.
             stored = 2 * (len(dialog_ids) * HISTORY_TURNS + len(warm_up))
-            wait_for_history(mongo.uri, "bench_chat", stored)
-            idle_before = cpu_seconds(chat_pids)
-            time.sleep(2)
-            idle_ms_per_s = (cpu_seconds(chat_pids) - idle_before) * 1000 / 2
-            print(f"chat processes idle: {idle_ms_per_s:.0f} ms CPU per second")
-            print(f"chat pinned to core {FUNCTION_CORE}; load, upstream, MongoDB on {LOAD_CORE}")
+            wait_for_history(mongo_uri, database, stored)
+            idle_ms_per_s = idle_cpu_ms_per_s(chat.pids[1:])
+            print(
+                f"chat worker idle: {idle_ms_per_s:.1f} ms CPU per second (the server's own ticks)"
+            )
+            print(
+                f"chat, relay and floor pinned to core {FUNCTION_CORE}; "
+                f"load, upstream, MongoDB on {LOAD_CORE}"
+            )
+            print(f"MongoDB: {'embedded SecantusDB' if mongo_pids else arguments.mongodb_uri}")
             print(f"upstream: first token {FIRST_TOKEN_MS} ms, {TOKENS} tokens")
             print(
                 f"{'streams':>7} {'path':<7} {'ttft p50':>9} {'ttft p99':>9} {'total p50':>10} "
                 f"{'total p99':>10} {'req/s':>7} {'errors':>6}"
             )
-            mongo_pids = process_tree(mongo.process.pid)
             for concurrency in levels:
                 count = counts[concurrency]
                 bodies = [
                     chat_body(dialog_id=dialog_ids[index], input="What about my refund?")
                     for index in range(count)
                 ]
-                direct_load = [DIRECT_BODY] * count
-                upstream_before = cpu_seconds([upstream.pid])
-                direct, direct_s = asyncio.run(
-                    run_load(
-                        upstream_port, "/chat/completions", direct_load, b'"content":"', concurrency
-                    )
+                direct_load = Load(
+                    "direct", concurrency, "/chat/completions", [DIRECT_BODY] * count
                 )
-                # For scale: what the fake upstream, which only writes ready-made frames, spends
-                # per stream. Few streams cost more each: every token wakes an idle process.
-                upstream_ms = (cpu_seconds([upstream.pid]) - upstream_before) * 1000 / count
-                cpu_before, mongo_before = cpu_seconds(chat_pids), cpu_seconds(mongo_pids)
-                through, chat_s = asyncio.run(
-                    run_load(chat_port, "/", bodies, b"event: content", concurrency)
-                )
+                direct, upstream_ms = direct_load.measure(upstream_port, [upstream.pid])
+                mongo_before = cpu_seconds(mongo_pids)
+                chat_load = Load("chat", concurrency, "/", bodies, b"event: content")
                 # The turns are written after their streams end; their CPU counts too.
                 stored += 2 * count
-                wait_for_history(mongo.uri, "bench_chat", stored)
-                cpu_ms = (cpu_seconds(chat_pids) - cpu_before) * 1000 / count
-                mongo_ms = (cpu_seconds(mongo_pids) - mongo_before) * 1000 / count
-                print_level(
-                    summary("direct", concurrency, direct, direct_s),
-                    summary("chat", concurrency, through, chat_s),
-                    cpu_ms,
-                    mongo_ms,
-                    upstream_ms,
+                through, chat_ms = chat_load.measure(
+                    chat.port,
+                    chat.pids,
+                    settle=partial(wait_for_history, mongo_uri, database, stored),
                 )
-            worker_rss = peak_rss_mb(chat_pids[1:])
+                mongo_ms = (cpu_seconds(mongo_pids) - mongo_before) * 1000 / count
+                relayed, relay_ms = Load(
+                    "relay", concurrency, "/", bodies, b"event: content"
+                ).measure(relay.port, relay.pids)
+                floor_load = Load("floor", concurrency, "/chat/completions", [DIRECT_BODY] * count)
+                floored, floor_ms = floor_load.measure(forwarder_port, [forwarder.pid])
+                for row in (direct, through, relayed, floored):
+                    print_row(row)
+                idle_share = idle_ms_per_s * through["seconds"] / count
+                mongo_note = f"MongoDB {mongo_ms:.1f}; " if mongo_pids else ""
+                print_added(
+                    direct,
+                    through,
+                    chat_ms,
+                    f" ({idle_share:.1f} of it idle ticks; {mongo_note}"
+                    f"the fake upstream, direct: {upstream_ms:.1f})",
+                )
+                print_added(direct, relayed, relay_ms, " (the reference relay)")
+                print_added(direct, floored, floor_ms, " (the floor: bytes forwarded untouched)")
+            worker_rss = peak_rss_mb(chat.pids[1:])
             print(
                 f"peak RSS: worker {worker_rss:.0f} MB, with gunicorn's master "
-                f"{peak_rss_mb(chat_pids):.0f} MB"
+                f"{peak_rss_mb(chat.pids):.0f} MB"
             )
         finally:
-            for process in (chat, upstream):
+            for function in served:
+                function.stop()
+            for process in (forwarder, upstream):
                 process.terminate()
                 process.wait(timeout=10)
 
