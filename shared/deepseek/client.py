@@ -9,6 +9,7 @@ the first token, and only for errors worth retrying.
 
 import asyncio
 import random
+import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -293,7 +294,10 @@ def request_body(call: ChatCall) -> dict[str, Any]:
     return body
 
 
-_clients: dict[int, DeepSeekClient] = {}
+# By loop object, not its id: a closed loop's id can be reused by the next one.
+_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, DeepSeekClient] = (
+    weakref.WeakKeyDictionary()
+)
 _closing: set[asyncio.Task[None]] = set()
 
 
@@ -305,18 +309,18 @@ def get_deepseek() -> DeepSeekClient:
     """
     settings = get_settings()
     loop = asyncio.get_running_loop()
-    client = _clients.get(id(loop))
+    client = _clients.get(loop)
     if client is None or client.settings is not settings:
         if client is not None:
             closing = loop.create_task(client.close())
             _closing.add(closing)
             closing.add_done_callback(_closing.discard)
-        client = _clients[id(loop)] = DeepSeekClient(settings)
+        client = _clients[loop] = DeepSeekClient(settings)
     return client
 
 
 async def close_deepseek_clients() -> None:
-    """Close the client of the running event loop (a server shutting down)."""
-    client = _clients.pop(id(asyncio.get_running_loop()), None)
+    """Close the client of the running event loop (a server shutting down, a loop ending)."""
+    client = _clients.pop(asyncio.get_running_loop(), None)
     if client is not None:
         await client.close()

@@ -81,7 +81,18 @@ def drain_sqs(channel: Channel, max_messages: int = 100, wait_seconds: int = 0) 
     When consuming fails (the database is down), the message stays for redelivery and the drain
     stops: the next messages would fail the same way.
     """
-    return asyncio.run(_drain(channel, max_messages, wait_seconds))
+    return asyncio.run(_drain_on_own_loop(channel, max_messages, wait_seconds))
+
+
+async def _drain_on_own_loop(channel: Channel, max_messages: int, wait_seconds: int) -> int:
+    try:
+        return await _drain(channel, max_messages, wait_seconds)
+    finally:
+        # Consuming may have opened a DeepSeek client (evaluation cells) on this loop, which
+        # ends here: its connections close with it. Imported here, as the channels are.
+        from shared.deepseek.client import close_deepseek_clients
+
+        await close_deepseek_clients()
 
 
 async def _drain(channel: Channel, max_messages: int, wait_seconds: int) -> int:
