@@ -92,8 +92,8 @@ class DeepSeekClient:
     async def stream(self, call: ChatCall) -> AsyncIterator[Delta | Finish]:
         """Deltas as they arrive, then one Finish; raises UpstreamError on any failure.
 
-        One generator reads, parses and retries: every layer between the socket and the caller
-        is paid once per chunk.
+        One generator reads, parses (through `_StreamedAnswer`) and retries: every generator
+        between the socket and the caller is paid again for each chunk.
         """
         if not self.configured:
             raise errors.not_configured()
@@ -102,10 +102,8 @@ class DeepSeekClient:
         idle_s = self.settings.deepseek_idle_timeout_s
         attempt = 0
         while True:
-            got_token = done = False
-            finish_reason: str | None = None
-            usage = Usage()
-            model = call.model
+            got_token = False
+            answer = _StreamedAnswer(call.model)
             deadline = loop.time() + first_token_s
             watchdog = _Watchdog(loop)
             try:
@@ -114,35 +112,15 @@ class DeepSeekClient:
                 watchdog.rest()
                 try:
                     read = _body_reader(response)
-                    pending = b""
-                    while not done:
+                    while not answer.done:
                         watchdog.watch(deadline)
                         chunk = await read()
                         watchdog.rest()
                         if not chunk:
                             break
-                        *lines, pending = (pending + chunk).split(b"\n")
-                        for line in lines:
-                            # Blank separators and ": keep-alive" comments carry no data.
-                            if not line.startswith(b"data:"):
-                                continue
-                            payload = line[5:].strip()
-                            if payload == b"[DONE]":
-                                done = True
-                                break
-                            data = orjson.loads(payload)
-                            for choice in data.get("choices") or ():
-                                delta = choice.get("delta") or {}
-                                if reasoning := delta.get("reasoning_content"):
-                                    got_token = True
-                                    yield Delta("reasoning", reasoning)
-                                if content := delta.get("content"):
-                                    got_token = True
-                                    yield Delta("content", content)
-                                finish_reason = choice.get("finish_reason") or finish_reason
-                            if data.get("usage"):
-                                usage = Usage.from_upstream(data["usage"])
-                            model = data.get("model") or model
+                        for delta in answer.feed(chunk):
+                            got_token = True
+                            yield delta
                         if got_token:
                             deadline = loop.time() + idle_s
                 finally:
@@ -164,9 +142,9 @@ class DeepSeekClient:
                 error = errors.stream_broken(reason) if got_token else errors.unreachable(reason)
                 error.__cause__ = exc
             else:
-                if not done and finish_reason is None:
+                if not answer.complete:
                     raise errors.stream_broken("the stream ended before the answer was complete")
-                yield Finish(finish_reason, usage, model)
+                yield answer.finish()
                 return
             finally:
                 watchdog.close()
@@ -230,6 +208,50 @@ def _body_reader(response: httpx2.Response) -> Callable[[], Awaitable[bytes]]:
         return aiohttp_response.content.readany
     chunks = aiter(response.aiter_bytes())
     return lambda: anext(chunks, b"")
+
+
+class _StreamedAnswer:
+    """What a streamed answer has said so far, fed the body's bytes as they arrive: each SSE
+    `data:` line parsed once."""
+
+    def __init__(self, model: str) -> None:
+        self.model = model
+        self.finish_reason: str | None = None
+        self.usage = Usage()
+        self.done = False  # `data: [DONE]` came
+        self._pending = b""
+
+    @property
+    def complete(self) -> bool:
+        return self.done or self.finish_reason is not None
+
+    def feed(self, chunk: bytes) -> list[Delta]:
+        """The deltas the chunk completes; raises ValueError for a line that is not JSON."""
+        *lines, self._pending = (self._pending + chunk).split(b"\n")
+        deltas: list[Delta] = []
+        for line in lines:
+            # Blank separators and ": keep-alive" comments carry no data.
+            if not line.startswith(b"data:"):
+                continue
+            payload = line[5:].strip()
+            if payload == b"[DONE]":
+                self.done = True
+                break
+            data = orjson.loads(payload)
+            for choice in data.get("choices") or ():
+                delta = choice.get("delta") or {}
+                if reasoning := delta.get("reasoning_content"):
+                    deltas.append(Delta("reasoning", reasoning))
+                if content := delta.get("content"):
+                    deltas.append(Delta("content", content))
+                self.finish_reason = choice.get("finish_reason") or self.finish_reason
+            if data.get("usage"):
+                self.usage = Usage.from_upstream(data["usage"])
+            self.model = data.get("model") or self.model
+        return deltas
+
+    def finish(self) -> Finish:
+        return Finish(self.finish_reason, self.usage, self.model)
 
 
 class _Watchdog:
