@@ -225,10 +225,13 @@ def test_turns_finishing_together_are_written_once_each_in_one_batch(
     assert client.delete(f"/dialogs/{gone['id']}").status_code == 204
     already = make_turn(dialog, after_s=0)
     assert post_plain(client, already).json()["duplicate"] is False
+    newest_first = [make_turn(dialog, after_s=5 - index) for index in range(5)]
+    elsewhere = [make_turn(other, after_s=index) for index in range(3)]
     turns = [
-        *(make_turn(dialog, after_s=5 - index) for index in range(5)),  # newest first
-        *(make_turn(other, after_s=index) for index in range(3)),
+        *newest_first,
+        *elsewhere,
         already,
+        elsewhere[0],  # delivered twice into the same batch
         make_turn(gone),
         make_turn({"id": "not-an-object-id", "project_id": project["id"]}),
     ]
@@ -242,6 +245,7 @@ def test_turns_finishing_together_are_written_once_each_in_one_batch(
     assert [(result.written, result.duplicate) for result in results] == [
         *[(True, False)] * 8,
         (True, True),
+        (True, True),
         (False, False),
         (False, False),
     ]
@@ -251,9 +255,9 @@ def test_turns_finishing_together_are_written_once_each_in_one_batch(
     assert first["message_count"] == 12
     contents = [message["turn_id"] for message in first["messages"]]
     assert contents == [already["turn_id"]] * 2 + [
-        turn["turn_id"] for turn in reversed(turns[:5]) for _ in range(2)
+        turn["turn_id"] for turn in reversed(newest_first) for _ in range(2)
     ]
-    assert first["updated_at"] == turns[0]["assistant_at"].replace("+00:00", "Z")
+    assert first["updated_at"] == newest_first[0]["assistant_at"].replace("+00:00", "Z")
     assert client.get(f"/dialogs/{other['id']}").json()["message_count"] == 6
 
 

@@ -64,38 +64,39 @@ class HistoryWriter:
         written for a dialog that is gone (rare) are taken back, rather than checked first.
         """
         dialog_ids = [to_object_id(event.dialog_id) for event in events]
-        writable = [
-            (event, dialog_id)
-            for event, dialog_id in zip(events, dialog_ids, strict=True)
-            if dialog_id is not None
-        ]
-        inserted = self.dialogs.add_turns(
-            [(dialog_id, turn_messages(event)) for event, dialog_id in writable]
+        writable = [index for index, dialog_id in enumerate(dialog_ids) if dialog_id is not None]
+        # Messages inserted per writable turn, by its place in `events`: a turn delivered twice
+        # in one batch is new once and a duplicate once.
+        inserted = dict(
+            zip(
+                writable,
+                self.dialogs.add_turns(
+                    [(dialog_ids[index], turn_messages(events[index])) for index in writable]
+                ),
+                strict=True,
+            )
         )
         latest: dict[ObjectId, datetime] = {}
-        for event, dialog_id in writable:
+        for index in writable:
+            event, dialog_id = events[index], dialog_ids[index]
             at = max(stored_time(event.user_at), stored_time(event.assistant_at))
             latest[dialog_id] = max(at, latest.get(dialog_id, at))
         gone = self.dialogs.record_activity(latest) if latest else set()
         self.dialogs.delete_turns(
-            [(dialog_id, event.turn_id) for event, dialog_id in writable if dialog_id in gone]
+            [(dialog_ids[i], events[i].turn_id) for i in writable if dialog_ids[i] in gone]
         )
-        written = {
-            event.turn_id: count == 0
-            for (event, dialog_id), count in zip(writable, inserted, strict=True)
-            if dialog_id not in gone
-        }
         return [
-            TurnWritten(
-                turn_id=event.turn_id,
-                dialog_id=event.dialog_id,
-                written=True,
-                duplicate=written[event.turn_id],
-            )
-            if event.turn_id in written
+            _written(event, duplicate=inserted[index] == 0)
+            if index in inserted and dialog_ids[index] not in gone
             else _not_written(event)
-            for event in events
+            for index, event in enumerate(events)
         ]
+
+
+def _written(event: TurnEvent, duplicate: bool) -> TurnWritten:
+    return TurnWritten(
+        turn_id=event.turn_id, dialog_id=event.dialog_id, written=True, duplicate=duplicate
+    )
 
 
 def _not_written(event: TurnEvent) -> TurnWritten:
