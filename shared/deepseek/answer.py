@@ -6,8 +6,7 @@ the upstream fails or the caller goes away; this is that shared piece.
 
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -34,7 +33,6 @@ class Answer:
     latency_ms: float | None = None
     status: AnswerStatus = "running"
     error: ErrorData | None = None
-    started: float = 0.0  # perf_counter() when reading began
 
     @property
     def text(self) -> str:
@@ -53,16 +51,6 @@ class Answer:
         price = prices.get(self.call.model) or prices.get(self.finish.model)
         return self.finish.usage.cost(price) if price else None
 
-    def take(self, item: Delta | Finish) -> bool:
-        """Record one item of the answer; True for a delta, which goes on to the caller."""
-        if isinstance(item, Finish):
-            self.finish = item
-            return False
-        if self.ttft_ms is None:
-            self.ttft_ms = round((time.perf_counter() - self.started) * 1000, 3)
-        (self.output if item.kind == "content" else self.reasoning).append(item.text)
-        return True
-
     def done(self) -> DoneData:
         return DoneData(
             finish_reason=self.finish.finish_reason if self.finish else None,
@@ -73,13 +61,18 @@ class Answer:
         )
 
 
-@contextmanager
-def recording(answer: Answer) -> Iterator[None]:
-    """Around reading the answer: its status, error and latency however the reading ends."""
+async def stream_answer(answer: Answer) -> AsyncIterator[Delta]:
+    """The answer's deltas as they arrive, recorded into `answer`; failures are re-raised."""
     started = time.perf_counter()
-    answer.started = started
     try:
-        yield
+        async for item in get_deepseek().stream(answer.call):
+            if isinstance(item, Finish):
+                answer.finish = item
+                continue
+            if answer.ttft_ms is None:
+                answer.ttft_ms = round((time.perf_counter() - started) * 1000, 3)
+            (answer.output if item.kind == "content" else answer.reasoning).append(item.text)
+            yield item
         answer.status = "ok"
     except AppError as exc:
         answer.status, answer.error = "error", ErrorData(code=exc.code, message=exc.message)
@@ -98,14 +91,6 @@ def recording(answer: Answer) -> Iterator[None]:
         answer.latency_ms = round((time.perf_counter() - started) * 1000, 3)
 
 
-async def stream_answer(answer: Answer) -> AsyncIterator[Delta]:
-    """The answer's deltas as they arrive, recorded into `answer`; failures are re-raised."""
-    with recording(answer):
-        async for item in get_deepseek().stream(answer.call):
-            if answer.take(item):
-                yield item
-
-
 async def answer_events(
     answer: Answer, meta: dict[str, Any], on_end: Callable[[Answer], Awaitable[None]]
 ) -> AsyncIterator[tuple[str, dict[str, Any]]]:
@@ -113,15 +98,11 @@ async def answer_events(
 
     `on_end` (storing or publishing what came back) runs however the answer ended — even when
     the caller went away — and before the last event, so what that event reports is stored.
-    The deltas come straight from the client rather than through `stream_answer`: each layer
-    of generators is paid again for every chunk.
     """
     yield "meta", meta
     try:
-        with recording(answer):
-            async for item in get_deepseek().stream(answer.call):
-                if answer.take(item):
-                    yield item.kind, {"delta": item.text}
+        async for delta in stream_answer(answer):
+            yield delta.kind, {"delta": delta.text}
     except Exception:
         if answer.error is None or answer.error.code == "internal_error":
             logger.exception("streamed answer failed")

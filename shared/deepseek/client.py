@@ -13,7 +13,6 @@ import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
-import aiohttp
 import httpx2
 import openai
 import orjson
@@ -92,8 +91,8 @@ class DeepSeekClient:
     async def stream(self, call: ChatCall) -> AsyncIterator[Delta | Finish]:
         """Deltas as they arrive, then one Finish; raises UpstreamError on any failure.
 
-        One generator reads, parses (through `_StreamedAnswer`) and retries: every generator
-        between the socket and the caller is paid again for each chunk.
+        Retries happen only before the first token, so reading and retrying share one loop;
+        each chunk costs one read of aiohttp's stream, one parse and a watchdog update.
         """
         if not self.configured:
             raise errors.not_configured()
@@ -133,7 +132,7 @@ class DeepSeekClient:
             except openai.APIStatusError as exc:
                 error = _status_error(exc)
                 error.__cause__ = exc
-            except (httpx2.TransportError, aiohttp.ClientError) as exc:
+            except httpx2.TransportError as exc:
                 reason = str(exc) or type(exc).__name__
                 error = errors.stream_broken(reason) if got_token else errors.unreachable(reason)
                 error.__cause__ = exc
@@ -195,18 +194,13 @@ class DeepSeekClient:
 
 
 def _body_reader(response: httpx2.Response) -> Callable[[], Awaitable[bytes]]:
-    """What reads the body's next bytes as they arrive (b"" at its end).
-
-    An uncompressed body from the SDK's aiohttp transport is read from aiohttp's own stream:
-    the three generators wrapped around it cost more per chunk than the chunk's parsing. Any
-    other transport or encoding is read through httpx's decoding iterator.
-    """
+    """What reads the body's next bytes as they arrive (b"" at its end): the transport's stream
+    itself unless the body is encoded."""
     encoding = response.headers.get("content-encoding", "identity").strip().lower()
-    transport_stream = getattr(response.stream, "_stream", None)
-    aiohttp_response = getattr(transport_stream, "_aiohttp_response", None)
-    if encoding == "identity" and isinstance(aiohttp_response, aiohttp.ClientResponse):
-        return aiohttp_response.content.readany
-    chunks = aiter(response.aiter_bytes())
+    if encoding == "identity" and isinstance(response.stream, httpx2.AsyncByteStream):
+        chunks = aiter(response.stream)
+    else:
+        chunks = aiter(response.aiter_bytes())
     return lambda: anext(chunks, b"")
 
 
