@@ -313,6 +313,15 @@ def test_first_token_and_idle_timeouts_are_separate(
     assert record.json()["output"] == "tok0 "
 
 
+def test_the_idle_timeout_applies_however_long_the_first_token_may_take(
+    client: httpx.Client, prompt: dict, monkeypatch
+) -> None:
+    configure(monkeypatch, DEEPSEEK_FIRST_TOKEN_TIMEOUT_S="60", DEEPSEEK_IDLE_TIMEOUT_S="0.2")
+    stalled = run(client, prompt, input=fake(tokens=3, token_interval_s=3))
+    assert stalled.status_code == 504
+    assert "in the middle of the answer" in stalled.json()["error"]["message"]
+
+
 def read_slowly(call: ChatCall, pause_s: float) -> list[Delta | Finish]:
     """Every item of a streamed call, the caller pausing after each one."""
 

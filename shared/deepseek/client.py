@@ -42,6 +42,13 @@ def _retry_after(response: httpx2.Response) -> float | None:
         return None
 
 
+def _failure_reason(exc: Exception) -> str:
+    """What a failed call reports: a transport error's own words, else the failure's type."""
+    if isinstance(exc, httpx2.TransportError) and str(exc):
+        return str(exc)
+    return type(exc).__name__
+
+
 def _status_error(exc: openai.APIStatusError) -> errors.UpstreamError:
     body = exc.body if isinstance(exc.body, dict) else {}
     upstream = body.get("error", body) if isinstance(body.get("error", body), dict) else {}
@@ -92,7 +99,7 @@ class DeepSeekClient:
         """Deltas as they arrive, then one Finish; raises UpstreamError on any failure.
 
         Retries happen only before the first token, so reading and retrying share one loop;
-        each chunk costs one read of aiohttp's stream, one parse and a watchdog update.
+        each chunk costs a read of the transport's stream, one parse and a watchdog update.
         """
         if not self.configured:
             raise errors.not_configured()
@@ -132,12 +139,8 @@ class DeepSeekClient:
             except openai.APIStatusError as exc:
                 error = _status_error(exc)
                 error.__cause__ = exc
-            except httpx2.TransportError as exc:
-                reason = str(exc) or type(exc).__name__
-                error = errors.stream_broken(reason) if got_token else errors.unreachable(reason)
-                error.__cause__ = exc
             except (httpx2.HTTPError, ValueError) as exc:
-                reason = type(exc).__name__
+                reason = _failure_reason(exc)
                 error = errors.stream_broken(reason) if got_token else errors.unreachable(reason)
                 error.__cause__ = exc
             else:
@@ -197,10 +200,7 @@ def _body_reader(response: httpx2.Response) -> Callable[[], Awaitable[bytes]]:
     """What reads the body's next bytes as they arrive (b"" at its end): the transport's stream
     itself unless the body is encoded."""
     encoding = response.headers.get("content-encoding", "identity").strip().lower()
-    if encoding == "identity" and isinstance(response.stream, httpx2.AsyncByteStream):
-        chunks = aiter(response.stream)
-    else:
-        chunks = aiter(response.aiter_bytes())
+    chunks = aiter(response.stream if encoding == "identity" else response.aiter_bytes())
     return lambda: anext(chunks, b"")
 
 
@@ -251,9 +251,10 @@ class _StreamedAnswer:
 class _Watchdog:
     """Cancels a read from DeepSeek that is still waiting once its deadline has passed.
 
-    One timer serves the whole answer: moving the deadline on, once per chunk, is an assignment,
-    and the timer re-arms itself when it fires early. A timer started and cancelled per chunk
-    costs more than the chunk's own parsing.
+    One timer serves the whole answer: moving the deadline later, once per chunk, is an
+    assignment rather than a timer started and cancelled, and the timer re-arms itself when it
+    fires early. A deadline moved earlier (the idle timeout once the first token is in, shorter
+    than the first-token one) re-arms it at once.
     """
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
@@ -267,7 +268,8 @@ class _Watchdog:
         """The current task now waits for DeepSeek, until `deadline` at the latest."""
         self._deadline = deadline
         self._reader = asyncio.current_task()
-        if self._timer is None:
+        if self._timer is None or deadline < self._timer.when():
+            self.close()
             self._timer = self._loop.call_at(deadline, self._check)
 
     def rest(self) -> None:
