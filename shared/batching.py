@@ -6,6 +6,7 @@ trips) serves every item that arrived meanwhile, instead of a few round trips fo
 """
 
 import asyncio
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
@@ -31,15 +32,15 @@ class Batcher(Generic[ItemT, ResultT]):
     def __init__(self, handle_many: Callable[[list[ItemT]], list[ResultT]], max_batch: int) -> None:
         self.handle_many = handle_many
         self.max_batch = max_batch
-        self._waiting: dict[asyncio.AbstractEventLoop, _Waiting[ItemT, ResultT]] = {}
+        self._waiting: weakref.WeakKeyDictionary[
+            asyncio.AbstractEventLoop, _Waiting[ItemT, ResultT]
+        ] = weakref.WeakKeyDictionary()
 
     async def submit(self, item: ItemT) -> ResultT:
         """The item's result, once the batch it went into is handled."""
         loop = asyncio.get_running_loop()
         waiting = self._waiting.get(loop)
         if waiting is None:
-            for closed in [known for known in self._waiting if known.is_closed()]:
-                del self._waiting[closed]
             waiting = self._waiting[loop] = _Waiting()
         future: asyncio.Future[ResultT] = loop.create_future()
         waiting.items.append(item)
@@ -56,12 +57,13 @@ class Batcher(Generic[ItemT, ResultT]):
                 del waiting.items[: self.max_batch], waiting.futures[: self.max_batch]
                 try:
                     results = await anyio.to_thread.run_sync(self.handle_many, items)
+                    answered = list(zip(futures, results, strict=True))
                 except Exception as exc:
                     for future in futures:
                         if not future.done():
                             future.set_exception(exc)
                     continue
-                for future, result in zip(futures, results, strict=True):
+                for future, result in answered:
                     if not future.done():
                         future.set_result(result)
         finally:

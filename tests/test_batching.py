@@ -62,11 +62,19 @@ def test_a_failed_batch_fails_each_of_its_items_and_the_next_batch_still_runs() 
 
 
 def test_each_event_loop_has_its_own_batches() -> None:
+    """A batch held on one loop (one thread) does not hold items submitted on another."""
     recorder = Recorder()
-    recorder.release.set()
     batcher = Batcher(recorder, max_batch=10)
-    for item in ("a", "b"):
-        assert asyncio.run(batcher.submit(item)) == item.upper()
+    held: list[str] = []
+    first = threading.Thread(target=lambda: held.append(asyncio.run(batcher.submit("a"))))
+    first.start()
+    while not recorder.batches:
+        threading.Event().wait(0.005)
+    assert asyncio.run(asyncio.wait_for(batcher.submit("b"), 2)) == "B"
+    assert held == []  # the other loop's batch is still being handled
+    recorder.release.set()
+    first.join(5)
+    assert held == ["A"]
     assert recorder.batches == [["a"], ["b"]]
 
 
