@@ -15,16 +15,12 @@ def _dialog_id(turn: TurnEvent) -> str:
     return turn.dialog_id
 
 
-# Built for each batch: the writer uses the settings (and database) current when it runs.
+# Turns are written in a worker thread (the history writer is synchronous pymongo), together
+# with the turns that finished meanwhile: the same few round trips serve them all. The writer is
+# built for each batch, so it uses the settings (and database) current when it runs.
 _turns: Batcher[TurnEvent, TurnWritten] = Batcher(
     lambda turns: HistoryWriter().write_turns(turns), max_batch=100
 )
-
-
-async def write_turn(turn: TurnEvent) -> TurnWritten:
-    """Write a turn in a worker thread (the history writer is synchronous pymongo), together
-    with the turns that finished meanwhile: the same few round trips serve them all."""
-    return await _turns.submit(turn)
 
 
 TURNS: Channel[TurnEvent] = Channel(
@@ -36,5 +32,5 @@ TURNS: Channel[TurnEvent] = Channel(
     model=TurnEvent,
     event_id=_turn_id,
     subject=_dialog_id,
-    consume=write_turn,
+    consume=_turns.submit,
 )
