@@ -35,27 +35,22 @@ from pathlib import Path
 import httpx
 from pymongo import MongoClient
 
-from bench.harness import CLI, cpu_seconds, process_tree
+from bench.harness import cpu_seconds, pin_to, process_tree, start_function, stop
 from devtools.embedded_mongo import EmbeddedMongo, free_port
-from devtools.gateway import FUNCTIONS_DIR, TARGET
-from devtools.processes import wait_until_healthy
+from devtools.gateway import FUNCTIONS_DIR
 
 FUNCTION_CORE, LOAD_CORE = 0, 1
 TOKENS, FIRST_TOKEN_MS, TOKEN_INTERVAL_MS = 50, 200, 10
 HISTORY_TURNS = 3
-# Runs `argv[1:]` pinned to the core in argv[0], so forked workers stay there too.
-_PINNED = (
-    "import os, sys; os.sched_setaffinity(0, {int(sys.argv[1])}); "
-    "os.execv(sys.argv[2], sys.argv[2:])"
-)
 
 
 def spawn_pinned(core: int, command: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
-        [sys.executable, "-c", _PINNED, str(core), *command],
+        command,
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
+        preexec_fn=pin_to(core),
     )
 
 
@@ -278,23 +273,14 @@ class Served:
     @classmethod
     def start(cls, source: Path, env: dict[str, str]) -> "Served":
         port = free_port()
-        command = [str(CLI), "--source", str(source), "--target", TARGET]
-        process = spawn_pinned(FUNCTION_CORE, command, {**env, "PORT": str(port)})
-        served = cls(process, port)
-        try:
-            wait_until_healthy(f"http://127.0.0.1:{port}", process)
-        except BaseException:
-            served.stop()
-            raise
-        return served
+        return cls(start_function(source, env, port, core=FUNCTION_CORE), port)
 
     @property
     def pids(self) -> list[int]:
         return process_tree(self.process.pid)
 
     def stop(self) -> None:
-        self.process.terminate()
-        self.process.wait(timeout=10)
+        stop(self.process)
 
 
 @contextmanager
@@ -443,8 +429,7 @@ def main() -> None:
             for function in served:
                 function.stop()
             for process in (forwarder, upstream):
-                process.terminate()
-                process.wait(timeout=10)
+                stop(process)
 
 
 if __name__ == "__main__":

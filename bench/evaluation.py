@@ -24,8 +24,9 @@ from shared.projects.models import ProjectCreate
 from shared.projects.service import ProjectService
 from shared.prompts.models import PromptCreate
 from shared.prompts.service import PromptService
-from shared.settings import get_settings
 
+# The most results the evaluations function returns in one read: the final read takes them all.
+MAX_RESULTS = 1000
 FIRST_TOKEN_S = 0.2
 TOKENS = 50
 TOKEN_INTERVAL_S = 0.01
@@ -70,6 +71,8 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--max-seconds", type=float, default=300, help="give up after this")
     arguments = parser.parse_args()
+    if arguments.cells > MAX_RESULTS:
+        parser.error(f"--cells is at most {MAX_RESULTS}, the results one read returns")
 
     scenario = Scenario(
         tokens=TOKENS,
@@ -88,10 +91,9 @@ def main() -> None:
             "EVALUATION_MAX_CONCURRENCY": str(arguments.concurrency),
             "LOG_LEVEL": "WARNING",
         }
-        os.environ.update(env)
-        get_settings.cache_clear()
+        os.environ.update(env)  # for the seeding here and the function started below
         prompt_id, dataset_id = seed(arguments.cells)
-        with running_function("evaluations", env) as base_url, httpx.Client(timeout=30) as http:
+        with running_function("evaluations") as base_url, httpx.Client(timeout=30) as http:
             started = time.perf_counter()
             response = http.post(
                 f"{base_url}/",
@@ -113,7 +115,7 @@ def main() -> None:
                     break
                 time.sleep(0.25)
             wall_s = time.perf_counter() - started
-            run = http.get(f"{base_url}/{run_id}", params={"limit": 1000}).json()
+            run = http.get(f"{base_url}/{run_id}", params={"limit": MAX_RESULTS}).json()
 
     cells = run["progress"]["total"]
     ideal_s = cells * (FIRST_TOKEN_S + TOKENS * TOKEN_INTERVAL_S) / arguments.concurrency

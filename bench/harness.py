@@ -27,23 +27,40 @@ def pin_to(core: int) -> Callable[[], None]:
     return lambda: os.sched_setaffinity(0, {core})
 
 
-@contextmanager
-def running_function(name: str, env: dict[str, str]) -> Iterator[str]:
-    """One function under the functions-framework CLI (gunicorn), exactly as in its image."""
-    port = free_port()
+def start_function(
+    source: Path, env: dict[str, str], port: int, core: int | None = None
+) -> subprocess.Popen[bytes]:
+    """The functions-framework CLI (gunicorn) serving `source` on `port`, exactly as in its
+    image, once it answers /healthz; pinned with its workers to `core` when one is given."""
     process = subprocess.Popen(
-        [str(CLI), "--source", str(FUNCTIONS_DIR / name / "main.py"), "--target", TARGET],
+        [str(CLI), "--source", str(source), "--target", TARGET],
         env={**os.environ, **env, "PORT": str(port)},
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
+        preexec_fn=None if core is None else pin_to(core),
     )
-    url = f"http://127.0.0.1:{port}"
     try:
-        wait_until_healthy(url, process)
-        yield url
+        wait_until_healthy(f"http://127.0.0.1:{port}", process)
+    except BaseException:
+        stop(process)
+        raise
+    return process
+
+
+def stop(process: subprocess.Popen[bytes]) -> None:
+    process.terminate()
+    process.wait(timeout=10)
+
+
+@contextmanager
+def running_function(name: str, env: dict[str, str] | None = None) -> Iterator[str]:
+    """One function as in its image, on a free port, with `env` over this process's environment."""
+    port = free_port()
+    process = start_function(FUNCTIONS_DIR / name / "main.py", env or {}, port)
+    try:
+        yield f"http://127.0.0.1:{port}"
     finally:
-        process.terminate()
-        process.wait(timeout=10)
+        stop(process)
 
 
 def process_tree(pid: int) -> list[int]:

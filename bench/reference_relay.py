@@ -6,6 +6,7 @@ the same way as the chat function by `bench.chat_overhead`. Served by the functi
 with `--target handle`; `DEEPSEEK_BASE_URL` names the upstream.
 """
 
+import functools
 import json
 import os
 from collections.abc import AsyncIterator
@@ -15,20 +16,15 @@ import openai
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
-_clients: list[openai.AsyncOpenAI] = []
 
-
+@functools.cache
 def _client() -> openai.AsyncOpenAI:
     """One SDK client for the process, made on its event loop at the first request."""
-    if not _clients:
-        _clients.append(
-            openai.AsyncOpenAI(
-                api_key="bench",
-                base_url=os.environ["DEEPSEEK_BASE_URL"],
-                http_client=openai.DefaultAioHttpClient(),
-            )
-        )
-    return _clients[0]
+    return openai.AsyncOpenAI(
+        api_key="bench",
+        base_url=os.environ["DEEPSEEK_BASE_URL"],
+        http_client=openai.DefaultAioHttpClient(),
+    )
 
 
 async def _relay(user_input: str) -> AsyncIterator[bytes]:

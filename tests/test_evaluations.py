@@ -15,14 +15,10 @@ from shared.evaluations.worker import CELLS
 from shared.queues.sqs import drain_sqs
 from tests.conftest import configure
 from tests.test_datasets import create_dataset
+from tests.test_executions import fake
 from tests.test_history_publishers import StubGateway
 
 MISSING_ID = "6b0731e5942f52642075caa9"
-
-
-def fake(**scenario: object) -> str:
-    """A directive telling the fake DeepSeek how to answer the request that carries it."""
-    return "#fake" + json.dumps(scenario)
 
 
 def replying(text: str) -> str:
@@ -30,12 +26,8 @@ def replying(text: str) -> str:
     return "Answer {{q}} " + fake(reply=text)
 
 
-def start(client: httpx.Client, **body: object) -> httpx.Response:
-    return client.post("/evaluations", json=body)
-
-
 def started(client: httpx.Client, **body: object) -> dict:
-    response = start(client, **body)
+    response = client.post("/evaluations", json=body)
     assert response.status_code == 202, response.text
     return response.json()
 
@@ -66,10 +58,6 @@ def new_version(client: httpx.Client, prompt: dict, reply: str) -> int:
     return response.json()["version"]["version"]
 
 
-def dataset_with(client: httpx.Client, project: dict, cases: list[dict], **fields) -> dict:
-    return create_dataset(client, project, cases=cases, **fields)
-
-
 def questions(*texts: str, **fields: object) -> list[dict]:
     return [{"variables": {"q": text}, **fields} for text in texts]
 
@@ -77,10 +65,10 @@ def questions(*texts: str, **fields: object) -> list[dict]:
 def test_a_run_answers_at_once_then_grades_every_case(
     client: httpx.Client, project: dict, prompt: dict, database: Database
 ) -> None:
-    dataset = dataset_with(
+    dataset = create_dataset(
         client,
         project,
-        [
+        cases=[
             {"variables": {"q": "capital?"}, "expected": "Paris is the capital."},
             {"variables": {"q": "capital?"}, "assertions": [{"type": "contains", "value": "Lyon"}]},
             {"variables": {"q": "capital?"}},
@@ -143,7 +131,7 @@ def test_two_targets_repeated_compare_side_by_side(
     client: httpx.Client, project: dict, prompt: dict
 ) -> None:
     worse = new_version(client, prompt, "No idea.")
-    dataset = dataset_with(client, project, questions("capital?", "river?"))
+    dataset = create_dataset(client, project, cases=questions("capital?", "river?"))
     run = started(
         client,
         prompt_id=prompt["id"],
@@ -186,7 +174,7 @@ def test_stability_counts_cases_that_passed_every_repetition(
 ) -> None:
     configure(monkeypatch, DEEPSEEK_MAX_RETRIES="0")
     flaky = {"variables": {"q": "x"}, "input": fake(status=503, fail_times=1, reply="Paris")}
-    dataset = dataset_with(client, project, [flaky, *questions("capital?")])
+    dataset = create_dataset(client, project, cases=[flaky, *questions("capital?")])
     run = started(
         client,
         prompt_id=prompt["id"],
@@ -208,7 +196,7 @@ def test_a_cell_failing_upstream_is_an_error_and_the_run_completes(
     client: httpx.Client, project: dict, prompt: dict
 ) -> None:
     broken = {"variables": {"q": "x"}, "input": fake(status=402)}
-    dataset = dataset_with(client, project, [broken, *questions("capital?")])
+    dataset = create_dataset(client, project, cases=[broken, *questions("capital?")])
     run = finished(
         client,
         started(client, prompt_id=prompt["id"], dataset_id=dataset["id"], targets=[{}])["id"],
@@ -223,7 +211,7 @@ def test_a_cell_failing_upstream_is_an_error_and_the_run_completes(
 def test_a_case_missing_a_variable_is_an_error_cell(
     client: httpx.Client, project: dict, prompt: dict
 ) -> None:
-    dataset = dataset_with(client, project, [{"variables": {}}, *questions("capital?")])
+    dataset = create_dataset(client, project, cases=[{"variables": {}}, *questions("capital?")])
     run = finished(
         client,
         started(client, prompt_id=prompt["id"], dataset_id=dataset["id"], targets=[{}])["id"],
@@ -243,10 +231,10 @@ def test_multi_turn_cases_send_their_history(
         {"role": "user", "content": "My name is Ada."},
         {"role": "assistant", "content": "Hello Ada."},
     ]
-    dataset = dataset_with(
+    dataset = create_dataset(
         client,
         project,
-        [{"input": "What is my name? " + fake(echo=True), "history": history}],
+        cases=[{"input": "What is my name? " + fake(echo=True), "history": history}],
     )
     run = finished(
         client,
@@ -281,7 +269,7 @@ def test_the_judge_grades_cells_and_sees_the_history(
             "assertions": [{"type": "judge", "rubric": unparseable}],
         },
     ]
-    dataset = dataset_with(client, project, cases)
+    dataset = create_dataset(client, project, cases=cases)
     run = finished(
         client,
         started(
@@ -307,10 +295,10 @@ def test_the_judge_grades_cells_and_sees_the_history(
 
 
 def test_case_tags_choose_the_cases(client: httpx.Client, project: dict, prompt: dict) -> None:
-    dataset = dataset_with(
+    dataset = create_dataset(
         client,
         project,
-        [*questions("a", tags=["smoke"]), *questions("b", tags=["slow"]), *questions("c")],
+        cases=[*questions("a", tags=["smoke"]), *questions("b", tags=["slow"]), *questions("c")],
     )
     run = started(
         client, prompt_id=prompt["id"], dataset_id=dataset["id"], targets=[{}], case_tags=["smoke"]
@@ -322,7 +310,7 @@ def test_case_tags_choose_the_cases(client: httpx.Client, project: dict, prompt:
 def test_bad_requests_are_refused_and_store_nothing(
     client: httpx.Client, project: dict, prompt: dict, database: Database
 ) -> None:
-    dataset = dataset_with(client, project, questions("a", tags=["smoke"]))
+    dataset = create_dataset(client, project, cases=questions("a", tags=["smoke"]))
     other = client.post("/projects", json={"name": "Other"}).json()
     foreign = create_dataset(client, other, cases=questions("x"))
     base = {"prompt_id": prompt["id"], "dataset_id": dataset["id"], "targets": [{}]}
@@ -347,7 +335,7 @@ def test_bad_requests_are_refused_and_store_nothing(
 
 
 def test_runs_are_listed_by_prompt(client: httpx.Client, project: dict, prompt: dict) -> None:
-    dataset = dataset_with(client, project, questions("a"))
+    dataset = create_dataset(client, project, cases=questions("a"))
     first = started(client, prompt_id=prompt["id"], dataset_id=dataset["id"], targets=[{}])
     second = started(client, prompt_id=prompt["id"], dataset_id=dataset["id"], targets=[{}])
     page = client.get("/evaluations", params={"prompt_id": prompt["id"]}).json()
@@ -395,7 +383,7 @@ def test_cells_go_through_the_queue_bounded_by_concurrency_and_run_once(
     openfaas_queue: StubGateway,
     fake_deepseek: FakeDeepSeek,
 ) -> None:
-    dataset = dataset_with(client, project, questions("a", "b", "c", "d", "e"))
+    dataset = create_dataset(client, project, cases=questions("a", "b", "c", "d", "e"))
     run = started(
         client, prompt_id=prompt["id"], dataset_id=dataset["id"], targets=[{}], concurrency=2
     )
@@ -420,7 +408,7 @@ def test_cells_go_through_the_queue_bounded_by_concurrency_and_run_once(
 def test_the_worker_takes_cloudevents_and_refuses_malformed_events(
     client: httpx.Client, project: dict, prompt: dict, openfaas_queue: StubGateway
 ) -> None:
-    dataset = dataset_with(client, project, questions("a"))
+    dataset = create_dataset(client, project, cases=questions("a"))
     run = started(client, prompt_id=prompt["id"], dataset_id=dataset["id"], targets=[{}])
     [(_, _, body)] = openfaas_queue.requests
     cell = json.loads(body)
@@ -453,7 +441,7 @@ def test_the_worker_takes_cloudevents_and_refuses_malformed_events(
 def test_cancel_stops_dispatching_and_keeps_finished_cells(
     client: httpx.Client, project: dict, prompt: dict, openfaas_queue: StubGateway
 ) -> None:
-    dataset = dataset_with(client, project, questions("a", "b", "c", "d"))
+    dataset = create_dataset(client, project, cases=questions("a", "b", "c", "d"))
     run = started(
         client, prompt_id=prompt["id"], dataset_id=dataset["id"], targets=[{}], concurrency=1
     )
@@ -486,7 +474,7 @@ def test_resume_hands_out_cells_whose_worker_vanished(
     openfaas_queue: StubGateway,
     database: Database,
 ) -> None:
-    dataset = dataset_with(client, project, questions("a", "b", "c"))
+    dataset = create_dataset(client, project, cases=questions("a", "b", "c"))
     run = started(
         client, prompt_id=prompt["id"], dataset_id=dataset["id"], targets=[{}], concurrency=2
     )
@@ -510,10 +498,10 @@ def move(client: httpx.Client, prompt: dict, label: str, version: int) -> httpx.
 def test_a_gated_label_moves_only_to_a_version_that_passed(
     client: httpx.Client, project: dict, prompt: dict
 ) -> None:
-    dataset = dataset_with(
+    dataset = create_dataset(
         client,
         project,
-        questions("a", "b", assertions=[{"type": "contains", "value": "Paris"}]),
+        cases=questions("a", "b", assertions=[{"type": "contains", "value": "Paris"}]),
     )
     half = new_version(client, prompt, "Paris maybe")
     gate = client.put(
@@ -570,7 +558,7 @@ def test_a_gated_label_moves_only_to_a_version_that_passed(
 def test_gates_are_validated_and_protect_their_dataset(
     client: httpx.Client, project: dict, prompt: dict
 ) -> None:
-    dataset = dataset_with(client, project, questions("a"))
+    dataset = create_dataset(client, project, cases=questions("a"))
     url = f"/prompts/{prompt['id']}/gates"
     body = {"dataset_id": dataset["id"], "min_pass_rate": 0.8}
     assert client.put(f"{url}/latest", json=body).json()["error"]["code"] == "reserved_label"
@@ -590,7 +578,7 @@ def test_cells_travel_through_sqs_and_its_drain_runs_them(
 ) -> None:
     url = sqs.create_queue(QueueName=f"cells-{time.time_ns()}")["QueueUrl"]
     configure(monkeypatch, EVALUATION_QUEUE="sqs", EVALUATION_QUEUE_URL=url)
-    dataset = dataset_with(client, project, questions("a", "b", "c"))
+    dataset = create_dataset(client, project, cases=questions("a", "b", "c"))
     run = started(
         client, prompt_id=prompt["id"], dataset_id=dataset["id"], targets=[{}], concurrency=2
     )
@@ -609,7 +597,7 @@ def test_a_redelivered_cell_restarts_a_run_that_lost_its_relay(
     openfaas_queue: StubGateway,
     database: Database,
 ) -> None:
-    dataset = dataset_with(client, project, questions("a", "b"))
+    dataset = create_dataset(client, project, cases=questions("a", "b"))
     run = started(
         client, prompt_id=prompt["id"], dataset_id=dataset["id"], targets=[{}], concurrency=1
     )
@@ -628,7 +616,7 @@ def test_a_redelivered_cell_restarts_a_run_that_lost_its_relay(
 def test_a_cell_given_back_after_a_failure_can_be_claimed_again(
     client: httpx.Client, project: dict, prompt: dict, openfaas_queue: StubGateway
 ) -> None:
-    dataset = dataset_with(client, project, questions("a"))
+    dataset = create_dataset(client, project, cases=questions("a"))
     started(client, prompt_id=prompt["id"], dataset_id=dataset["id"], targets=[{}])
     cell_id = json.loads(openfaas_queue.requests[0][2])["cell_id"]
     cells = EvaluationRepository()
@@ -645,7 +633,7 @@ def test_run_level_json_schema_assertions_keep_their_dollar_keys(
     client: httpx.Client, project: dict, make_prompt
 ) -> None:
     prompt = make_prompt(template="{{q}} " + fake(reply='{"answer": 42}'))
-    dataset = dataset_with(client, project, questions("a"))
+    dataset = create_dataset(client, project, cases=questions("a"))
     schema = {
         "$schema": "https://json-schema.org/draft/2020-12/schema",
         "$defs": {"n": {"type": "integer"}},
