@@ -89,7 +89,8 @@ async def judge(
         passed, reason = verdict
         result = AssertionResult(type=spec.type, passed=passed, reason=reason)
     # The grading call is paid for whatever it answered.
-    return result.model_copy(update={"cost": answer.cost})
+    result.cost = answer.cost
+    return result
 
 
 async def assess(

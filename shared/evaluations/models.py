@@ -3,19 +3,18 @@
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, StringConstraints
+from pydantic import Field
 
 from shared.assertions.models import AssertionResult, AssertionSpec
 from shared.datasets.models import Assertions, Tags
 from shared.executions.models import ExecutionError, HistoryTurn
-from shared.models import InputModel, Model
+from shared.models import InputModel, Model, Name
 from shared.pagination import PageParams
 from shared.prompts.models import ModelConfig, VersionChoice
 
 EvaluationStatus = Literal["queued", "running", "completed", "cancelled"]
 # pending: not handed out yet; dispatched: on the queue; running: a worker has it.
 CellState = Literal["pending", "dispatched", "running", "done", "cancelled"]
-TargetName = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100)]
 
 MAX_TARGETS = 5
 MAX_REPEAT = 10
@@ -26,7 +25,7 @@ class TargetCreate(VersionChoice):
     """What one column of the comparison runs: a version or label, with optional overrides."""
 
     config: ModelConfig | None = None
-    name: TargetName | None = None
+    name: Name | None = None
 
 
 class EvaluationCreate(InputModel):

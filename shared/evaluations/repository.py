@@ -5,6 +5,7 @@ two deliveries of the same cell never both run it, and a run's counters move onc
 """
 
 import json
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any, ClassVar
 
@@ -123,16 +124,22 @@ class EvaluationRepository:
                     "dataset_id": to_object_id(dataset_id),
                     "status": "completed",
                 },
-                {"targets": 1, "target_results": 1, "case_tags": 1, "created_at": 1},
+                {"target_results": 1, "case_tags": 1, "created_at": 1},
             )
             .sort([("created_at", DESCENDING), ("_id", DESCENDING)])
             .limit(limit)
         )
 
-    def cells_of(self, evaluation_id: str) -> list[dict[str, Any]]:
-        """Every cell of a run, in dispatch order."""
+    def cells_of(
+        self, evaluation_id: str, fields: Sequence[str] | None = None
+    ) -> list[dict[str, Any]]:
+        """Every cell of a run, in dispatch order (so each case's repetitions in order); only
+        `fields` of each when given."""
+        projection = dict.fromkeys(fields, 1) if fields is not None else None
         return list(
-            self.cells.find({"evaluation_id": to_object_id(evaluation_id)}).sort("seq", ASCENDING)
+            self.cells.find({"evaluation_id": to_object_id(evaluation_id)}, projection).sort(
+                "seq", ASCENDING
+            )
         )
 
     def cell_state(self, cell_id: str) -> str | None:

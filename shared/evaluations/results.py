@@ -15,7 +15,7 @@ from shared.evaluations.models import (
     Target,
     TargetSummary,
 )
-from shared.executions.service import percentile
+from shared.executions.service import percentile, usage_totals
 
 
 def verdict(results: list[AssertionResult]) -> bool | None:
@@ -81,6 +81,22 @@ def _stability(cells: list[dict[str, Any]], repeat: int) -> float | None:
     return _rate(stable, len(finished))
 
 
+# The cell fields `summarize` reads: a run's cells can be summed up without their case or output.
+SUMMARY_FIELDS = (
+    "case_index",
+    "target",
+    "state",
+    "status",
+    "passed",
+    "assertions.type",
+    "assertions.passed",
+    "latency_ms",
+    "usage",
+    "cost",
+    "judge_cost",
+)
+
+
 def summarize(run: Evaluation, cells: list[dict[str, Any]]) -> list[TargetSummary]:
     """Per target: pass rates (overall and per assertion type), stability, latency, tokens, cost."""
     summaries = []
@@ -94,7 +110,6 @@ def summarize(run: Evaluation, cells: list[dict[str, Any]]) -> list[TargetSummar
             for cell in done
             if cell.get("status") == "ok" and cell.get("latency_ms")
         ]
-        usages = [cell["usage"] for cell in done if cell.get("usage")]
         summaries.append(
             TargetSummary(
                 target=target.index,
@@ -110,10 +125,7 @@ def summarize(run: Evaluation, cells: list[dict[str, Any]]) -> list[TargetSummar
                 stability=_stability(own, run.repeat),
                 latency_mean_ms=round(sum(latencies) / len(latencies), 3) if latencies else None,
                 latency_p95_ms=percentile(latencies, 0.95),
-                prompt_tokens=sum(usage["prompt_tokens"] for usage in usages),
-                completion_tokens=sum(usage["completion_tokens"] for usage in usages),
-                total_tokens=sum(usage["total_tokens"] for usage in usages),
-                cost=round(sum(cell.get("cost") or 0 for cell in done), 10),
+                **usage_totals(done),
                 judge_cost=round(sum(cell.get("judge_cost") or 0 for cell in done), 10),
             )
         )
@@ -132,11 +144,11 @@ def _all_passed(runs: list[CellResult]) -> bool | None:
 def case_table(
     run: Evaluation, cells: list[dict[str, Any]], offset: int = 0, limit: int | None = None
 ) -> tuple[list[CaseResult], int]:
-    """Rows `offset` to `offset + limit` of the per-case table, and how many rows it has: one
-    row per case, the targets side by side, rows with a failure or error first. Only the rows
-    returned are built, so a page of a large run costs a page."""
-    by_case = sorted(_by_case(cells).items())
-    ordered = sorted(by_case, key=lambda item: (not _failing(item[1]), item[0]))
+    """Rows `offset` to `offset + limit` of the per-case table (`cells` in dispatch order, as
+    `cells_of` returns them), and how many rows it has: one row per case, the targets side by
+    side, rows with a failure or error first. Only the rows returned are built, so a page of a
+    large run costs a page."""
+    ordered = sorted(_by_case(cells).items(), key=lambda item: (not _failing(item[1]), item[0]))
     page = ordered[offset : None if limit is None else offset + limit]
     return [_case_row(run, own) for _, own in page], len(ordered)
 
@@ -150,10 +162,8 @@ def _case_row(run: Evaluation, own: list[dict[str, Any]]) -> CaseResult:
     case = Case.model_validate_json(own[0]["case_json"])
     columns = []
     for target in run.targets:
-        runs = sorted(
-            (cell_result(cell) for cell in own if cell["target"] == target.index),
-            key=lambda result: result.repetition,
-        )
+        # In repetition order: cells come in dispatch order, repetition by repetition.
+        runs = [cell_result(cell) for cell in own if cell["target"] == target.index]
         columns.append(CaseTargetResult(target=target.index, passed=_all_passed(runs), runs=runs))
     return CaseResult(
         case_id=case.id,

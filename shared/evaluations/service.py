@@ -130,12 +130,11 @@ class EvaluationService:
 
     def cancel(self, evaluation_id: str) -> Evaluation:
         """Stop handing out cells; cells already running finish and keep their results."""
-        run = self.get(evaluation_id)
-        cancelled = self.evaluations.cancel(run.id)
+        cancelled = self.evaluations.cancel(evaluation_id)
         if cancelled is None:
             raise Conflict(
-                f"The evaluation is {self.get(run.id).status}; only a queued or running one "
-                "can be cancelled.",
+                f"The evaluation is {self.get(evaluation_id).status}; only a queued or running "
+                "one can be cancelled.",
                 code="evaluation_finished",
             )
         return cancelled

@@ -19,7 +19,7 @@ from shared.datasets.models import Case
 from shared.errors import AppError
 from shared.evaluations.models import CellEvent, CellOutcome, Evaluation, Outcome
 from shared.evaluations.repository import EvaluationRepository
-from shared.evaluations.results import summarize, target_results, verdict
+from shared.evaluations.results import SUMMARY_FIELDS, summarize, target_results, verdict
 from shared.executions.models import ExecutionCreate
 from shared.executions.service import ExecutionService
 from shared.prompts.models import ModelConfig
@@ -165,7 +165,6 @@ class EvaluationWorker:
             "execution_id": execution.id,
             "output": execution.output,
             "latency_ms": execution.latency_ms,
-            "ttft_ms": execution.ttft_ms,
             "cost": execution.cost,
             "usage": execution.usage.model_dump() if execution.usage else None,
         }
@@ -193,7 +192,7 @@ class EvaluationWorker:
 
     def _complete(self, run: Evaluation) -> None:
         """Close a run whose every cell is finished, keeping what its release gates read."""
-        cells = self.evaluations.cells_of(run.id)
+        cells = self.evaluations.cells_of(run.id, SUMMARY_FIELDS)
         summaries = summarize(run, cells)
         self.evaluations.complete(run.id, target_results(summaries, run.targets))
 

@@ -38,6 +38,17 @@ def percentile(values: list[float], fraction: float) -> float | None:
     return ordered[max(1, math.ceil(fraction * len(ordered))) - 1]
 
 
+def usage_totals(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """The prompt, completion and total tokens and the cost (USD) of stored runs, summed."""
+    usages = [run["usage"] for run in runs if run.get("usage")]
+    return {
+        "prompt_tokens": sum(usage["prompt_tokens"] for usage in usages),
+        "completion_tokens": sum(usage["completion_tokens"] for usage in usages),
+        "total_tokens": sum(usage["total_tokens"] for usage in usages),
+        "cost": round(sum(run.get("cost") or 0 for run in runs), 10),
+    }
+
+
 def merged_params(stored: dict[str, Any], override: ModelConfig | None) -> dict[str, Any]:
     """The version's config with a request's overrides on top (null removes a key)."""
     params = dict(stored)
@@ -189,7 +200,6 @@ def _version_stats(number: int, runs: list[dict[str, Any]]) -> VersionStats:
         run["latency_ms"] for run in runs if run["status"] == "ok" and run.get("latency_ms")
     ]
     ttfts = [run["ttft_ms"] for run in runs if run["status"] == "ok" and run.get("ttft_ms")]
-    usages = [run["usage"] for run in runs if run.get("usage")]
     return VersionStats(
         version=number,
         count=len(runs),
@@ -201,8 +211,5 @@ def _version_stats(number: int, runs: list[dict[str, Any]]) -> VersionStats:
         latency_p95_ms=percentile(latencies, 0.95),
         ttft_p50_ms=percentile(ttfts, 0.5),
         ttft_p95_ms=percentile(ttfts, 0.95),
-        prompt_tokens=sum(usage["prompt_tokens"] for usage in usages),
-        completion_tokens=sum(usage["completion_tokens"] for usage in usages),
-        total_tokens=sum(usage["total_tokens"] for usage in usages),
-        cost=round(sum(run.get("cost") or 0 for run in runs), 10),
+        **usage_totals(runs),
     )

@@ -1,5 +1,7 @@
 """Release gates: a gated label moves only to a version whose evaluation run passed its dataset."""
 
+from functools import cached_property
+
 from shared.datasets.repository import DatasetRepository
 from shared.errors import Conflict, not_found
 from shared.evaluations.repository import EvaluationRepository
@@ -14,8 +16,15 @@ _RUNS_CONSIDERED = 100
 class GateService:
     def __init__(self) -> None:
         self.gates = GateRepository()
-        self.datasets = DatasetRepository()
-        self.evaluations = EvaluationRepository()
+
+    # Built on first use: listing or removing gates, or checking an ungated label, needs neither.
+    @cached_property
+    def datasets(self) -> DatasetRepository:
+        return DatasetRepository()
+
+    @cached_property
+    def evaluations(self) -> EvaluationRepository:
+        return EvaluationRepository()
 
     def put(self, record: PromptRecord, label: str, data: GateSet) -> Gate:
         """Protect a label of a prompt with a dataset of the same project and a pass rate."""

@@ -190,19 +190,6 @@ class PromptListParams(PageParams):
     q: str | None = Field(None, max_length=100)
 
 
-class VersionChoice(InputModel):
-    """A request naming a version by number or by label, not both (neither: the default)."""
-
-    version: VersionNumber | None = None
-    label: LabelName | None = None
-
-    @model_validator(mode="after")
-    def _one_selector(self) -> "VersionChoice":
-        if self.version is not None and self.label is not None:
-            raise ValueError("choose a version or a label, not both")
-        return self
-
-
 class VersionSelector(Model):
     version: VersionNumber | None = None
     label: LabelName | None = None
@@ -212,6 +199,10 @@ class VersionSelector(Model):
         if self.version is not None and self.label is not None:
             raise ValueError("choose a version or a label, not both")
         return self
+
+
+class VersionChoice(VersionSelector, InputModel):
+    """A request naming a version by number or by label, not both (neither: the default)."""
 
 
 class VersionListParams(Model):
