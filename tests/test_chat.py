@@ -222,6 +222,20 @@ def test_bad_requests_are_4xx_before_any_stream(
     assert database.messages.count_documents({}) == 0
 
 
+def test_a_dialog_whose_prompt_was_deleted_gets_a_404_before_any_stream(
+    client: httpx.Client, project: dict, bound_prompt: dict, database: Database
+) -> None:
+    dialog = client.post(
+        "/dialogs", json={"project_id": project["id"], "prompt_id": bound_prompt["id"]}
+    ).json()
+    assert client.delete(f"/prompts/{bound_prompt['id']}").status_code == 204
+    response = client.post("/chat", json={"dialog_id": dialog["id"], "input": "hi"})
+    assert response.status_code == 404
+    assert response.json()["error"]["code"] == "not_found"
+    assert bound_prompt["id"] in response.json()["error"]["message"]
+    assert database.messages.count_documents({}) == 0
+
+
 @pytest.mark.parametrize(
     ("scenario", "code"),
     [

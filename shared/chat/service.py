@@ -16,6 +16,7 @@ from shared.deepseek.answer import Answer, answer_events
 from shared.deepseek.models import ChatCall
 from shared.dialogs.models import Dialog, DialogCreate, Message, TurnEvent
 from shared.dialogs.service import DialogService
+from shared.errors import not_found
 from shared.executions.service import merged_params
 from shared.history.channel import TURNS
 from shared.prompts.models import PromptRecord, PromptVersion
@@ -91,9 +92,8 @@ class ChatService:
             dialog, recent, record = self.dialogs.get_for_turn(
                 request.dialog_id, settings.chat_history_max_messages
             )
-            version = self._bound_version(dialog, record)
         else:
-            dialog = self.dialogs.create(
+            dialog, record = self.dialogs.create_for_turn(
                 DialogCreate(
                     project_id=request.project_id or "",
                     prompt_id=request.prompt_id,
@@ -102,7 +102,7 @@ class ChatService:
                     title=request.title or request.input[:_TITLE_LENGTH].strip() or None,
                 )
             )
-            version = self._bound_version(dialog, None)
+        version = self._bound_version(dialog, record)
         history = history_window(recent, settings.chat_history_max_tokens)
         messages = compose_messages(version, request.variables, history, request.input)
         params = merged_params(version.config if version else {}, request.config)
@@ -118,13 +118,12 @@ class ChatService:
 
     def _bound_version(self, dialog: Dialog, record: PromptRecord | None) -> PromptVersion | None:
         """The version the dialog's prompt binding names right now (labels can move), from the
-        prompt's record when it was read already."""
+        prompt's record read with the dialog."""
         if dialog.prompt_id is None:
             return None
-        if record is None:
-            return self.prompts.version_to_run(dialog.prompt_id, dialog.version, dialog.label)[1]
-        number = self.prompts.number_to_run(record, dialog.version, dialog.label)
-        return self.prompts.get_version(record.id, number)
+        if record is None:  # the bound prompt was deleted
+            raise not_found("prompt", dialog.prompt_id)
+        return self.prompts.version_of(record, dialog.version, dialog.label)
 
     async def start(self, request: ChatRequest) -> Turn:
         """`prepare` off the event loop."""

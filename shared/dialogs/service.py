@@ -32,10 +32,15 @@ class DialogService:
 
     def create(self, data: DialogCreate) -> Dialog:
         """Start a dialog in an existing project, bound to a prompt of that project if given."""
+        return self.create_for_turn(data)[0]
+
+    def create_for_turn(self, data: DialogCreate) -> tuple[Dialog, PromptRecord | None]:
+        """`create`, with the bound prompt's record it read (None when unbound) for the turn
+        that follows, read by `self.prompts` as in `get_for_turn`."""
         if self.projects.get(data.project_id) is None:
             raise not_found("project", data.project_id)
-        self._check_binding(data.project_id, data)
-        return self.dialogs.create(data)
+        record = self._check_binding(data.project_id, data)
+        return self.dialogs.create(data), record
 
     def search(self, params: DialogListParams) -> Page[Dialog]:
         """A project's dialogs, latest activity first."""
@@ -93,11 +98,11 @@ class DialogService:
         if not self.dialogs.delete(dialog_id):
             raise not_found("dialog", dialog_id)
 
-    def _check_binding(self, project_id: str, binding: PromptBinding) -> None:
+    def _check_binding(self, project_id: str, binding: PromptBinding) -> PromptRecord | None:
         """A bound prompt exists (404), is in the dialog's project (422), and so does a chosen
-        version or label (404)."""
+        version or label (404); the prompt's record, None when unbound."""
         if binding.prompt_id is None:
-            return
+            return None
         record = self.prompts.get_record(binding.prompt_id)
         if record.project_id != project_id:
             raise ValidationFailed(
@@ -114,6 +119,7 @@ class DialogService:
         if binding.version is not None or binding.label is not None:
             selector = VersionSelector(version=binding.version, label=binding.label)
             self.prompts.resolve_version_number(record, selector)
+        return record
 
 
 def _binding(**fields: Any) -> PromptBinding:

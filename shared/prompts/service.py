@@ -2,15 +2,13 @@
 
 import difflib
 import hashlib
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import TypeAdapter, ValidationError
 
 from shared.errors import Conflict, not_found, validation_failed
-from shared.evaluations.repository import EvaluationRepository
 from shared.gates.models import Gate, GateList, GateSet
 from shared.gates.repository import GateRepository
-from shared.gates.service import GateService
 from shared.pagination import Page
 from shared.projects.repository import ProjectRepository
 from shared.prompts.models import (
@@ -33,9 +31,19 @@ from shared.prompts.models import (
 )
 from shared.prompts.repository import PromptRepository
 
+if TYPE_CHECKING:
+    from shared.gates.service import GateService
+
 _LABEL_NAME = TypeAdapter(LabelName)
 # What runs (executions, chat) use when they name no version or label, before `latest`.
 RUN_DEFAULT_LABEL = "production"
+
+
+def _gate_service() -> "GateService":
+    # Imported here, not at module level: it would cost every cold start ~15 ms.
+    from shared.gates.service import GateService
+
+    return GateService()
 
 
 def _checked_label(label: str) -> str:
@@ -123,7 +131,13 @@ class PromptService:
         Labels are read now, so moving one changes the next run.
         """
         record = self.get_record(prompt_id)
-        return record, self.get_version(record.id, self.number_to_run(record, version, label))
+        return record, self.version_of(record, version, label)
+
+    def version_of(
+        self, record: PromptRecord, version: int | None, label: str | None
+    ) -> PromptVersion:
+        """The version a run uses, by the rule of `version_to_run`, of a record already read."""
+        return self.get_version(record.id, self.number_to_run(record, version, label))
 
     def number_to_run(self, record: PromptRecord, version: int | None, label: str | None) -> int:
         """The version number a run uses, by the rule of `version_to_run`."""
@@ -198,6 +212,9 @@ class PromptService:
         """Delete a prompt with its versions, gates and evaluation runs."""
         if not self.prompts.delete(prompt_id):
             raise not_found("prompt", prompt_id)
+        # Imported here, not at module level: it would cost every cold start ~15 ms.
+        from shared.evaluations.repository import EvaluationRepository
+
         GateRepository().delete_for_prompt(prompt_id)
         EvaluationRepository().delete_for_prompt(prompt_id)
 
@@ -237,7 +254,7 @@ class PromptService:
         label = _settable_label(label)
         record = self.get_record(prompt_id)
         target = self.get_version(prompt_id, version)
-        GateService().check(record, label, version)
+        _gate_service().check(record, label, version)
         record = self.prompts.set_label(prompt_id, label, version)
         if record is None:
             raise not_found("prompt", prompt_id)
@@ -252,13 +269,13 @@ class PromptService:
     def gate_label(self, prompt_id: str, label: str, data: GateSet) -> Gate:
         """Protect a label: from now on it moves only to versions that pass `data`'s dataset."""
         label = _settable_label(label)
-        return GateService().put(self.get_record(prompt_id), label, data)
+        return _gate_service().put(self.get_record(prompt_id), label, data)
 
     def label_gates(self, prompt_id: str) -> GateList:
         self.get_record(prompt_id)
-        return GateService().list(prompt_id)
+        return _gate_service().list(prompt_id)
 
     def ungate_label(self, prompt_id: str, label: str) -> None:
         label = _checked_label(label)
         self.get_record(prompt_id)
-        GateService().remove(prompt_id, label)
+        _gate_service().remove(prompt_id, label)
