@@ -121,11 +121,11 @@ def seed(mongo_uri: str, database: str, dialogs: int) -> tuple[str, list[str]]:
     from shared.db import utc_now
     from shared.dialogs.models import DialogCreate, TurnEvent
     from shared.dialogs.service import DialogService
-    from shared.history.writer import HistoryWriter
     from shared.projects.models import ProjectCreate
     from shared.projects.service import ProjectService
     from shared.prompts.models import PromptCreate
     from shared.prompts.service import PromptService
+    from shared.workflows.history.writer import HistoryWriter
 
     project = ProjectService().create(ProjectCreate(name="bench"))
     prompt = PromptService().create(

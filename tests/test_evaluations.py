@@ -10,9 +10,9 @@ import pytest
 from pymongo.database import Database
 
 from devtools.fake_deepseek import FakeDeepSeek
-from shared.evaluations.repository import EvaluationRepository
-from shared.evaluations.worker import CELLS
 from shared.queues.sqs import drain_sqs
+from shared.workflows.evaluations.repository import EvaluationRepository
+from shared.workflows.evaluations.worker import CELLS
 from tests.conftest import configure
 from tests.test_datasets import create_dataset
 from tests.test_executions import fake

@@ -14,7 +14,6 @@ from pymongo.database import Database
 
 from devtools.embedded_mongo import free_port
 from shared.dialogs.models import TurnEvent
-from shared.history.channel import TURNS
 from shared.queues.publishers import (
     CloudEventsPublisher,
     LocalQueuePublisher,
@@ -24,6 +23,7 @@ from shared.queues.publishers import (
     wait_until_drained,
 )
 from shared.queues.sqs import drain_sqs, sqs_client
+from shared.workflows.history.channel import TURNS
 from tests.conftest import configure
 from tests.test_history_writer import create_dialog, make_turn
 
@@ -129,7 +129,7 @@ def test_a_queue_without_its_url_falls_back_to_local(monkeypatch: pytest.MonkeyP
 def test_boto3_is_imported_only_to_send_to_sqs() -> None:
     probe = (
         "import os, sys\n"
-        "from shared.history.channel import TURNS\n"
+        "from shared.workflows.history.channel import TURNS\n"
         "from shared.queues.publishers import publisher_for\n"
         "publisher_for(TURNS)\n"
         "os.environ.update(HISTORY_QUEUE='sqs', HISTORY_QUEUE_URL='https://sqs.example/1/q')\n"

@@ -13,9 +13,9 @@ from pymongo.database import Database
 
 from devtools.embedded_mongo import free_port
 from shared.dialogs.models import TurnEvent
-from shared.history.channel import TURNS
-from shared.history.models import TurnWritten
 from shared.queues.cloudevents import binary_headers
+from shared.workflows.history.channel import TURNS
+from shared.workflows.history.models import TurnWritten
 from tests.conftest import configure
 
 WRITER = "/history-writer"

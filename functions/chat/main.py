@@ -1,10 +1,10 @@
 """The `chat` function: one streamed turn of a dialog (ASGI, so one instance holds many streams)."""
 
-from shared.chat.models import ChatEvent, ChatRequest
-from shared.chat.service import ChatService
 from shared.http.asgi_adapter import asgi_function
 from shared.http.messages import EventStream, Response
 from shared.http.routing import Router
+from shared.workflows.chat.models import ChatEvent, ChatRequest
+from shared.workflows.chat.service import ChatService
 
 router = Router("chat")
 

@@ -5,12 +5,12 @@ run once however often it is delivered; a malformed event is a 4xx so it is not 
 unreachable database is a 503 so it is. ASGI: a cell waits on DeepSeek most of its time.
 """
 
-from shared.evaluations.models import CellOutcome
-from shared.evaluations.worker import CELLS, EvaluationWorker
 from shared.http.asgi_adapter import asgi_function
 from shared.http.messages import Request
 from shared.http.routing import Router
 from shared.queues.cloudevents import event_from_request
+from shared.workflows.evaluations.models import CellOutcome
+from shared.workflows.evaluations.worker import CELLS, EvaluationWorker
 
 router = Router("evaluation-worker")
 

@@ -4,7 +4,10 @@ ASGI, because starting a run hands its first cells to the queue from the request
 (with the local queue of `make dev`, the cells then run on that loop).
 """
 
-from shared.evaluations.models import (
+from shared.http.asgi_adapter import asgi_function
+from shared.http.routing import Router
+from shared.pagination import Page
+from shared.workflows.evaluations.models import (
     CompareParams,
     Evaluation,
     EvaluationComparison,
@@ -13,10 +16,7 @@ from shared.evaluations.models import (
     EvaluationListParams,
     ResultPageParams,
 )
-from shared.evaluations.service import EvaluationService
-from shared.http.asgi_adapter import asgi_function
-from shared.http.routing import Router
-from shared.pagination import Page
+from shared.workflows.evaluations.service import EvaluationService
 
 router = Router("evaluations")
 

@@ -5,13 +5,13 @@ written once however often it is delivered; a malformed event is a 4xx so it is 
 unreachable database is a 503 so it is.
 """
 
-from shared.history.channel import TURNS
-from shared.history.models import TurnWritten
-from shared.history.writer import HistoryWriter
 from shared.http.flask_adapter import flask_function
 from shared.http.messages import Request
 from shared.http.routing import Router
 from shared.queues.cloudevents import event_from_request
+from shared.workflows.history.channel import TURNS
+from shared.workflows.history.models import TurnWritten
+from shared.workflows.history.writer import HistoryWriter
 
 router = Router("history-writer")
 

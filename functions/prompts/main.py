@@ -1,6 +1,5 @@
 """The `prompts` function: versioned prompts with labels, diffs and cacheable run-time fetches."""
 
-from shared.gates.models import Gate, GateList, GateSet
 from shared.http.flask_adapter import flask_function
 from shared.http.messages import Request, Response, json_response
 from shared.http.routing import Router
@@ -21,6 +20,7 @@ from shared.prompts.models import (
     VersionSelector,
 )
 from shared.prompts.service import PromptService
+from shared.workflows.gates.models import Gate, GateList, GateSet
 
 router = Router("prompts")
 

@@ -27,10 +27,10 @@ from shared.errors import (
     ValidationFailed,
     not_found,
 )
-from shared.gates.repository import GateRepository
 from shared.http.messages import Request
 from shared.pagination import Page
 from shared.projects.repository import ProjectRepository
+from shared.workflows.gates.repository import GateRepository
 
 JSON_LINES_TYPES = {"application/x-ndjson", "application/jsonl"}
 # A 10,000-line file with every line wrong must not become a 10,000-entry error.

@@ -13,10 +13,10 @@ from typing import Any, Literal
 import anyio
 
 from shared.deepseek.client import get_deepseek
+from shared.deepseek.events import DoneData, ErrorData
 from shared.deepseek.models import ChatCall, Delta, Finish
 from shared.errors import AppError
 from shared.settings import get_settings
-from shared.streaming import DoneData, ErrorData
 
 logger = logging.getLogger("better_assistant")
 

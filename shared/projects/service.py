@@ -3,8 +3,6 @@
 from shared.datasets.repository import DatasetRepository
 from shared.dialogs.repository import DialogRepository
 from shared.errors import Conflict, not_found
-from shared.evaluations.repository import EvaluationRepository
-from shared.gates.repository import GateRepository
 from shared.pagination import Page
 from shared.projects.models import (
     Project,
@@ -15,6 +13,8 @@ from shared.projects.models import (
 )
 from shared.projects.repository import ProjectRepository
 from shared.prompts.repository import PromptRepository
+from shared.workflows.evaluations.repository import EvaluationRepository
+from shared.workflows.gates.repository import GateRepository
 
 
 class ProjectService:

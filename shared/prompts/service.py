@@ -7,8 +7,6 @@ from typing import TYPE_CHECKING, Any
 from pydantic import TypeAdapter, ValidationError
 
 from shared.errors import Conflict, not_found, validation_failed
-from shared.gates.models import Gate, GateList, GateSet
-from shared.gates.repository import GateRepository
 from shared.pagination import Page
 from shared.projects.repository import ProjectRepository
 from shared.prompts.models import (
@@ -30,9 +28,11 @@ from shared.prompts.models import (
     VersionSelector,
 )
 from shared.prompts.repository import PromptRepository
+from shared.workflows.gates.models import Gate, GateList, GateSet
+from shared.workflows.gates.repository import GateRepository
 
 if TYPE_CHECKING:
-    from shared.gates.service import GateService
+    from shared.workflows.gates.service import GateService
 
 _LABEL_NAME = TypeAdapter(LabelName)
 # What runs (executions, chat) use when they name no version or label, before `latest`.
@@ -41,7 +41,7 @@ RUN_DEFAULT_LABEL = "production"
 
 def _gate_service() -> "GateService":
     # Imported here, not at module level: it would cost every cold start ~15 ms.
-    from shared.gates.service import GateService
+    from shared.workflows.gates.service import GateService
 
     return GateService()
 
@@ -213,7 +213,7 @@ class PromptService:
         if not self.prompts.delete(prompt_id):
             raise not_found("prompt", prompt_id)
         # Imported here, not at module level: it would cost every cold start ~15 ms.
-        from shared.evaluations.repository import EvaluationRepository
+        from shared.workflows.evaluations.repository import EvaluationRepository
 
         GateRepository().delete_for_prompt(prompt_id)
         EvaluationRepository().delete_for_prompt(prompt_id)

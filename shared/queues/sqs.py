@@ -149,8 +149,8 @@ async def _delete(client: Any, queue_url: str, message: dict[str, Any]) -> None:
 
 def _channels() -> dict[str, Channel]:
     # Imported on use: each channel brings its consumer's code.
-    from shared.evaluations.worker import CELLS
-    from shared.history.channel import TURNS
+    from shared.workflows.evaluations.worker import CELLS
+    from shared.workflows.history.channel import TURNS
 
     return {TURNS.name: TURNS, CELLS.name: CELLS}
 

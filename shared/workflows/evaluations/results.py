@@ -6,7 +6,8 @@ from typing import Any
 
 from shared.assertions.models import AssertionResult
 from shared.datasets.models import Case
-from shared.evaluations.models import (
+from shared.executions.service import percentile, usage_totals
+from shared.workflows.evaluations.models import (
     AssertionTally,
     CaseResult,
     CaseTargetResult,
@@ -15,7 +16,6 @@ from shared.evaluations.models import (
     Target,
     TargetSummary,
 )
-from shared.executions.service import percentile, usage_totals
 
 
 def verdict(results: list[AssertionResult]) -> bool | None:

@@ -2,9 +2,9 @@
 
 from shared.batching import Batcher
 from shared.dialogs.models import TurnEvent
-from shared.history.models import TurnWritten
-from shared.history.writer import HistoryWriter
 from shared.queues.channel import Channel
+from shared.workflows.history.models import TurnWritten
+from shared.workflows.history.writer import HistoryWriter
 
 
 def _turn_id(turn: TurnEvent) -> str:

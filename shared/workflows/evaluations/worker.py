@@ -17,15 +17,15 @@ from shared.assertions.engine import with_expected
 from shared.assertions.judge import assess
 from shared.datasets.models import Case
 from shared.errors import AppError
-from shared.evaluations.models import CellEvent, CellOutcome, Evaluation, Outcome
-from shared.evaluations.repository import EvaluationRepository
-from shared.evaluations.results import SUMMARY_FIELDS, summarize, target_results, verdict
 from shared.executions.models import ExecutionCreate
 from shared.executions.service import ExecutionService
 from shared.prompts.models import ModelConfig
 from shared.queues.channel import Channel
 from shared.queues.publishers import publisher_for
 from shared.settings import get_settings
+from shared.workflows.evaluations.models import CellEvent, CellOutcome, Evaluation, Outcome
+from shared.workflows.evaluations.repository import EvaluationRepository
+from shared.workflows.evaluations.results import SUMMARY_FIELDS, summarize, target_results, verdict
 
 logger = logging.getLogger("better_assistant.evaluations")
 

@@ -14,8 +14,8 @@ from pymongo import ASCENDING, DESCENDING, IndexModel, ReturnDocument
 from pymongo.collection import Collection
 
 from shared.db import indexed_collection, to_object_id, utc_now
-from shared.evaluations.models import Evaluation, EvaluationListParams, Progress
 from shared.pagination import find_page
+from shared.workflows.evaluations.models import Evaluation, EvaluationListParams, Progress
 
 _COUNTERS = ("done", "passed", "failed", "errors", "cancelled")
 IN_FLIGHT = ("dispatched", "running")

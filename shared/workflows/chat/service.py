@@ -10,7 +10,6 @@ from typing import Any
 
 import anyio
 
-from shared.chat.models import ChatMeta, ChatRequest
 from shared.db import utc_now
 from shared.deepseek.answer import Answer, answer_events
 from shared.deepseek.models import ChatCall
@@ -18,11 +17,12 @@ from shared.dialogs.models import Dialog, DialogCreate, Message, TurnEvent
 from shared.dialogs.service import DialogService
 from shared.errors import not_found
 from shared.executions.service import merged_params
-from shared.history.channel import TURNS
 from shared.prompts.models import PromptRecord, PromptVersion
 from shared.prompts.rendering import render_messages
 from shared.queues.publishers import publisher_for
 from shared.settings import get_settings
+from shared.workflows.chat.models import ChatMeta, ChatRequest
+from shared.workflows.history.channel import TURNS
 
 _CHARS_PER_TOKEN = 4
 _TITLE_LENGTH = 60

@@ -8,7 +8,7 @@ from bson import ObjectId
 from shared.db import to_object_id
 from shared.dialogs.models import MessageDraft, TurnEvent
 from shared.dialogs.repository import DialogRepository, stored_time
-from shared.history.models import TurnWritten
+from shared.workflows.history.models import TurnWritten
 
 logger = logging.getLogger("better_assistant.history")
 

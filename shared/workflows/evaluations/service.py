@@ -7,7 +7,11 @@ import anyio
 from shared.datasets.models import Case
 from shared.datasets.repository import DatasetRepository
 from shared.errors import Conflict, ValidationFailed, not_found
-from shared.evaluations.models import (
+from shared.pagination import Page
+from shared.prompts.models import PromptRecord
+from shared.prompts.service import PromptService
+from shared.settings import get_settings
+from shared.workflows.evaluations.models import (
     MAX_CELLS,
     CaseComparison,
     CompareParams,
@@ -20,13 +24,9 @@ from shared.evaluations.models import (
     Target,
     TargetCreate,
 )
-from shared.evaluations.repository import EvaluationRepository
-from shared.evaluations.results import case_table, summarize
-from shared.evaluations.worker import dispatch, redispatch_expired
-from shared.pagination import Page
-from shared.prompts.models import PromptRecord
-from shared.prompts.service import PromptService
-from shared.settings import get_settings
+from shared.workflows.evaluations.repository import EvaluationRepository
+from shared.workflows.evaluations.results import case_table, summarize
+from shared.workflows.evaluations.worker import dispatch, redispatch_expired
 
 
 def _target_name(target: TargetCreate, version: int) -> str:

@@ -6,7 +6,7 @@ from pymongo import ASCENDING, IndexModel, ReturnDocument
 from pymongo.collection import Collection
 
 from shared.db import indexed_collection, to_object_id, utc_now
-from shared.gates.models import Gate
+from shared.workflows.gates.models import Gate
 
 
 def _gate(document: dict[str, Any]) -> Gate:

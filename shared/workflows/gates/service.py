@@ -4,10 +4,10 @@ from functools import cached_property
 
 from shared.datasets.repository import DatasetRepository
 from shared.errors import Conflict, not_found
-from shared.evaluations.repository import EvaluationRepository
-from shared.gates.models import Gate, GateList, GateSet
-from shared.gates.repository import GateRepository
 from shared.prompts.models import PromptRecord
+from shared.workflows.evaluations.repository import EvaluationRepository
+from shared.workflows.gates.models import Gate, GateList, GateSet
+from shared.workflows.gates.repository import GateRepository
 
 # How many of the newest completed runs on the gate's dataset a label move looks at.
 _RUNS_CONSIDERED = 100
