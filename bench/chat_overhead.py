@@ -119,12 +119,13 @@ def seed(mongo_uri: str, database: str, dialogs: int) -> tuple[str, list[str]]:
     """A project with a chat prompt and `dialogs` dialogs bound to it, each with some history."""
     os.environ.update(MONGODB_URI=mongo_uri, MONGODB_DB=database)
     from shared.db import utc_now
-    from shared.dialogs.models import DialogCreate, TurnEvent
+    from shared.dialogs.models import DialogCreate
     from shared.dialogs.service import DialogService
     from shared.projects.models import ProjectCreate
     from shared.projects.service import ProjectService
     from shared.prompts.models import PromptCreate
     from shared.prompts.service import PromptService
+    from shared.workflows.history.models import TurnEvent
     from shared.workflows.history.writer import HistoryWriter
 
     project = ProjectService().create(ProjectCreate(name="bench"))

@@ -22,7 +22,7 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Receive, Scope, Send
 from swagger_ui_bundle import swagger_ui_path
 
-from shared.deepseek.client import close_deepseek_clients
+from shared.clients import close_clients
 from shared.http.openapi import openapi_document
 from shared.http.routing import Router
 
@@ -154,7 +154,7 @@ class Gateway:
             elif message["type"] == "lifespan.shutdown":
                 # One process serves every function here: close the DeepSeek connections the
                 # streaming functions opened on this loop, as their own processes would on exit.
-                await close_deepseek_clients()
+                await close_clients()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
 

@@ -2,7 +2,6 @@
 
 import threading
 from datetime import UTC, datetime
-from functools import cache
 
 from bson import ObjectId
 from bson.errors import InvalidId
@@ -11,6 +10,7 @@ from pymongo.collection import Collection
 from pymongo.database import Database
 from pymongo.errors import ConnectionFailure
 
+from shared.clients import process_client
 from shared.settings import get_settings
 
 # Raised by the driver when MongoDB cannot be reached; the HTTP layer answers them with 503.
@@ -20,8 +20,7 @@ _indexed: set[tuple[str, str, str]] = set()
 _indexed_lock = threading.Lock()
 
 
-@cache
-def _client(uri: str, timeout_ms: int) -> MongoClient:
+def _build_client(uri: str, timeout_ms: int) -> MongoClient:
     return MongoClient(
         uri,
         tz_aware=True,
@@ -35,7 +34,9 @@ def _client(uri: str, timeout_ms: int) -> MongoClient:
 def get_database() -> Database:
     """The configured database on the process-wide client."""
     settings = get_settings()
-    return _client(settings.mongodb_uri, settings.mongodb_timeout_ms)[settings.mongodb_db]
+    uri, timeout_ms = settings.mongodb_uri, settings.mongodb_timeout_ms
+    client = process_client("mongodb", (uri, timeout_ms), lambda: _build_client(uri, timeout_ms))
+    return client[settings.mongodb_db]
 
 
 def ping_database() -> None:

@@ -13,7 +13,7 @@ from devtools.fake_deepseek import FakeDeepSeek
 from shared.assertions.engine import evaluate, with_expected
 from shared.assertions.judge import assess, judge
 from shared.assertions.models import AssertionResult, AssertionSpec, JudgeAssertion
-from shared.deepseek.client import close_deepseek_clients
+from shared.clients import close_clients
 
 SPECS = TypeAdapter(list[AssertionSpec])
 
@@ -192,7 +192,7 @@ def loop() -> Iterator[asyncio.AbstractEventLoop]:
     """One event loop for the module: the DeepSeek client and its connections live per loop."""
     event_loop = asyncio.new_event_loop()
     yield event_loop
-    event_loop.run_until_complete(close_deepseek_clients())
+    event_loop.run_until_complete(close_clients())
     event_loop.close()
 
 

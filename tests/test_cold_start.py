@@ -33,7 +33,7 @@ spec = importlib.util.spec_from_file_location("main", sys.argv[1])
 module = importlib.util.module_from_spec(spec)
 sys.modules["main"] = module
 spec.loader.exec_module(module)
-import pydantic, shared.db, shared.settings
+import pydantic, shared.clients, shared.settings
 def models(cls):
     for sub in cls.__subclasses__():
         yield sub
@@ -45,13 +45,11 @@ built = sorted({
     if cls.__module__.startswith("shared.") and cls.__pydantic_complete__
     and not cls.__pydantic_generic_metadata__["parameters"]
 })
-deepseek = sys.modules.get("shared.deepseek.client")
 print(json.dumps({
     "openai": "openai" in sys.modules,
     "openapi": "shared.http.openapi" in sys.modules,
-    "mongo_clients": shared.db._client.cache_info().currsize,
+    "clients": len(shared.clients._process_clients) + len(shared.clients._loop_clients),
     "settings_read": shared.settings.get_settings.cache_info().currsize,
-    "deepseek_clients": len(deepseek._clients) if deepseek else 0,
     "new_sockets": sockets() - before,
     "has_handle": callable(getattr(module, "handle", None)),
     "built_models": built,
@@ -85,8 +83,7 @@ def imported(name: str) -> dict[str, Any]:
 def test_import_builds_no_client_and_opens_no_connection(name: str) -> None:
     result = imported(name)
     assert result["has_handle"]
-    assert result["mongo_clients"] == 0
-    assert result["deepseek_clients"] == 0
+    assert result["clients"] == 0
     assert result["settings_read"] == 0
     assert result["new_sockets"] == 0
     assert result["openai"] == (name in CALLS_DEEPSEEK)

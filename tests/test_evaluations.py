@@ -10,9 +10,8 @@ import pytest
 from pymongo.database import Database
 
 from devtools.fake_deepseek import FakeDeepSeek
-from shared.queues.sqs import drain_sqs
 from shared.workflows.evaluations.repository import EvaluationRepository
-from shared.workflows.evaluations.worker import CELLS
+from shared.workflows.sqs_drain import drain
 from tests.conftest import configure
 from tests.test_datasets import create_dataset
 from tests.test_executions import fake
@@ -584,7 +583,7 @@ def test_cells_travel_through_sqs_and_its_drain_runs_them(
     )
     drained = 0
     while drained < 3:
-        consumed = drain_sqs(CELLS, max_messages=10, wait_seconds=0)
+        consumed = drain("evaluation", max_messages=10, wait_seconds=0)
         assert consumed, "the relay stopped handing out cells"
         drained += consumed
     assert finished(client, run["id"])["progress"]["passed"] == 3

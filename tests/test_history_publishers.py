@@ -13,7 +13,6 @@ import pytest
 from pymongo.database import Database
 
 from devtools.embedded_mongo import free_port
-from shared.dialogs.models import TurnEvent
 from shared.queues.publishers import (
     CloudEventsPublisher,
     LocalQueuePublisher,
@@ -22,8 +21,11 @@ from shared.queues.publishers import (
     publisher_for,
     wait_until_drained,
 )
-from shared.queues.sqs import drain_sqs, sqs_client
+from shared.queues.sqs import sqs_client
 from shared.workflows.history.channel import TURNS
+from shared.workflows.history.models import TurnEvent
+from shared.workflows.history.writer import consume_turn
+from shared.workflows.sqs_drain import drain
 from tests.conftest import configure
 from tests.test_history_writer import create_dialog, make_turn
 
@@ -60,7 +62,7 @@ def publish(*turns: TurnEvent, publisher=None) -> None:
     """Publish on a fresh event loop and wait until every turn is settled."""
 
     async def run() -> None:
-        chosen = publisher or publisher_for(TURNS)
+        chosen = publisher or publisher_for(TURNS, consume_turn)
         for turn in turns:
             await chosen.publish(turn)
         assert await wait_until_drained(10)
@@ -108,34 +110,38 @@ class StubGateway:
 
 
 def test_settings_choose_the_publisher(monkeypatch: pytest.MonkeyPatch) -> None:
-    assert isinstance(publisher_for(TURNS), LocalQueuePublisher)
+    assert isinstance(publisher_for(TURNS, consume_turn), LocalQueuePublisher)
     configure(monkeypatch, K_SINK="http://broker-ingress.knative-eventing/default/default")
-    chosen = publisher_for(TURNS)
+    chosen = publisher_for(TURNS, consume_turn)
     assert isinstance(chosen, CloudEventsPublisher)
     assert chosen.url == "http://broker-ingress.knative-eventing/default/default"
     configure(monkeypatch, HISTORY_QUEUE="openfaas", HISTORY_QUEUE_URL="http://gateway:8080/")
-    assert publisher_for(TURNS).url == "http://gateway:8080/async-function/history-writer"
+    assert (
+        publisher_for(TURNS, consume_turn).url
+        == "http://gateway:8080/async-function/history-writer"
+    )
     configure(monkeypatch, HISTORY_QUEUE="sqs", HISTORY_QUEUE_URL="https://sqs.example/1/turns")
-    assert isinstance(publisher_for(TURNS), SqsPublisher)
+    assert isinstance(publisher_for(TURNS, consume_turn), SqsPublisher)
     configure(monkeypatch, HISTORY_QUEUE="local")
-    assert isinstance(publisher_for(TURNS), LocalQueuePublisher)
+    assert isinstance(publisher_for(TURNS, consume_turn), LocalQueuePublisher)
 
 
 def test_a_queue_without_its_url_falls_back_to_local(monkeypatch: pytest.MonkeyPatch) -> None:
     configure(monkeypatch, HISTORY_QUEUE="sqs")
-    assert isinstance(publisher_for(TURNS), LocalQueuePublisher)
+    assert isinstance(publisher_for(TURNS, consume_turn), LocalQueuePublisher)
 
 
 def test_boto3_is_imported_only_to_send_to_sqs() -> None:
     probe = (
         "import os, sys\n"
         "from shared.workflows.history.channel import TURNS\n"
+        "from shared.workflows.history.writer import consume_turn\n"
         "from shared.queues.publishers import publisher_for\n"
-        "publisher_for(TURNS)\n"
+        "publisher_for(TURNS, consume_turn)\n"
         "os.environ.update(HISTORY_QUEUE='sqs', HISTORY_QUEUE_URL='https://sqs.example/1/q')\n"
         "from shared.settings import get_settings\n"
         "get_settings.cache_clear()\n"
-        "publisher_for(TURNS)\n"
+        "publisher_for(TURNS, consume_turn)\n"
         "print('boto3' in sys.modules, 'botocore' in sys.modules)\n"
     )
     output = subprocess.run(
@@ -146,7 +152,7 @@ def test_boto3_is_imported_only_to_send_to_sqs() -> None:
 
 def test_the_local_queue_writes_in_the_background(turn: TurnEvent, database: Database) -> None:
     async def run() -> bool:
-        await LocalQueuePublisher(TURNS).publish(turn)
+        await LocalQueuePublisher(TURNS, consume_turn).publish(turn)
         return await wait_until_drained(10)
 
     assert asyncio.run(run())
@@ -163,7 +169,7 @@ def test_the_local_queue_survives_a_failed_write(
     lost, kept = (TurnEvent.model_validate(make_turn(dialog)) for _ in range(2))
 
     async def run() -> None:
-        publisher = LocalQueuePublisher(TURNS)
+        publisher = LocalQueuePublisher(TURNS, consume_turn)
         unreachable_database(monkeypatch)
         await publisher.publish(lost)
         assert not await wait_until_drained(0.01)
@@ -214,7 +220,7 @@ def test_a_refusing_queue_is_retried_then_the_turn_is_written_directly(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     with StubGateway([503]) as gateway:
-        publish(turn, publisher=OpenFaaSPublisher(TURNS, gateway.url))
+        publish(turn, publisher=OpenFaaSPublisher(TURNS, consume_turn, gateway.url))
     assert len(gateway.requests) == 3
     assert stored_turns(database) == {turn.turn_id: 2}
     assert any(
@@ -224,7 +230,7 @@ def test_a_refusing_queue_is_retried_then_the_turn_is_written_directly(
 
 def test_a_queue_that_recovers_gets_the_turn(turn: TurnEvent, database: Database) -> None:
     with StubGateway([503, 202]) as gateway:
-        publish(turn, publisher=OpenFaaSPublisher(TURNS, gateway.url))
+        publish(turn, publisher=OpenFaaSPublisher(TURNS, consume_turn, gateway.url))
     assert len(gateway.requests) == 2
     assert stored_turns(database) == {}
 
@@ -233,7 +239,9 @@ def test_an_unreachable_broker_is_retried_then_the_turn_is_written_directly(
     turn: TurnEvent, database: Database, caplog: pytest.LogCaptureFixture
 ) -> None:
     started = time.monotonic()
-    publish(turn, publisher=CloudEventsPublisher(TURNS, f"http://127.0.0.1:{free_port()}"))
+    publish(
+        turn, publisher=CloudEventsPublisher(TURNS, consume_turn, f"http://127.0.0.1:{free_port()}")
+    )
     assert time.monotonic() - started < 5
     assert stored_turns(database) == {turn.turn_id: 2}
     attempts = [r for r in caplog.records if "publishing" in r.getMessage()]
@@ -245,7 +253,9 @@ def test_when_everything_fails_the_event_is_logged_for_replay(
     turn: TurnEvent, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     unreachable_database(monkeypatch)
-    publish(turn, publisher=CloudEventsPublisher(TURNS, f"http://127.0.0.1:{free_port()}"))
+    publish(
+        turn, publisher=CloudEventsPublisher(TURNS, consume_turn, f"http://127.0.0.1:{free_port()}")
+    )
     [lost] = [r for r in caplog.records if r.levelname == "ERROR"]
     assert "replay" in lost.getMessage()
     assert TurnEvent.model_validate_json(lost.getMessage().rsplit(": ", 1)[1]) == turn
@@ -256,7 +266,7 @@ def test_a_cancelled_caller_does_not_cancel_the_delivery(
 ) -> None:
     async def run() -> None:
         with StubGateway([503]) as gateway:
-            publisher = OpenFaaSPublisher(TURNS, gateway.url)
+            publisher = OpenFaaSPublisher(TURNS, consume_turn, gateway.url)
             caller = asyncio.create_task(publisher.publish(turn))
             await asyncio.sleep(0.005)
             caller.cancel()
@@ -322,7 +332,7 @@ def test_drain_writes_each_turn_then_deletes_it(
     turns = [TurnEvent.model_validate(make_turn(dialog, after_s=i)) for i in (1, 2)]
     publish(*turns)
     sqs.send_message(QueueUrl=url, MessageBody='{"not": "a turn"}')
-    assert drain_sqs(TURNS, max_messages=10, wait_seconds=0) == 2
+    assert drain("history", max_messages=10, wait_seconds=0) == 2
     assert stored_turns(database) == {turns[0].turn_id: 2, turns[1].turn_id: 2}
     assert queued(sqs, url) == 0
 
@@ -333,11 +343,11 @@ def test_drain_leaves_a_turn_on_the_queue_while_the_database_is_down(
     url = sqs_queue(sqs, monkeypatch, VisibilityTimeout="1")
     publish(turn)
     unreachable_database(monkeypatch)
-    assert drain_sqs(TURNS, max_messages=10, wait_seconds=0) == 0
+    assert drain("history", max_messages=10, wait_seconds=0) == 0
     assert queued(sqs, url) == 1
     configure(monkeypatch, MONGODB_URI=mongo_uri)
     time.sleep(1.2)
-    assert drain_sqs(TURNS, max_messages=10, wait_seconds=0) == 1
+    assert drain("history", max_messages=10, wait_seconds=0) == 1
     assert stored_turns(database) == {turn.turn_id: 2}
     assert queued(sqs, url) == 0
 

@@ -12,10 +12,10 @@ from bson import ObjectId
 from pymongo.database import Database
 
 from devtools.embedded_mongo import free_port
-from shared.dialogs.models import TurnEvent
 from shared.queues.cloudevents import binary_headers
 from shared.workflows.history.channel import TURNS
-from shared.workflows.history.models import TurnWritten
+from shared.workflows.history.models import TurnEvent, TurnWritten
+from shared.workflows.history.writer import consume_turn
 from tests.conftest import configure
 
 WRITER = "/history-writer"
@@ -238,7 +238,7 @@ def test_turns_finishing_together_are_written_once_each_in_one_batch(
     events = [TurnEvent.model_validate(turn) for turn in turns]
 
     async def write_all() -> list[TurnWritten]:
-        return await asyncio.gather(*(TURNS.consume(event) for event in events))
+        return await asyncio.gather(*(consume_turn(event) for event in events))
 
     results = asyncio.run(write_all())
     assert [result.turn_id for result in results] == [turn["turn_id"] for turn in turns]

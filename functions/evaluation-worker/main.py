@@ -9,8 +9,9 @@ from shared.http.asgi_adapter import asgi_function
 from shared.http.messages import Request
 from shared.http.routing import Router
 from shared.queues.cloudevents import event_from_request
+from shared.workflows.evaluations.channel import CELLS
 from shared.workflows.evaluations.models import CellOutcome
-from shared.workflows.evaluations.worker import CELLS, EvaluationWorker
+from shared.workflows.evaluations.worker import EvaluationWorker
 
 router = Router("evaluation-worker")
 

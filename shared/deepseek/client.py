@@ -9,7 +9,6 @@ the first token, and only for errors worth retrying.
 
 import asyncio
 import random
-import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -17,6 +16,7 @@ import httpx2
 import openai
 import orjson
 
+from shared.clients import loop_client
 from shared.deepseek import errors
 from shared.deepseek.models import ChatCall, Delta, Finish, Usage
 from shared.settings import Settings, get_settings
@@ -312,33 +312,8 @@ def request_body(call: ChatCall) -> dict[str, Any]:
     return body
 
 
-# By loop object, not its id: a closed loop's id can be reused by the next one.
-_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, DeepSeekClient] = (
-    weakref.WeakKeyDictionary()
-)
-_closing: set[asyncio.Task[None]] = set()
-
-
 def get_deepseek() -> DeepSeekClient:
-    """The client for the current settings and event loop, built on first use and then reused.
-
-    The SDK's connection pool belongs to one event loop: a process serving requests has one.
-    A client left behind by changed settings is closed rather than leaked.
-    """
+    """The client for the current settings and event loop, built on first use and then reused:
+    the SDK's connection pool belongs to one event loop, and a process serving requests has one."""
     settings = get_settings()
-    loop = asyncio.get_running_loop()
-    client = _clients.get(loop)
-    if client is None or client.settings is not settings:
-        if client is not None:
-            closing = loop.create_task(client.close())
-            _closing.add(closing)
-            closing.add_done_callback(_closing.discard)
-        client = _clients[loop] = DeepSeekClient(settings)
-    return client
-
-
-async def close_deepseek_clients() -> None:
-    """Close the client of the running event loop (a server shutting down, a loop ending)."""
-    client = _clients.pop(asyncio.get_running_loop(), None)
-    if client is not None:
-        await client.close()
+    return loop_client("deepseek", settings, lambda: DeepSeekClient(settings))

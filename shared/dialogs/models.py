@@ -1,9 +1,9 @@
-"""Dialogs, their messages, and the turn events the history queue carries."""
+"""Dialogs and their messages."""
 
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
 from shared.deepseek.models import Usage
 from shared.models import InputModel, Model, Name
@@ -11,7 +11,7 @@ from shared.pagination import PageParams
 from shared.prompts.models import LabelName, VersionChoice, VersionNumber
 
 MessageRole = Literal["user", "assistant"]
-TurnStatus = Literal["ok", "error", "cancelled"]
+MessageStatus = Literal["ok", "error", "cancelled"]
 
 
 class PromptBinding(VersionChoice):
@@ -59,7 +59,7 @@ class MessageContent(Model):
     role: MessageRole
     content: str
     reasoning: str | None = None
-    status: TurnStatus
+    status: MessageStatus
     created_at: datetime
     usage: Usage | None = None
 
@@ -81,40 +81,6 @@ class MessagePageParams(Model):
 class DialogWithMessages(Dialog):
     messages: list[Message]
     next_cursor: str | None
-
-
-class TurnError(Model):
-    code: str
-    message: str
-
-
-class TurnEvent(Model):
-    """One finished chat turn, as published to the history queue; `turn_id` is its idempotency key.
-
-    Written whatever the outcome: the user message always, the assistant message with the text
-    received so far (empty when nothing came back).
-    """
-
-    turn_id: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")
-    dialog_id: str = Field(min_length=1, max_length=64)
-    project_id: str = Field(min_length=1, max_length=64)
-    prompt_id: str | None = None
-    prompt_version: int | None = None
-    model: str | None = None
-    user_content: str
-    user_at: datetime
-    assistant_content: str
-    assistant_reasoning: str | None = None
-    assistant_at: datetime
-    status: TurnStatus
-    error: TurnError | None = None
-    finish_reason: str | None = None
-    usage: Usage | None = None
-    cost: float | None = None
-    ttft_ms: float | None = None
-    latency_ms: float | None = None
-
-    model_config = ConfigDict(extra="ignore")
 
 
 class MessageDraft(MessageContent):

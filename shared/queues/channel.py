@@ -1,7 +1,9 @@
-"""Events for queue-triggered functions: what each kind is called, and which function consumes it.
+"""Events for queue-triggered functions: what each kind is called and how it is recognised.
 
 Chat turns go to `history-writer`, evaluation cells to `evaluation-worker`; both travel the same
 way (see `shared.queues.publishers`), chosen per channel by `<NAME>_QUEUE` and `<NAME>_QUEUE_URL`.
+A channel only declares its events: what consumes them is attached where it runs (the consuming
+function, the local queue and the in-process fallback of a publisher, the SQS drain).
 """
 
 from collections.abc import Awaitable, Callable
@@ -17,7 +19,7 @@ EventT = TypeVar("EventT", bound=BaseModel)
 
 @dataclass(frozen=True, eq=False)
 class Channel(Generic[EventT]):
-    """One kind of event and the queue-triggered function that consumes it."""
+    """One kind of event, and the name of the queue-triggered function it is addressed to."""
 
     # Names the settings that choose the queue: `<name>_queue` and `<name>_queue_url`.
     name: str
@@ -32,11 +34,13 @@ class Channel(Generic[EventT]):
     event_id: Callable[[EventT], str]
     # What the event is about: CloudEvents `subject`, the SQS FIFO message group.
     subject: Callable[[EventT], str]
-    # What the consumer does with one event. The local queue, and a publisher that could not
-    # reach its queue, run it in this process.
-    consume: Callable[[EventT], Awaitable[object]]
 
     def queue(self, settings: Settings) -> tuple[QueueKind, str | None]:
         """The queue kind and URL the settings choose for this channel."""
         kind: QueueKind | None = getattr(settings, f"{self.name}_queue")
         return kind or "local", getattr(settings, f"{self.name}_queue_url")
+
+
+# What consuming one event means where it runs: the consuming function's work, also run in
+# the publishing process by the local queue and when the queue cannot be reached.
+Consumer = Callable[[EventT], Awaitable[object]]

@@ -18,9 +18,11 @@ import anyio
 import httpx
 from pydantic import BaseModel
 
-from shared.queues.channel import Channel
+from shared.clients import loop_client
+from shared.queues.channel import Channel, Consumer
 from shared.queues.cloudevents import binary_headers
-from shared.settings import QueueKind, get_settings
+from shared.queues.sqs import send_event
+from shared.settings import get_settings
 
 logger = logging.getLogger("better_assistant.queues")
 
@@ -31,12 +33,11 @@ class PublishFailed(Exception):
 
 @dataclass
 class _LoopState:
-    """What publishing holds on one event loop: events not yet settled, their tasks, a client."""
+    """What publishing holds on one event loop: events not yet settled, and their tasks."""
 
     pending: dict[int, BaseModel] = field(default_factory=dict)
     settled: asyncio.Event = field(default_factory=asyncio.Event)
     tasks: set[asyncio.Task[None]] = field(default_factory=set)
-    client: httpx.AsyncClient | None = None
 
     def hold(self, event: BaseModel) -> int:
         token = next(_tokens)
@@ -55,11 +56,6 @@ class _LoopState:
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
         return task
-
-    def http(self) -> httpx.AsyncClient:
-        if self.client is None:
-            self.client = httpx.AsyncClient()
-        return self.client
 
 
 _tokens = count()
@@ -96,13 +92,11 @@ def _describe(channel: Channel, event: BaseModel) -> str:
     return f"{channel.name}: {channel.noun} {channel.event_id(event)}"
 
 
-async def consume_here(channel: Channel, event: BaseModel) -> None:
+async def consume_here(channel: Channel, consume: Consumer, event: BaseModel) -> None:
     """Consume an event in this process, with retries; if it still fails, log the event as JSON
     so it can be replayed. Never raises."""
     try:
-        await _retrying(
-            lambda: channel.consume(event), f"{_describe(channel, event)}: handling it here"
-        )
+        await _retrying(lambda: consume(event), f"{_describe(channel, event)}: handling it here")
     except Exception:
         logger.exception(
             "%s could not be handled; replay this event: %s",
@@ -112,10 +106,12 @@ async def consume_here(channel: Channel, event: BaseModel) -> None:
 
 
 class Publisher:
-    """Hands a channel's events to its queue."""
+    """Hands a channel's events to its queue; `consume` is what consuming one means, run in this
+    process when the queue cannot take it."""
 
-    def __init__(self, channel: Channel) -> None:
+    def __init__(self, channel: Channel, consume: Consumer) -> None:
         self.channel = channel
+        self.consume = consume
 
     async def publish(self, event: BaseModel) -> None:
         """Publish an event, retrying with backoff, else consume it here, else log it for replay.
@@ -133,7 +129,7 @@ class Publisher:
             await _retrying(lambda: self.send(event), f"{what}: publishing")
         except Exception as exc:
             logger.warning("%s: publishing failed (%r); handling it here", what, exc)
-            await consume_here(self.channel, event)
+            await consume_here(self.channel, self.consume, event)
         finally:
             state.release(token)
 
@@ -153,7 +149,7 @@ class LocalQueuePublisher(Publisher):
 
     async def _consume(self, event: BaseModel, token: int, state: _LoopState) -> None:
         try:
-            await consume_here(self.channel, event)
+            await consume_here(self.channel, self.consume, event)
         finally:
             state.release(token)
 
@@ -161,8 +157,8 @@ class LocalQueuePublisher(Publisher):
 class CloudEventsPublisher(Publisher):
     """A binary-mode CloudEvent POSTed to a Knative broker or sink (K_SINK)."""
 
-    def __init__(self, channel: Channel, url: str) -> None:
-        super().__init__(channel)
+    def __init__(self, channel: Channel, consume: Consumer, url: str) -> None:
+        super().__init__(channel, consume)
         self.url = url
 
     async def send(self, event: BaseModel) -> None:
@@ -172,8 +168,8 @@ class CloudEventsPublisher(Publisher):
 class OpenFaaSPublisher(Publisher):
     """The event's JSON POSTed to OpenFaaS's async route; its queue-worker calls the consumer."""
 
-    def __init__(self, channel: Channel, gateway_url: str) -> None:
-        super().__init__(channel)
+    def __init__(self, channel: Channel, consume: Consumer, gateway_url: str) -> None:
+        super().__init__(channel, consume)
         self.url = f"{gateway_url.rstrip('/')}/async-function/{channel.consumer}"
 
     async def send(self, event: BaseModel) -> None:
@@ -183,58 +179,51 @@ class OpenFaaSPublisher(Publisher):
 class SqsPublisher(Publisher):
     """`send_message` to an SQS queue (FIFO queues deduplicate by event id), in a worker thread."""
 
-    def __init__(self, channel: Channel, queue_url: str) -> None:
-        super().__init__(channel)
+    def __init__(self, channel: Channel, consume: Consumer, queue_url: str) -> None:
+        super().__init__(channel, consume)
         self.queue_url = queue_url
 
     async def send(self, event: BaseModel) -> None:
-        # Imported here: boto3 is a heavy import that only SQS deployments should pay for.
-        from shared.queues.sqs import send_event
-
         await anyio.to_thread.run_sync(send_event, self.queue_url, self.channel, event)
 
 
 async def _post(url: str, event: BaseModel, headers: dict[str, str]) -> None:
-    response = (
-        await _loop_state()
-        .http()
-        .post(
-            url,
-            content=event.model_dump_json(),
-            headers=headers,
-            timeout=get_settings().history_publish_timeout_s,
-        )
+    client = loop_client("queue-http", None, httpx.AsyncClient)
+    response = await client.post(
+        url,
+        content=event.model_dump_json(),
+        headers=headers,
+        timeout=get_settings().history_publish_timeout_s,
     )
     if not response.is_success:
         raise PublishFailed(f"{url} answered {response.status_code}")
 
 
-def publisher_for(channel: Channel) -> Publisher:
-    """The channel's publisher as the settings choose it, built on first use and then reused."""
+def publisher_for(channel: Channel, consume: Consumer) -> Publisher:
+    """The channel's publisher as the settings choose it; `consume` runs an event here (the
+    local queue, or the fallback when the queue cannot be reached)."""
     kind, url = channel.queue(get_settings())
-    return _publisher(channel, kind, url)
-
-
-@cache
-def _publisher(channel: Channel, kind: QueueKind, url: str | None) -> Publisher:
     if kind != "local" and not url:
-        logger.error(
-            "%s: %s_QUEUE=%s needs %s_QUEUE_URL; using `local`",
-            channel.name,
-            channel.name.upper(),
-            kind,
-            channel.name.upper(),
-        )
+        _report_missing_url(channel.name, kind)
         kind = "local"
     match kind:
         case "cloudevents":
-            return CloudEventsPublisher(channel, url or "")
+            return CloudEventsPublisher(channel, consume, url or "")
         case "openfaas":
-            return OpenFaaSPublisher(channel, url or "")
+            return OpenFaaSPublisher(channel, consume, url or "")
         case "sqs":
-            return SqsPublisher(channel, url or "")
+            return SqsPublisher(channel, consume, url or "")
         case _:
-            return LocalQueuePublisher(channel)
+            return LocalQueuePublisher(channel, consume)
+
+
+@cache
+def _report_missing_url(channel_name: str, kind: str) -> None:
+    """Once per process: the misconfiguration does not change between events."""
+    name = channel_name.upper()
+    logger.error(
+        "%s: %s_QUEUE=%s needs %s_QUEUE_URL; using `local`", channel_name, name, kind, name
+    )
 
 
 async def wait_until_drained(timeout: float) -> bool:

@@ -13,7 +13,7 @@ import anyio
 from shared.db import utc_now
 from shared.deepseek.answer import Answer, answer_events
 from shared.deepseek.models import ChatCall
-from shared.dialogs.models import Dialog, DialogCreate, Message, TurnEvent
+from shared.dialogs.models import Dialog, DialogCreate, Message
 from shared.dialogs.service import DialogService
 from shared.errors import not_found
 from shared.executions.service import merged_params
@@ -23,6 +23,8 @@ from shared.queues.publishers import publisher_for
 from shared.settings import get_settings
 from shared.workflows.chat.models import ChatMeta, ChatRequest
 from shared.workflows.history.channel import TURNS
+from shared.workflows.history.models import TurnEvent
+from shared.workflows.history.writer import consume_turn
 
 _CHARS_PER_TOKEN = 4
 _TITLE_LENGTH = 60
@@ -165,4 +167,4 @@ async def publish_turn(turn: Turn) -> None:
         ttft_ms=done.ttft_ms,
         latency_ms=done.latency_ms,
     )
-    await publisher_for(TURNS).publish(event)
+    await publisher_for(TURNS, consume_turn).publish(event)

@@ -20,9 +20,9 @@ from shared.errors import AppError
 from shared.executions.models import ExecutionCreate
 from shared.executions.service import ExecutionService
 from shared.prompts.models import ModelConfig
-from shared.queues.channel import Channel
 from shared.queues.publishers import publisher_for
 from shared.settings import get_settings
+from shared.workflows.evaluations.channel import CELLS
 from shared.workflows.evaluations.models import CellEvent, CellOutcome, Evaluation, Outcome
 from shared.workflows.evaluations.repository import EvaluationRepository
 from shared.workflows.evaluations.results import SUMMARY_FIELDS, summarize, target_results, verdict
@@ -30,16 +30,9 @@ from shared.workflows.evaluations.results import SUMMARY_FIELDS, summarize, targ
 logger = logging.getLogger("better_assistant.evaluations")
 
 
-def _cell_id(event: CellEvent) -> str:
-    return event.cell_id
-
-
-def _evaluation_id(event: CellEvent) -> str:
-    return event.evaluation_id
-
-
 async def _hand_out(evaluation_id: str, cell_id: str) -> None:
-    await publisher_for(CELLS).publish(CellEvent(evaluation_id=evaluation_id, cell_id=cell_id))
+    event = CellEvent(evaluation_id=evaluation_id, cell_id=cell_id)
+    await publisher_for(CELLS, consume_cell).publish(event)
 
 
 async def dispatch(evaluation_id: str, count: int) -> int:
@@ -197,18 +190,7 @@ class EvaluationWorker:
         self.evaluations.complete(run.id, target_results(summaries, run.targets))
 
 
-async def _process(event: CellEvent) -> CellOutcome:
+async def consume_cell(event: CellEvent) -> CellOutcome:
+    """Run a delivered cell: what consuming the evaluation channel means (the worker function,
+    the local queue, a publisher's fallback, the SQS drain)."""
     return await EvaluationWorker().process(event)
-
-
-CELLS: Channel[CellEvent] = Channel(
-    name="evaluation",
-    consumer="evaluation-worker",
-    event_type="com.better-assistant.evaluation.cell",
-    source="/evaluations",
-    noun="cell",
-    model=CellEvent,
-    event_id=_cell_id,
-    subject=_evaluation_id,
-    consume=_process,
-)

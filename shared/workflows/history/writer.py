@@ -5,10 +5,11 @@ from datetime import datetime
 
 from bson import ObjectId
 
+from shared.batching import Batcher
 from shared.db import to_object_id
-from shared.dialogs.models import MessageDraft, TurnEvent
+from shared.dialogs.models import MessageDraft
 from shared.dialogs.repository import DialogRepository, stored_time
-from shared.workflows.history.models import TurnWritten
+from shared.workflows.history.models import TurnEvent, TurnWritten
 
 logger = logging.getLogger("better_assistant.history")
 
@@ -108,3 +109,17 @@ def _not_written(event: TurnEvent) -> TurnWritten:
         duplicate=False,
         reason="dialog_not_found",
     )
+
+
+# Turns are written in a worker thread (the history writer is synchronous pymongo), together
+# with the turns that finished meanwhile: the same few round trips serve them all. The writer is
+# built for each batch, so it uses the settings (and database) current when it runs.
+_turns: Batcher[TurnEvent, TurnWritten] = Batcher(
+    lambda turns: HistoryWriter().write_turns(turns), max_batch=100
+)
+
+
+async def consume_turn(event: TurnEvent) -> TurnWritten:
+    """Write a turn from an event loop: what consuming the history channel means there (the
+    local queue, a publisher's fallback, the SQS drain)."""
+    return await _turns.submit(event)
