@@ -129,7 +129,7 @@ def seed(mongo_uri: str, database: str, dialogs: int) -> tuple[str, list[str]]:
     from shared.workflows.history.writer import HistoryWriter
 
     project = ProjectService().create(ProjectCreate(name="bench"))
-    prompt = PromptService().create(
+    prompt = PromptService(ProjectService()).create(
         PromptCreate(
             project_id=project.id,
             name="assistant",
@@ -142,7 +142,7 @@ def seed(mongo_uri: str, database: str, dialogs: int) -> tuple[str, list[str]]:
     )
     dialog_ids = []
     for index in range(dialogs):
-        dialog = DialogService().create(
+        dialog = DialogService(ProjectService(), PromptService(ProjectService())).create(
             DialogCreate(project_id=project.id, prompt_id=prompt.id, title=f"bench {index}")
         )
         for turn in range(HISTORY_TURNS):

@@ -35,7 +35,7 @@ TOKEN_INTERVAL_S = 0.01
 def seed(cases: int) -> tuple[str, str]:
     """A prompt and a dataset of `cases` cases, each with two deterministic assertions."""
     project = ProjectService().create(ProjectCreate(name="bench"))
-    prompt = PromptService().create(
+    prompt = PromptService(ProjectService()).create(
         PromptCreate(
             project_id=project.id,
             name="support",
@@ -46,7 +46,7 @@ def seed(cases: int) -> tuple[str, str]:
             ],
         )
     )
-    dataset = DatasetService().create(
+    dataset = DatasetService(ProjectService()).create(
         DatasetCreate(
             project_id=project.id,
             name="regression",

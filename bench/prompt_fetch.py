@@ -24,7 +24,7 @@ def seed_prompt() -> str:
     project = ProjectService().create(ProjectCreate(name="bench"))
     prompt_id = ""
     for index in range(30):
-        prompt = PromptService().create(
+        prompt = PromptService(ProjectService()).create(
             PromptCreate(
                 project_id=project.id,
                 name=f"prompt-{index}",

@@ -5,6 +5,8 @@ import pytest
 from pymongo.database import Database
 
 from shared.dialogs.service import DialogService
+from shared.projects.service import ProjectService
+from shared.prompts.service import PromptService
 from shared.errors import NotFound
 from tests.test_history_writer import create_dialog, make_turn, post_plain
 
@@ -193,10 +195,11 @@ def test_bad_message_paging_is_422(client: httpx.Client, project: dict, params: 
 def test_recent_messages_are_the_newest_in_time_order(client: httpx.Client, project: dict) -> None:
     dialog = create_dialog(client, project)
     write_turns(client, dialog, 3)
-    service = DialogService()
+    prompts = PromptService(ProjectService())
+    service = DialogService(ProjectService(), prompts)
 
     def recent(limit: int) -> list[str]:
-        found, messages, record = service.get_for_turn(dialog["id"], limit)
+        found, messages, record = service.get_for_turn(dialog["id"], limit, prompts.prompts)
         assert (found.id, record) == (dialog["id"], None)
         return [message.content for message in messages]
 
@@ -205,7 +208,7 @@ def test_recent_messages_are_the_newest_in_time_order(client: httpx.Client, proj
     assert recent(0) == []
     for missing in (MISSING_ID, "not-an-id"):
         with pytest.raises(NotFound):
-            service.get_for_turn(missing, 5)
+            service.get_for_turn(missing, 5, prompts.prompts)
     assert service.get(dialog["id"]).message_count == 6
 
 
@@ -269,16 +272,17 @@ def test_a_turn_reads_the_bound_prompt_record_as_it_is_now(
 ) -> None:
     prompt = make_prompt(labels=["production"])
     dialog = create_dialog(client, project, prompt_id=prompt["id"])
-    service = DialogService()
-    _, _, record = service.get_for_turn(dialog["id"], 5)
+    prompts = PromptService(ProjectService())
+    service = DialogService(ProjectService(), prompts)
+    _, _, record = service.get_for_turn(dialog["id"], 5, prompts.prompts)
     assert record is not None
     assert (record.id, record.labels["production"]) == (prompt["id"], 1)
     client.put(f"/prompts/{prompt['id']}", json={"template": "v2 {{question}}"})
     client.put(f"/prompts/{prompt['id']}/labels/production", json={"version": 2})
-    _, _, moved = service.get_for_turn(dialog["id"], 5)
+    _, _, moved = service.get_for_turn(dialog["id"], 5, prompts.prompts)
     assert moved is not None and moved.labels["production"] == 2
     assert client.delete(f"/prompts/{prompt['id']}").status_code == 204
-    assert service.get_for_turn(dialog["id"], 5)[2] is None
+    assert service.get_for_turn(dialog["id"], 5, prompts.prompts)[2] is None
 
 
 def test_delete_removes_the_dialog_and_its_messages(

@@ -196,6 +196,21 @@ def test_switching_type_needs_matching_content(client: httpx.Client, make_prompt
     assert switched["version"]["template"] is None
 
 
+def test_an_update_that_fails_changes_nothing(client: httpx.Client, make_prompt) -> None:
+    prompt = make_prompt(tags=["billing"])
+    refused = client.put(
+        f"/prompts/{prompt['id']}", json={"name": "renamed", "tags": ["x"], "type": "chat"}
+    )
+    assert refused.status_code == 422
+    kept = client.get(f"/prompts/{prompt['id']}").json()
+    assert (kept["name"], kept["tags"], kept["updated_at"]) == (
+        prompt["name"],
+        ["billing"],
+        prompt["updated_at"],
+    )
+    assert kept["latest_version"] == 1
+
+
 def test_get_chooses_latest_version_or_label(client: httpx.Client, make_prompt) -> None:
     prompt = make_prompt(labels=["production"])
     client.put(f"/prompts/{prompt['id']}", json={"template": "second {{question}}"})

@@ -16,56 +16,62 @@ from shared.http.flask_adapter import flask_function
 from shared.http.messages import Request
 from shared.http.routing import Router
 from shared.pagination import Page
+from shared.projects.service import ProjectService
+from shared.workflows import deletion
 
 router = Router("datasets")
+
+
+def datasets() -> DatasetService:
+    return DatasetService(ProjectService())
 
 
 @router.get("/")
 def list_datasets(query: DatasetListParams) -> Page[Dataset]:
     """List a project's datasets, newest first."""
-    return DatasetService().search(query)
+    return datasets().search(query)
 
 
 @router.post("/", status=201)
 def create_dataset(body: DatasetCreate) -> Dataset:
     """Create a dataset, optionally with its first cases."""
-    return DatasetService().create(body)
+    return datasets().create(body)
 
 
 @router.get("/{dataset_id}")
 def get_dataset(dataset_id: str, query: CasePageParams) -> DatasetWithCases:
     """Get a dataset with a page of its cases, in insertion order."""
-    return DatasetService().get_with_cases(dataset_id, query)
+    return datasets().get_with_cases(dataset_id, query)
 
 
 @router.put("/{dataset_id}")
 def update_dataset(dataset_id: str, body: DatasetUpdate) -> Dataset:
     """Rename a dataset or change its description."""
-    return DatasetService().update(dataset_id, body)
+    return datasets().update(dataset_id, body)
 
 
 @router.delete("/{dataset_id}")
 def delete_dataset(dataset_id: str) -> None:
     """Delete a dataset and its cases."""
-    DatasetService().delete(dataset_id)
+    deletion.delete_dataset(dataset_id)
 
 
 @router.post("/{dataset_id}/cases", status=201)
 def add_cases(dataset_id: str, request: Request) -> CasesAdded:
     """Add cases from a JSON list or JSON Lines (application/x-ndjson): all or none."""
-    return DatasetService().import_cases(dataset_id, request)
+    return datasets().import_cases(dataset_id, request.json_records())
 
 
 @router.put("/{dataset_id}/cases/{case_id}")
 def update_case(dataset_id: str, case_id: str, body: CaseUpdate) -> Case:
     """Replace the given fields of a case."""
-    return DatasetService().update_case(dataset_id, case_id, body)
+    return datasets().update_case(dataset_id, case_id, body)
 
 
 @router.delete("/{dataset_id}/cases/{case_id}")
 def delete_case(dataset_id: str, case_id: str) -> None:
     """Remove a case from its dataset."""
-    DatasetService().delete_case(dataset_id, case_id)
+    datasets().delete_case(dataset_id, case_id)
 
 
 handle = flask_function(router)

@@ -12,38 +12,45 @@ from shared.dialogs.service import DialogService
 from shared.http.flask_adapter import flask_function
 from shared.http.routing import Router
 from shared.pagination import Page
+from shared.projects.service import ProjectService
+from shared.prompts.service import PromptService
 
 router = Router("dialogs")
+
+
+def dialogs() -> DialogService:
+    projects = ProjectService()
+    return DialogService(projects, PromptService(projects))
 
 
 @router.get("/")
 def list_dialogs(query: DialogListParams) -> Page[Dialog]:
     """List a project's dialogs, latest activity first."""
-    return DialogService().search(query)
+    return dialogs().search(query)
 
 
 @router.post("/", status=201)
 def create_dialog(body: DialogCreate) -> Dialog:
     """Create a dialog, optionally bound to a prompt at a version or label."""
-    return DialogService().create(body)
+    return dialogs().create(body)
 
 
 @router.get("/{dialog_id}")
 def get_dialog(dialog_id: str, query: MessagePageParams) -> DialogWithMessages:
     """Get a dialog with a page of its messages, oldest first."""
-    return DialogService().get_with_messages(dialog_id, query)
+    return dialogs().get_with_messages(dialog_id, query)
 
 
 @router.put("/{dialog_id}")
 def update_dialog(dialog_id: str, body: DialogUpdate) -> Dialog:
     """Change a dialog's title or bound prompt (`prompt_id: null` unbinds it)."""
-    return DialogService().update(dialog_id, body)
+    return dialogs().update(dialog_id, body)
 
 
 @router.delete("/{dialog_id}")
 def delete_dialog(dialog_id: str) -> None:
     """Delete a dialog and its messages."""
-    DialogService().delete(dialog_id)
+    dialogs().delete(dialog_id)
 
 
 handle = flask_function(router)

@@ -1,22 +1,23 @@
 """The deterministic assertions: pure functions of the answer, its latency and its cost.
 
-Nothing here runs what a case supplies: values are compared as text, patterns run on the `regex`
-engine with a time limit (Python's `re` has none, so a pattern like `(a|aa)+$` could hold a worker
-for minutes), and JSON Schemas are interpreted by `jsonschema` without fetching remote `$ref`s
-and with their own `pattern` keyword on the same time-limited engine.
+Nothing here runs what a case supplies: values are compared as text, and patterns and JSON
+Schemas run on the time-limited engines of `shared.assertions.matching`.
 """
 
 import json
-from collections.abc import Callable, Iterator, Sequence
-from functools import cache, lru_cache
+from collections.abc import Callable, Sequence
 from typing import Any
 
-import jsonschema
-import regex
-from jsonschema.exceptions import SchemaError, ValidationError
-from jsonschema.protocols import Validator
+from jsonschema.exceptions import best_match
 from referencing.exceptions import Unresolvable
 
+from shared.assertions.matching import (
+    NotEvaluable,
+    compiled_pattern,
+    quote,
+    schema_validator,
+    search,
+)
 from shared.assertions.models import (
     AssertionResult,
     AssertionSpec,
@@ -32,78 +33,6 @@ from shared.assertions.models import (
     RegexAssertion,
     StartsWithAssertion,
 )
-
-# Longest one pattern may search one answer; past it the assertion is an error, not a verdict.
-REGEX_TIMEOUT_S = 0.25
-_FLAGS = {"i": regex.IGNORECASE, "m": regex.MULTILINE, "s": regex.DOTALL}
-_QUOTE_CHARS = 80
-
-
-class InvalidPattern(ValueError):
-    """A regular expression that does not compile."""
-
-
-class InvalidSchema(ValueError):
-    """A JSON Schema its own meta-schema refuses."""
-
-
-class NotEvaluable(Exception):
-    """An assertion that cannot give a verdict on this answer (its result is an error)."""
-
-    def __init__(self, code: str, reason: str) -> None:
-        super().__init__(reason)
-        self.code = code
-        self.reason = reason
-
-
-@lru_cache(maxsize=512)
-def compiled_pattern(pattern: str, flags: str) -> regex.Pattern[str]:
-    try:
-        mask = 0
-        for flag in flags:
-            mask |= _FLAGS[flag]
-        return regex.compile(pattern, mask)
-    except regex.error as exc:
-        raise InvalidPattern(str(exc)) from None
-
-
-def _search(pattern: regex.Pattern[str], text: str) -> bool:
-    try:
-        return pattern.search(text, timeout=REGEX_TIMEOUT_S) is not None
-    except TimeoutError:
-        raise NotEvaluable("regex_timeout", f"the pattern ran over {REGEX_TIMEOUT_S} s") from None
-
-
-def _schema_pattern(
-    validator: Validator, pattern: str, instance: Any, schema: dict[str, Any]
-) -> Iterator[ValidationError]:
-    """JSON Schema's `pattern` keyword on the time-limited engine."""
-    if validator.is_type(instance, "string"):
-        try:
-            found = _search(compiled_pattern(pattern, ""), instance)
-        except InvalidPattern:
-            found = False
-        if not found:
-            yield ValidationError(f"the string does not match {_quote(pattern)}")
-
-
-@cache
-def _time_limited(validator_class: type[Validator]) -> type[Validator]:
-    return jsonschema.validators.extend(validator_class, {"pattern": _schema_pattern})
-
-
-@lru_cache(maxsize=256)
-def schema_validator(schema_text: str) -> Validator:
-    """A validator for a schema given as JSON text (cached: cases often share one schema)."""
-    schema = json.loads(schema_text)
-    validator_class = jsonschema.validators.validator_for(
-        schema, default=jsonschema.Draft202012Validator
-    )
-    try:
-        validator_class.check_schema(schema)
-    except SchemaError as exc:
-        raise InvalidSchema(exc.message) from None
-    return _time_limited(validator_class)(schema)
 
 
 def with_expected(assertions: Sequence[AssertionSpec], expected: str | None) -> list[AssertionSpec]:
@@ -152,10 +81,6 @@ def errored(kind: str, code: str, reason: str) -> AssertionResult:
     return AssertionResult(type=kind, passed=None, reason=reason, error=code)
 
 
-def _quote(text: str) -> str:
-    return repr(text if len(text) <= _QUOTE_CHARS else f"{text[:_QUOTE_CHARS]}...")
-
-
 def _folded(text: str, case_insensitive: bool) -> str:
     return text.casefold() if case_insensitive else text
 
@@ -174,17 +99,17 @@ def _equals(spec: EqualsAssertion, output: str) -> tuple[bool, str]:
     passed = _folded(output.strip(), spec.case_insensitive) == _folded(
         spec.value.strip(), spec.case_insensitive
     )
-    return passed, f"the answer {'equals' if passed else 'differs from'} {_quote(spec.value)}"
+    return passed, f"the answer {'equals' if passed else 'differs from'} {quote(spec.value)}"
 
 
 def _contains(spec: ContainsAssertion, output: str) -> tuple[bool, str]:
     found = _folded(spec.value, spec.case_insensitive) in _folded(output, spec.case_insensitive)
-    return found, f"the answer {'contains' if found else 'lacks'} {_quote(spec.value)}"
+    return found, f"the answer {'contains' if found else 'lacks'} {quote(spec.value)}"
 
 
 def _not_contains(spec: NotContainsAssertion, output: str) -> tuple[bool, str]:
     found = _folded(spec.value, spec.case_insensitive) in _folded(output, spec.case_insensitive)
-    return not found, f"the answer {'contains' if found else 'lacks'} {_quote(spec.value)}"
+    return not found, f"the answer {'contains' if found else 'lacks'} {quote(spec.value)}"
 
 
 def _starts_with(spec: StartsWithAssertion, output: str) -> tuple[bool, str]:
@@ -193,13 +118,13 @@ def _starts_with(spec: StartsWithAssertion, output: str) -> tuple[bool, str]:
     )
     return (
         passed,
-        f"the answer {'starts' if passed else 'does not start'} with {_quote(spec.value)}",
+        f"the answer {'starts' if passed else 'does not start'} with {quote(spec.value)}",
     )
 
 
 def _regex(spec: RegexAssertion, output: str) -> tuple[bool, str]:
-    found = _search(compiled_pattern(spec.pattern, spec.flags), output)
-    return found, f"{_quote(spec.pattern)} {'matches' if found else 'does not match'} the answer"
+    found = search(compiled_pattern(spec.pattern, spec.flags), output)
+    return found, f"{quote(spec.pattern)} {'matches' if found else 'does not match'} the answer"
 
 
 def _reject_constant(name: str) -> Any:
@@ -225,7 +150,7 @@ def _json_schema(spec: JsonSchemaAssertion, output: str) -> tuple[bool, str]:
         return False, "the answer is not JSON"
     validator = schema_validator(json.dumps(spec.json_schema, sort_keys=True))
     try:
-        error = jsonschema.exceptions.best_match(validator.iter_errors(document))
+        error = best_match(validator.iter_errors(document))
     except Unresolvable as exc:
         reason = f"the schema's $ref cannot be resolved: {exc}"
         raise NotEvaluable("schema_unresolvable", reason) from None

@@ -11,8 +11,14 @@ from pydantic import (
     model_validator,
 )
 
+from shared.assertions.matching import (
+    InvalidPattern,
+    InvalidSchema,
+    compiled_pattern,
+    schema_validator,
+)
+from shared.deepseek.models import ModelName
 from shared.models import InputModel, Model
-from shared.prompts.models import ModelName
 
 Text = Annotated[str, StringConstraints(max_length=100_000)]
 NonEmptyText = Annotated[str, StringConstraints(min_length=1, max_length=100_000)]
@@ -61,9 +67,6 @@ class RegexAssertion(InputModel):
     @field_validator("pattern")
     @classmethod
     def _compiles(cls, pattern: str) -> str:
-        # Imported on use: the matching libraries would add to every function's cold start.
-        from shared.assertions.engine import InvalidPattern, compiled_pattern
-
         try:
             compiled_pattern(pattern, "")
         except InvalidPattern as exc:
@@ -93,8 +96,6 @@ class JsonSchemaAssertion(InputModel):
     @field_validator("json_schema")
     @classmethod
     def _valid_schema(cls, schema: dict[str, Any] | bool) -> dict[str, Any] | bool:
-        from shared.assertions.engine import InvalidSchema, schema_validator
-
         try:
             schema_validator(json.dumps(schema, sort_keys=True))
         except InvalidSchema as exc:

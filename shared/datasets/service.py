@@ -1,6 +1,5 @@
 """What a team does with datasets: sets of test cases in a project, imported in bulk."""
 
-import json
 from collections.abc import Iterable
 from typing import Any
 
@@ -20,32 +19,23 @@ from shared.datasets.models import (
     DatasetWithCases,
 )
 from shared.datasets.repository import DatasetRepository
-from shared.errors import (
-    BadRequest,
-    Conflict,
-    UnsupportedMediaType,
-    ValidationFailed,
-    not_found,
-)
-from shared.http.messages import Request
+from shared.errors import ValidationFailed, not_found
+from shared.http.messages import JsonRecords
 from shared.pagination import Page
-from shared.projects.repository import ProjectRepository
-from shared.workflows.gates.repository import GateRepository
+from shared.projects.models import ProjectLookup
 
-JSON_LINES_TYPES = {"application/x-ndjson", "application/jsonl"}
 # A 10,000-line file with every line wrong must not become a 10,000-entry error.
 MAX_REPORTED_ERRORS = 100
 
 
 class DatasetService:
-    def __init__(self) -> None:
+    def __init__(self, projects: ProjectLookup) -> None:
         self.datasets = DatasetRepository()
-        self.projects = ProjectRepository()
+        self.projects = projects
 
     def create(self, data: DatasetCreate) -> Dataset:
         """Create a dataset in an existing project, with its first cases if given."""
-        if self.projects.get(data.project_id) is None:
-            raise not_found("project", data.project_id)
+        self.projects.get(data.project_id)
         dataset = self.datasets.create(data)
         if data.cases:
             self.add_cases(dataset.id, data.cases)
@@ -76,22 +66,15 @@ class DatasetService:
         return dataset
 
     def delete(self, dataset_id: str) -> None:
-        """Delete a dataset and its cases; refused (409) while a release gate relies on it."""
-        gates = GateRepository().count_on_dataset(dataset_id)
-        if gates:
-            raise Conflict(
-                f"{gates} release gate(s) rely on this dataset; remove them first.",
-                code="dataset_in_use",
-                details={"gates": gates},
-            )
+        """Delete a dataset and its cases."""
         if not self.datasets.delete(dataset_id):
             raise not_found("dataset", dataset_id)
 
-    def import_cases(self, dataset_id: str, request: Request) -> CasesAdded:
-        """Add the cases a request carries (see `read_cases`): all of them or, if any is
-        invalid, none."""
+    def import_cases(self, dataset_id: str, records: JsonRecords) -> CasesAdded:
+        """Add the cases a body carries (see `cases_of`): all of them or, if any is invalid,
+        none."""
         self.get(dataset_id)
-        return self.add_cases(dataset_id, read_cases(request))
+        return self.add_cases(dataset_id, cases_of(records))
 
     def add_cases(self, dataset_id: str, cases: list[CaseCreate]) -> CasesAdded:
         """Append validated cases to a dataset in one write."""
@@ -116,26 +99,10 @@ class DatasetService:
             raise not_found("case", case_id)
 
 
-def read_cases(request: Request) -> list[CaseCreate]:
-    """The cases in a body: a JSON list (`application/json`) or JSON Lines, one case per line
-    (`application/x-ndjson`, blank lines skipped). Every case is validated first; any failure is
-    a 422 naming each failing list index or 1-based line."""
-    content_type = (request.header("content-type") or "").split(";")[0].strip().lower()
-    if content_type in JSON_LINES_TYPES:
-        entries, errors = _json_lines(request.body)
-    elif content_type == "application/json":
-        document = request.json()
-        if not isinstance(document, list):
-            raise ValidationFailed(
-                "The body must be a JSON list of cases.",
-                details=[{"loc": ["body"], "msg": "expected a list", "type": "list_type"}],
-            )
-        entries, errors = [(["body", index], item) for index, item in enumerate(document)], []
-    else:
-        raise UnsupportedMediaType(
-            "Send a JSON list of cases as application/json, or JSON Lines as application/x-ndjson.",
-            details={"content_type": content_type},
-        )
+def cases_of(records: JsonRecords) -> list[CaseCreate]:
+    """The cases of a body's records, every one validated first; any failure is a 422 naming
+    each failing list index or 1-based line."""
+    entries, errors = records.entries, list(records.errors)
     if not entries and not errors:
         raise ValidationFailed(
             "The body holds no case.",
@@ -156,29 +123,6 @@ def read_cases(request: Request) -> list[CaseCreate]:
     if errors:
         raise _invalid_cases(errors)
     return cases
-
-
-def _json_lines(
-    body: bytes,
-) -> tuple[list[tuple[list[Any], Any]], list[dict[str, Any]]]:
-    """Each non-blank line parsed as JSON, located by line number, and the lines that are not."""
-    if not body:
-        raise BadRequest("This request needs a body.")
-    try:
-        text = body.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise BadRequest("The body is not valid UTF-8.", code="malformed_json") from exc
-    entries, errors = [], []
-    for number, line in enumerate(text.split("\n"), start=1):
-        if not line.strip():
-            continue
-        location = ["body", "line", number]
-        try:
-            entries.append((location, json.loads(line)))
-        except ValueError as exc:
-            message = f"not valid JSON: {getattr(exc, 'msg', 'malformed')}"
-            errors.append({"loc": location, "msg": message, "type": "json_invalid"})
-    return entries, errors
 
 
 def _located(location: list[Any], error: ValidationError) -> Iterable[dict[str, Any]]:

@@ -1,10 +1,49 @@
 """What a DeepSeek call takes and gives back, independent of the SDK."""
 
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from shared.models import Model
+from pydantic import Field, StringConstraints
+
+from shared.models import InputModel, Model
 from shared.settings import ModelPrice
+
+ModelName = Annotated[str, StringConstraints(pattern=r"^[\w.:/-]{1,100}$")]
+StopWord = Annotated[str, StringConstraints(min_length=1, max_length=100)]
+
+
+class ResponseFormat(InputModel):
+    type: Literal["text", "json_object"]
+
+
+class Thinking(InputModel):
+    type: Literal["enabled", "disabled"]
+
+
+class ModelConfig(InputModel):
+    """Model parameters sent to DeepSeek; stored as given, checked for type and range."""
+
+    model: ModelName | None = None
+    temperature: float | None = Field(None, ge=0, le=2)
+    top_p: float | None = Field(None, gt=0, le=1)
+    max_tokens: int | None = Field(None, ge=1, le=1_000_000)
+    frequency_penalty: float | None = Field(None, ge=-2, le=2)
+    presence_penalty: float | None = Field(None, ge=-2, le=2)
+    stop: StopWord | Annotated[list[StopWord], Field(max_length=16)] | None = None
+    response_format: ResponseFormat | None = None
+    thinking: Thinking | None = None
+
+
+def merged_params(stored: dict[str, Any], override: ModelConfig | None) -> dict[str, Any]:
+    """A stored config with a request's overrides on top (null removes a key)."""
+    params = dict(stored)
+    if override is not None:
+        for key, value in override.model_dump(exclude_unset=True).items():
+            if value is None:
+                params.pop(key, None)
+            else:
+                params[key] = value
+    return params
 
 
 class Usage(Model):

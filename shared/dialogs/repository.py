@@ -1,7 +1,7 @@
 """Storage of dialogs and their messages: one document per message, keyed by dialog and turn."""
 
 from datetime import UTC, datetime
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Protocol, TypeVar
 
 from bson import ObjectId
 from pymongo import ASCENDING, DESCENDING, IndexModel, ReturnDocument, UpdateOne
@@ -18,10 +18,18 @@ from shared.dialogs.models import (
     MessagePageParams,
 )
 from shared.pagination import PageParams, find_page
-from shared.prompts.models import PromptRecord
-from shared.prompts.repository import PromptRepository
 
 _DUPLICATE_KEY = 11000
+RecordT = TypeVar("RecordT", covariant=True)
+
+
+class JoinedRecords(Protocol[RecordT]):
+    """Another domain's records joined into a dialog's read, so one round trip brings both:
+    the stage that joins them, and the record read from what it joined."""
+
+    def record_lookup(self, local_field: str, into: str) -> dict[str, Any]: ...
+
+    def joined_record(self, joined: list[dict[str, Any]]) -> RecordT | None: ...
 
 
 def _dialog(document: dict[str, Any]) -> Dialog:
@@ -161,8 +169,8 @@ class DialogRepository:
         return [_message(document) for document in documents], next_cursor
 
     def get_for_turn(
-        self, dialog_id: str, limit: int, prompts: PromptRepository
-    ) -> tuple[Dialog, list[Message], PromptRecord | None] | None:
+        self, dialog_id: str, limit: int, prompts: JoinedRecords[RecordT]
+    ) -> tuple[Dialog, list[Message], RecordT | None] | None:
         """A dialog, its newest `limit` messages (oldest first) and its bound prompt's record,
         in one round trip: what a chat turn reads before it can call the model."""
         object_id = to_object_id(dialog_id)

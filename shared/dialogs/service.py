@@ -1,6 +1,6 @@
 """What a team does with dialogs: conversations in a project, optionally bound to a prompt."""
 
-from typing import Any
+from typing import Any, Protocol
 
 from pydantic import ValidationError
 
@@ -14,21 +14,28 @@ from shared.dialogs.models import (
     MessagePageParams,
     PromptBinding,
 )
-from shared.dialogs.repository import DialogRepository
+from shared.dialogs.repository import DialogRepository, JoinedRecords
 from shared.errors import ValidationFailed, not_found, validation_failed
 from shared.pagination import Page
-from shared.projects.repository import ProjectRepository
+from shared.projects.models import ProjectLookup
 from shared.prompts.models import PromptRecord, VersionSelector
-from shared.prompts.service import PromptService
 
 _BINDING_FIELDS = {"prompt_id", "version", "label"}
 
 
+class PromptBindings(Protocol):
+    """What binding a dialog to a prompt needs of the prompts domain."""
+
+    def get_record(self, prompt_id: str) -> PromptRecord: ...
+
+    def resolve_version_number(self, record: PromptRecord, selector: VersionSelector) -> int: ...
+
+
 class DialogService:
-    def __init__(self) -> None:
+    def __init__(self, projects: ProjectLookup, prompts: PromptBindings) -> None:
         self.dialogs = DialogRepository()
-        self.projects = ProjectRepository()
-        self.prompts = PromptService()
+        self.projects = projects
+        self.prompts = prompts
 
     def create(self, data: DialogCreate) -> Dialog:
         """Start a dialog in an existing project, bound to a prompt of that project if given."""
@@ -36,9 +43,8 @@ class DialogService:
 
     def create_for_turn(self, data: DialogCreate) -> tuple[Dialog, PromptRecord | None]:
         """`create`, with the bound prompt's record it read (None when unbound) for the turn
-        that follows, read by `self.prompts` as in `get_for_turn`."""
-        if self.projects.get(data.project_id) is None:
-            raise not_found("project", data.project_id)
+        that follows."""
+        self.projects.get(data.project_id)
         record = self._check_binding(data.project_id, data)
         return self.dialogs.create(data), record
 
@@ -60,12 +66,12 @@ class DialogService:
         return DialogWithMessages(**dialog.model_dump(), messages=messages, next_cursor=next_cursor)
 
     def get_for_turn(
-        self, dialog_id: str, limit: int
+        self, dialog_id: str, limit: int, prompts: JoinedRecords[PromptRecord]
     ) -> tuple[Dialog, list[Message], PromptRecord | None]:
         """A dialog, its newest `limit` messages (oldest first: by time, in a turn user before
-        assistant) and its bound prompt's record (None when unbound or the prompt is gone), in
-        one read. The record is read by `self.prompts`, whose version lookups follow."""
-        found = self.dialogs.get_for_turn(dialog_id, limit, self.prompts.prompts)
+        assistant) and its bound prompt's record (None when unbound or the prompt is gone),
+        joined by `prompts`, in one read."""
+        found = self.dialogs.get_for_turn(dialog_id, limit, prompts)
         if found is None:
             raise not_found("dialog", dialog_id)
         return found

@@ -6,10 +6,10 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, StringConstraints, field_validator
 
 from shared.deepseek.events import answer_stream_events
-from shared.deepseek.models import Usage
+from shared.deepseek.models import ModelConfig, Usage
 from shared.models import InputModel, Model
 from shared.pagination import PageParams
-from shared.prompts.models import ModelConfig, VersionChoice, VersionNumber
+from shared.prompts.models import VersionChoice, VersionNumber
 
 ExecutionStatus = Literal["running", "ok", "error", "cancelled"]
 VariableName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,99}$")]

@@ -1,17 +1,16 @@
 """Running prompts against DeepSeek and keeping a record of every run."""
 
 import contextlib
-import math
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from itertools import groupby
-from typing import Any
+from typing import Any, Protocol
 
 import anyio
 
 from shared.deepseek.answer import Answer, answer_events, stream_answer
 from shared.deepseek.errors import UpstreamError
-from shared.deepseek.models import ChatCall
+from shared.deepseek.models import ChatCall, merged_params
 from shared.errors import not_found
 from shared.executions.models import (
     Execution,
@@ -24,41 +23,20 @@ from shared.executions.models import (
 )
 from shared.executions.repository import ExecutionRepository
 from shared.pagination import Page
-from shared.prompts.models import LATEST_LABEL, ModelConfig, PromptRecord
+from shared.prompts.models import LATEST_LABEL, RUN_DEFAULT_LABEL, PromptRecord, PromptVersion
 from shared.prompts.rendering import render_messages
-from shared.prompts.service import RUN_DEFAULT_LABEL, PromptService
 from shared.settings import get_settings
+from shared.stats import percentile, usage_totals
 
 
-def percentile(values: list[float], fraction: float) -> float | None:
-    """Nearest-rank percentile; None for no values."""
-    if not values:
-        return None
-    ordered = sorted(values)
-    return ordered[max(1, math.ceil(fraction * len(ordered))) - 1]
+class PromptsToRun(Protocol):
+    """What running a prompt needs of the prompts domain."""
 
+    def version_to_run(
+        self, prompt_id: str, version: int | None, label: str | None
+    ) -> tuple[PromptRecord, PromptVersion]: ...
 
-def usage_totals(runs: list[dict[str, Any]]) -> dict[str, Any]:
-    """The prompt, completion and total tokens and the cost (USD) of stored runs, summed."""
-    usages = [run["usage"] for run in runs if run.get("usage")]
-    return {
-        "prompt_tokens": sum(usage["prompt_tokens"] for usage in usages),
-        "completion_tokens": sum(usage["completion_tokens"] for usage in usages),
-        "total_tokens": sum(usage["total_tokens"] for usage in usages),
-        "cost": round(sum(run.get("cost") or 0 for run in runs), 10),
-    }
-
-
-def merged_params(stored: dict[str, Any], override: ModelConfig | None) -> dict[str, Any]:
-    """The version's config with a request's overrides on top (null removes a key)."""
-    params = dict(stored)
-    if override is not None:
-        for key, value in override.model_dump(exclude_unset=True).items():
-            if value is None:
-                params.pop(key, None)
-            else:
-                params[key] = value
-    return params
+    def get_record(self, prompt_id: str) -> PromptRecord: ...
 
 
 @dataclass
@@ -70,9 +48,9 @@ class Run:
 
 
 class ExecutionService:
-    def __init__(self) -> None:
+    def __init__(self, prompts: PromptsToRun) -> None:
         self.executions = ExecutionRepository()
-        self.prompts = PromptService()
+        self.prompts = prompts
 
     def prepare(self, data: ExecutionCreate, source: str = "api") -> Run:
         """Resolve the prompt version, render it and store the record as running."""

@@ -8,9 +8,19 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
-from shared.errors import BadRequest, UnsupportedMediaType, validation_failed
+from shared.errors import BadRequest, UnsupportedMediaType, ValidationFailed, validation_failed
 
 ModelT = TypeVar("ModelT", bound=BaseModel)
+JSON_LINES_TYPES = {"application/x-ndjson", "application/jsonl"}
+
+
+@dataclass
+class JsonRecords:
+    """The records of a JSON list or JSON Lines body, each with where it stands in the body
+    (`["body", index]` or `["body", "line", number]`), and the lines that are not JSON."""
+
+    entries: list[tuple[list[Any], Any]]
+    errors: list[dict[str, Any]]
 
 
 @dataclass
@@ -48,6 +58,25 @@ class Request:
             return json.loads(self.body)
         except (ValueError, UnicodeDecodeError) as exc:
             raise BadRequest("The body is not valid JSON.", code="malformed_json") from exc
+
+    def json_records(self) -> JsonRecords:
+        """The body as records: a JSON list (`application/json`) or JSON Lines, one record per
+        line (`application/x-ndjson`, blank lines skipped); 415 for another content type."""
+        content_type = (self.header("content-type") or "").split(";")[0].strip().lower()
+        if content_type in JSON_LINES_TYPES:
+            return _json_lines(self.body)
+        if content_type != "application/json":
+            raise UnsupportedMediaType(
+                "Send a JSON list as application/json, or JSON Lines as application/x-ndjson.",
+                details={"content_type": content_type},
+            )
+        document = self.json()
+        if not isinstance(document, list):
+            raise ValidationFailed(
+                "The body must be a JSON list.",
+                details=[{"loc": ["body"], "msg": "expected a list", "type": "list_type"}],
+            )
+        return JsonRecords([(["body", index], item) for index, item in enumerate(document)], [])
 
     def body_as(self, model: type[ModelT]) -> ModelT:
         """The JSON body validated against a model (422 naming every failing field)."""
@@ -94,3 +123,24 @@ def json_response(data: Any, status: int = 200, headers: dict[str, str] | None =
 
 def no_content() -> Response:
     return Response(204)
+
+
+def _json_lines(body: bytes) -> JsonRecords:
+    """Each non-blank line parsed as JSON, located by line number, and the lines that are not."""
+    if not body:
+        raise BadRequest("This request needs a body.")
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise BadRequest("The body is not valid UTF-8.", code="malformed_json") from exc
+    records = JsonRecords([], [])
+    for number, line in enumerate(text.split("\n"), start=1):
+        if not line.strip():
+            continue
+        location = ["body", "line", number]
+        try:
+            records.entries.append((location, json.loads(line)))
+        except ValueError as exc:
+            message = f"not valid JSON: {getattr(exc, 'msg', 'malformed')}"
+            records.errors.append({"loc": location, "msg": message, "type": "json_invalid"})
+    return records

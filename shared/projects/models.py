@@ -1,6 +1,7 @@
 """Projects: the top-level container of prompts."""
 
 from datetime import datetime
+from typing import Protocol
 
 from shared.models import Description, InputModel, Model, Name
 from shared.pagination import PageParams
@@ -30,3 +31,9 @@ class ProjectListParams(PageParams):
 
 class ProjectDeleteParams(Model):
     cascade: bool = False
+
+
+class ProjectLookup(Protocol):
+    """What other domains ask of projects: one by id, a 404 when it does not exist."""
+
+    def get(self, project_id: str) -> Project: ...

@@ -5,19 +5,20 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field, StringConstraints, field_validator, model_validator
 
+from shared.deepseek.models import ModelConfig
 from shared.models import InputModel, Model, Name
 from shared.pagination import PageParams
 from shared.prompts.templating import TemplateSyntaxError, template_variables
 
 PromptType = Literal["text", "chat"]
 LATEST_LABEL = "latest"
+# What runs (executions, chat) use when they name no version or label, before `latest`.
+RUN_DEFAULT_LABEL = "production"
 LabelName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_-]{1,50}$")]
 Tag = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=50)]
 Category = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100)]
 TemplateText = Annotated[str, StringConstraints(min_length=1, max_length=100_000)]
 CommitMessage = Annotated[str, StringConstraints(strip_whitespace=True, max_length=500)]
-ModelName = Annotated[str, StringConstraints(pattern=r"^[\w.:/-]{1,100}$")]
-StopWord = Annotated[str, StringConstraints(min_length=1, max_length=100)]
 # Bounded so no number a client sends can overflow MongoDB's 64-bit integers.
 VersionNumber = Annotated[int, Field(ge=1, le=2**31 - 1)]
 
@@ -25,28 +26,6 @@ VersionNumber = Annotated[int, Field(ge=1, le=2**31 - 1)]
 class ChatMessage(InputModel):
     role: Literal["system", "user", "assistant"]
     content: TemplateText
-
-
-class ResponseFormat(InputModel):
-    type: Literal["text", "json_object"]
-
-
-class Thinking(InputModel):
-    type: Literal["enabled", "disabled"]
-
-
-class ModelConfig(InputModel):
-    """Model parameters sent to DeepSeek; stored as given, checked for type and range."""
-
-    model: ModelName | None = None
-    temperature: float | None = Field(None, ge=0, le=2)
-    top_p: float | None = Field(None, gt=0, le=1)
-    max_tokens: int | None = Field(None, ge=1, le=1_000_000)
-    frequency_penalty: float | None = Field(None, ge=-2, le=2)
-    presence_penalty: float | None = Field(None, ge=-2, le=2)
-    stop: StopWord | Annotated[list[StopWord], Field(max_length=16)] | None = None
-    response_format: ResponseFormat | None = None
-    thinking: Thinking | None = None
 
 
 def _unique(values: list[str]) -> list[str]:

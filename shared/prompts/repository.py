@@ -119,13 +119,13 @@ class PromptRepository:
         self._records_read.add(record.id)
         return record
 
-    def record_lookup(self, prompt_id_field: str, into: str) -> dict[str, Any]:
-        """A `$lookup` stage that joins the prompt named by `prompt_id_field` as `into`: another
+    def record_lookup(self, local_field: str, into: str) -> dict[str, Any]:
+        """A `$lookup` stage that joins the prompt named by `local_field` as `into`: another
         collection's read brings the prompt's record in the same round trip."""
         return {
             "$lookup": {
                 "from": self.prompts.name,
-                "localField": prompt_id_field,
+                "localField": local_field,
                 "foreignField": "_id",
                 "as": into,
             }

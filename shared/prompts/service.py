@@ -2,15 +2,16 @@
 
 import difflib
 import hashlib
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from pydantic import TypeAdapter, ValidationError
 
 from shared.errors import Conflict, not_found, validation_failed
 from shared.pagination import Page
-from shared.projects.repository import ProjectRepository
+from shared.projects.models import ProjectLookup
 from shared.prompts.models import (
     LATEST_LABEL,
+    RUN_DEFAULT_LABEL,
     DiffParams,
     FieldChange,
     LabelName,
@@ -28,25 +29,11 @@ from shared.prompts.models import (
     VersionSelector,
 )
 from shared.prompts.repository import PromptRepository
-from shared.workflows.gates.models import Gate, GateList, GateSet
-from shared.workflows.gates.repository import GateRepository
-
-if TYPE_CHECKING:
-    from shared.workflows.gates.service import GateService
 
 _LABEL_NAME = TypeAdapter(LabelName)
-# What runs (executions, chat) use when they name no version or label, before `latest`.
-RUN_DEFAULT_LABEL = "production"
 
 
-def _gate_service() -> "GateService":
-    # Imported here, not at module level: it would cost every cold start ~15 ms.
-    from shared.workflows.gates.service import GateService
-
-    return GateService()
-
-
-def _checked_label(label: str) -> str:
+def checked_label(label: str) -> str:
     """A label from a URL path, refused unless it is a valid label name."""
     try:
         return _LABEL_NAME.validate_python(label)
@@ -56,9 +43,9 @@ def _checked_label(label: str) -> str:
         ) from exc
 
 
-def _settable_label(label: str) -> str:
+def settable_label(label: str) -> str:
     """A label a team may point, remove or gate: any valid name but `latest`."""
-    label = _checked_label(label)
+    label = checked_label(label)
     if label == LATEST_LABEL:
         raise Conflict("'latest' always follows the newest version.", code="reserved_label")
     return label
@@ -89,16 +76,20 @@ def _config_changes(before: dict[str, Any], after: dict[str, Any]) -> list[Field
     ]
 
 
+class LabelGuard(Protocol):
+    """What may refuse a label move (409): the release gates."""
+
+    def check(self, record: PromptRecord, label: str, version: int) -> None: ...
+
+
 class PromptService:
-    def __init__(self) -> None:
+    def __init__(self, projects: ProjectLookup) -> None:
         self.prompts = PromptRepository()
-        self.projects = ProjectRepository()
+        self.projects = projects
 
     def create(self, data: PromptCreate) -> Prompt:
         """Create a prompt and its version 1 in an existing project."""
-        project = self.projects.get(data.project_id)
-        if project is None:
-            raise not_found("project", data.project_id)
+        self.projects.get(data.project_id)
         record, version = self.prompts.create(data)
         return Prompt(**record.model_dump(), version=version)
 
@@ -169,17 +160,16 @@ class PromptService:
     def update(self, prompt_id: str, changes: PromptUpdate) -> PromptUpdated:
         """Apply metadata in place; content or config changes append a version."""
         record = self.get_record(prompt_id)
+        latest = self.get_version(prompt_id, record.latest_version)
+        # Validated before anything is written: a request that fails changes nothing.
+        content = self._merged_content(latest, changes) if changes.touches_content() else None
         metadata = changes.metadata()
         if metadata:
             record = self.prompts.update_metadata(prompt_id, metadata) or record
-        created = False
-        if changes.touches_content():
-            latest = self.get_version(prompt_id, record.latest_version)
-            content = self._merged_content(latest, changes)
-            version, created = self.prompts.add_version(prompt_id, content, changes.commit_message)
-            record = self.get_record(prompt_id)
-        else:
-            version = self.get_version(prompt_id, record.latest_version)
+        if content is None:
+            return PromptUpdated(**record.model_dump(), version=latest, created_version=False)
+        version, created = self.prompts.add_version(prompt_id, content, changes.commit_message)
+        record = self.get_record(prompt_id)
         return PromptUpdated(**record.model_dump(), version=version, created_version=created)
 
     @staticmethod
@@ -209,14 +199,9 @@ class PromptService:
             ) from exc
 
     def delete(self, prompt_id: str) -> None:
-        """Delete a prompt with its versions, gates and evaluation runs."""
+        """Delete a prompt with its versions."""
         if not self.prompts.delete(prompt_id):
             raise not_found("prompt", prompt_id)
-        # Imported here, not at module level: it would cost every cold start ~15 ms.
-        from shared.workflows.evaluations.repository import EvaluationRepository
-
-        GateRepository().delete_for_prompt(prompt_id)
-        EvaluationRepository().delete_for_prompt(prompt_id)
 
     def list_versions(self, prompt_id: str, params: VersionListParams) -> VersionPage:
         self.get_record(prompt_id)
@@ -248,34 +233,20 @@ class PromptService:
             variables_removed=[v for v in before.variables if v not in after.variables],
         )
 
-    def move_label(self, prompt_id: str, label: str, version: int) -> Prompt:
-        """Point a label at an existing version (how teams promote and roll back); a gated
-        label moves only to a version with a passing evaluation run (409 otherwise)."""
-        label = _settable_label(label)
+    def move_label(self, prompt_id: str, label: str, version: int, guard: LabelGuard) -> Prompt:
+        """Point a label at an existing version (how teams promote and roll back), unless
+        `guard` refuses the move (409)."""
+        label = settable_label(label)
         record = self.get_record(prompt_id)
         target = self.get_version(prompt_id, version)
-        _gate_service().check(record, label, version)
+        guard.check(record, label, version)
         record = self.prompts.set_label(prompt_id, label, version)
         if record is None:
             raise not_found("prompt", prompt_id)
         return Prompt(**record.model_dump(), version=target)
 
     def remove_label(self, prompt_id: str, label: str) -> None:
-        label = _settable_label(label)
+        label = settable_label(label)
         self.get_record(prompt_id)
         if self.prompts.remove_label(prompt_id, label) is None:
             raise not_found("label", f"{prompt_id}@{label}")
-
-    def gate_label(self, prompt_id: str, label: str, data: GateSet) -> Gate:
-        """Protect a label: from now on it moves only to versions that pass `data`'s dataset."""
-        label = _settable_label(label)
-        return _gate_service().put(self.get_record(prompt_id), label, data)
-
-    def label_gates(self, prompt_id: str) -> GateList:
-        self.get_record(prompt_id)
-        return _gate_service().list(prompt_id)
-
-    def ungate_label(self, prompt_id: str, label: str) -> None:
-        label = _checked_label(label)
-        self.get_record(prompt_id)
-        _gate_service().remove(prompt_id, label)

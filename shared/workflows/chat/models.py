@@ -5,9 +5,10 @@ from typing import Annotated
 from pydantic import StringConstraints, model_validator
 
 from shared.deepseek.events import answer_stream_events
+from shared.deepseek.models import ModelConfig
 from shared.executions.models import WithVariables
 from shared.models import Model, Name
-from shared.prompts.models import LabelName, ModelConfig, VersionNumber
+from shared.prompts.models import LabelName, VersionNumber
 
 
 class ChatRequest(WithVariables):

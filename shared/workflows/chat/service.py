@@ -12,13 +12,14 @@ import anyio
 
 from shared.db import utc_now
 from shared.deepseek.answer import Answer, answer_events
-from shared.deepseek.models import ChatCall
+from shared.deepseek.models import ChatCall, merged_params
 from shared.dialogs.models import Dialog, DialogCreate, Message
 from shared.dialogs.service import DialogService
 from shared.errors import not_found
-from shared.executions.service import merged_params
+from shared.projects.service import ProjectService
 from shared.prompts.models import PromptRecord, PromptVersion
 from shared.prompts.rendering import render_messages
+from shared.prompts.service import PromptService
 from shared.queues.publishers import publisher_for
 from shared.settings import get_settings
 from shared.workflows.chat.models import ChatMeta, ChatRequest
@@ -81,18 +82,18 @@ class Turn:
 
 class ChatService:
     def __init__(self) -> None:
-        self.dialogs = DialogService()
-        # The dialog's read brings its prompt's record through this service's repository, so
-        # the version lookup that follows may be served from memory.
-        self.prompts = self.dialogs.prompts
+        self.prompts = PromptService(ProjectService())
+        self.dialogs = DialogService(ProjectService(), self.prompts)
 
     def prepare(self, request: ChatRequest) -> Turn:
         """Open (or start) the dialog, load its prompt and history, and build the call."""
         settings = get_settings()
         recent: list[Message] = []
         if request.dialog_id is not None:
+            # The prompt's record comes through the prompt service's repository, so the
+            # version lookup that follows may be served from memory.
             dialog, recent, record = self.dialogs.get_for_turn(
-                request.dialog_id, settings.chat_history_max_messages
+                request.dialog_id, settings.chat_history_max_messages, self.prompts.prompts
             )
         else:
             dialog, record = self.dialogs.create_for_turn(

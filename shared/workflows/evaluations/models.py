@@ -7,10 +7,11 @@ from pydantic import Field
 
 from shared.assertions.models import AssertionResult, AssertionSpec
 from shared.datasets.models import Assertions, Tags
+from shared.deepseek.models import ModelConfig
 from shared.executions.models import ExecutionError, HistoryTurn
 from shared.models import InputModel, Model, Name
 from shared.pagination import PageParams
-from shared.prompts.models import ModelConfig, VersionChoice
+from shared.prompts.models import VersionChoice
 
 EvaluationStatus = Literal["queued", "running", "completed", "cancelled"]
 # pending: not handed out yet; dispatched: on the queue; running: a worker has it.

@@ -6,7 +6,7 @@ from typing import Any
 
 from shared.assertions.models import AssertionResult
 from shared.datasets.models import Case
-from shared.executions.service import percentile, usage_totals
+from shared.stats import percentile, usage_totals
 from shared.workflows.evaluations.models import (
     AssertionTally,
     CaseResult,

@@ -8,6 +8,7 @@ from shared.datasets.models import Case
 from shared.datasets.repository import DatasetRepository
 from shared.errors import Conflict, ValidationFailed, not_found
 from shared.pagination import Page
+from shared.projects.service import ProjectService
 from shared.prompts.models import PromptRecord
 from shared.prompts.service import PromptService
 from shared.settings import get_settings
@@ -40,7 +41,7 @@ class EvaluationService:
     def __init__(self) -> None:
         self.evaluations = EvaluationRepository()
         self.datasets = DatasetRepository()
-        self.prompts = PromptService()
+        self.prompts = PromptService(ProjectService())
 
     async def start(self, data: EvaluationCreate) -> Evaluation:
         """Store the run and its cells, hand the first cells to the queue, and return at once."""

@@ -16,10 +16,12 @@ import anyio
 from shared.assertions.engine import with_expected
 from shared.assertions.judge import assess
 from shared.datasets.models import Case
+from shared.deepseek.models import ModelConfig
 from shared.errors import AppError
 from shared.executions.models import ExecutionCreate
 from shared.executions.service import ExecutionService
-from shared.prompts.models import ModelConfig
+from shared.projects.service import ProjectService
+from shared.prompts.service import PromptService
 from shared.queues.publishers import publisher_for
 from shared.settings import get_settings
 from shared.workflows.evaluations.channel import CELLS
@@ -149,7 +151,9 @@ class EvaluationWorker:
             config=ModelConfig.model_validate(target.config) if target.config else None,
         )
         try:
-            execution = await ExecutionService().run_recorded(request, source="evaluation")
+            execution = await ExecutionService(PromptService(ProjectService())).run_recorded(
+                request, source="evaluation"
+            )
         except AppError as exc:
             # The run could not even start: a variable the case lacks, a deleted version.
             error = {"code": exc.code, "message": exc.message}

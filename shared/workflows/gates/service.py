@@ -4,7 +4,9 @@ from functools import cached_property
 
 from shared.datasets.repository import DatasetRepository
 from shared.errors import Conflict, not_found
-from shared.prompts.models import PromptRecord
+from shared.projects.service import ProjectService
+from shared.prompts.models import Prompt, PromptRecord
+from shared.prompts.service import PromptService, checked_label, settable_label
 from shared.workflows.evaluations.repository import EvaluationRepository
 from shared.workflows.gates.models import Gate, GateList, GateSet
 from shared.workflows.gates.repository import GateRepository
@@ -14,8 +16,11 @@ _RUNS_CONSIDERED = 100
 
 
 class GateService:
+    """Release gates over prompts, datasets and evaluation runs, and the label moves they guard."""
+
     def __init__(self) -> None:
         self.gates = GateRepository()
+        self.prompts = PromptService(ProjectService())
 
     # Built on first use: listing or removing gates, or checking an ungated label, needs neither.
     @cached_property
@@ -26,8 +31,16 @@ class GateService:
     def evaluations(self) -> EvaluationRepository:
         return EvaluationRepository()
 
-    def put(self, record: PromptRecord, label: str, data: GateSet) -> Gate:
-        """Protect a label of a prompt with a dataset of the same project and a pass rate."""
+    def move_label(self, prompt_id: str, label: str, version: int) -> Prompt:
+        """Point a label at a version; a gated label moves only to a version with a passing
+        evaluation run (409 otherwise)."""
+        return self.prompts.move_label(prompt_id, label, version, guard=self)
+
+    def put(self, prompt_id: str, label: str, data: GateSet) -> Gate:
+        """Protect a label: from now on it moves only to versions that pass `data`'s dataset
+        (of the prompt's project) at its pass rate."""
+        label = settable_label(label)
+        record = self.prompts.get_record(prompt_id)
         dataset = self.datasets.get(data.dataset_id)
         if dataset is None or dataset.project_id != record.project_id:
             raise not_found("dataset", data.dataset_id)
@@ -36,9 +49,12 @@ class GateService:
         )
 
     def list(self, prompt_id: str) -> GateList:
+        self.prompts.get_record(prompt_id)
         return GateList(items=self.gates.of_prompt(prompt_id))
 
     def remove(self, prompt_id: str, label: str) -> None:
+        label = checked_label(label)
+        self.prompts.get_record(prompt_id)
         if not self.gates.delete(prompt_id, label):
             raise not_found("gate", f"{prompt_id}@{label}")
 
