@@ -1,10 +1,10 @@
 """The DeepSeek client: the official `openai` SDK pointed at DeepSeek's (or any compatible) URL.
 
-The SDK holds the configuration (auth, base URL, timeouts, its aiohttp transport) and turns error
-statuses into its typed exceptions; each call goes out through the SDK's HTTP client with headers
-built once. Answers are always streamed and read as raw SSE bytes, each event parsed once — the
-cheapest way through, and it gives every call a time to first token. Retries happen only before
-the first token, and only for errors worth retrying.
+The SDK holds the configuration (auth, base URL, timeouts, its aiohttp transport), sends each call
+through its public `post` verb and turns error statuses into its typed exceptions. Answers are
+always streamed and read as raw SSE bytes, each event parsed once — the cheapest way through, and
+it gives every call a time to first token. Retries happen only before the first token, and only for
+errors worth retrying.
 """
 
 import asyncio
@@ -33,6 +33,13 @@ _REQUEST_PARAMETERS = (
 )
 # A Retry-After longer than this is not waited out inside a request; the caller gets the 429.
 _MAX_RETRY_WAIT_S = 20.0
+# Added to the SDK's own headers (auth, user agent, JSON content type) on every chat call.
+_STREAM_HEADERS = {
+    "Accept": "text/event-stream",
+    # Events are small and come one by one: compressing them gains nothing, and an uncompressed
+    # body is read as it arrives, without two layers of decoding per chunk.
+    "Accept-Encoding": "identity",
+}
 
 
 def _retry_after(response: httpx2.Response) -> float | None:
@@ -43,7 +50,12 @@ def _retry_after(response: httpx2.Response) -> float | None:
 
 
 def _failure_reason(exc: Exception) -> str:
-    """What a failed call reports: a transport error's own words, else the failure's type."""
+    """What a failed call reports: a transport error's own words, else the failure's type.
+
+    The SDK's connection errors say only "Connection error."; the transport's words are its cause.
+    """
+    if isinstance(exc, openai.APIConnectionError) and isinstance(exc.__cause__, Exception):
+        exc = exc.__cause__
     if isinstance(exc, httpx2.TransportError) and str(exc):
         return str(exc)
     return type(exc).__name__
@@ -69,28 +81,14 @@ class DeepSeekClient:
             write=30,
             pool=settings.deepseek_first_token_timeout_s,
         )
-        self._http = openai.DefaultAioHttpClient(timeout=timeout)
         self._sdk = openai.AsyncOpenAI(
             api_key=key.get_secret_value() if key else "not-configured",
             base_url=settings.deepseek_base_url,
+            # Retries are ours: only before the first token, by the rules of `_retry_wait`.
             max_retries=0,
-            http_client=self._http,
+            http_client=openai.DefaultAioHttpClient(timeout=timeout),
             timeout=timeout,
         )
-        # Every chat call goes to one URL with the same headers, so the SDK's are taken once
-        # (auth, user agent) and each call is sent by its HTTP client directly: the SDK's
-        # per-request building costs more than all the rest of sending a call.
-        self._chat_url = str(self._sdk.base_url).rstrip("/") + "/chat/completions"
-        sdk_headers = self._sdk.default_headers
-        self._chat_headers = {
-            **{name: value for name, value in sdk_headers.items() if isinstance(value, str)},
-            **self._sdk.auth_headers,
-            "Content-Type": "application/json",
-            "Accept": "text/event-stream",
-            # Events are small and come one by one: compressing them gains nothing, and an
-            # uncompressed body is read as it arrives, without two layers of decoding per chunk.
-            "Accept-Encoding": "identity",
-        }
 
     async def close(self) -> None:
         await self._sdk.close()
@@ -99,7 +97,7 @@ class DeepSeekClient:
         """Deltas as they arrive, then one Finish; raises UpstreamError on any failure.
 
         Retries happen only before the first token, so reading and retrying share one loop;
-        each chunk costs a read of the transport's stream, one parse and a watchdog update.
+        each chunk costs a read of the body, one parse and a watchdog update.
         """
         if not self.configured:
             raise errors.not_configured()
@@ -138,6 +136,9 @@ class DeepSeekClient:
                 error.__cause__ = exc
             except openai.APIStatusError as exc:
                 error = _status_error(exc)
+                error.__cause__ = exc
+            except openai.APIConnectionError as exc:  # a timeout to connect included
+                error = errors.unreachable(_failure_reason(exc))
                 error.__cause__ = exc
             except (httpx2.HTTPError, ValueError) as exc:
                 reason = _failure_reason(exc)
@@ -179,28 +180,28 @@ class DeepSeekClient:
         return max(error.retry_after_s or 0.0, backoff * random.uniform(0.8, 1.2))
 
     async def _send(self, call: ChatCall) -> httpx2.Response:
-        """The streamed response to one call; an error status raises the SDK's typed error."""
-        request = self._http.build_request(
-            "POST",
-            self._chat_url,
+        """The response to one call, its body not read yet.
+
+        An error status raises the SDK's typed `APIStatusError`, a failure to connect its
+        `APIConnectionError` (`APITimeoutError` for a timeout).
+        """
+        return await self._sdk.post(
+            "/chat/completions",
+            cast_to=httpx2.Response,
             content=orjson.dumps(request_body(call)),
-            headers=self._chat_headers,
+            stream=True,
+            options={"headers": _STREAM_HEADERS},
         )
-        response = await self._http.send(request, stream=True)
-        if response.is_error:
-            try:
-                await response.aread()
-            finally:
-                await response.aclose()
-            raise self._sdk._make_status_error_from_response(response)
-        return response
 
 
 def _body_reader(response: httpx2.Response) -> Callable[[], Awaitable[bytes]]:
-    """What reads the body's next bytes as they arrive (b"" at its end): the transport's stream
-    itself unless the body is encoded."""
+    """What reads the body's next bytes as they arrive (b"" at its end).
+
+    The body asked for uncompressed is read raw, without a pass through a decoder per chunk; a
+    server that compresses it anyway is decoded.
+    """
     encoding = response.headers.get("content-encoding", "identity").strip().lower()
-    chunks = aiter(response.stream if encoding == "identity" else response.aiter_bytes())
+    chunks = response.aiter_raw() if encoding == "identity" else response.aiter_bytes()
     return lambda: anext(chunks, b"")
 
 
