@@ -59,7 +59,7 @@ def delete_dataset(dataset_id: str) -> None:
 @router.post("/{dataset_id}/cases", status=201)
 def add_cases(dataset_id: str, request: Request) -> CasesAdded:
     """Add cases from a JSON list or JSON Lines (application/x-ndjson): all or none."""
-    return datasets().import_cases(dataset_id, request.json_records())
+    return datasets().import_cases(dataset_id, request.json_records)
 
 
 @router.put("/{dataset_id}/cases/{case_id}")

@@ -1,6 +1,6 @@
 """What a team does with datasets: sets of test cases in a project, imported in bulk."""
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from pydantic import ValidationError
@@ -70,11 +70,11 @@ class DatasetService:
         if not self.datasets.delete(dataset_id):
             raise not_found("dataset", dataset_id)
 
-    def import_cases(self, dataset_id: str, records: JsonRecords) -> CasesAdded:
-        """Add the cases a body carries (see `cases_of`): all of them or, if any is invalid,
-        none."""
+    def import_cases(self, dataset_id: str, read_records: Callable[[], JsonRecords]) -> CasesAdded:
+        """Add the cases of the body `read_records` reads (see `cases_of`), once the dataset is
+        known to exist: all of them or, if any is invalid, none."""
         self.get(dataset_id)
-        return self.add_cases(dataset_id, cases_of(records))
+        return self.add_cases(dataset_id, cases_of(read_records()))
 
     def add_cases(self, dataset_id: str, cases: list[CaseCreate]) -> CasesAdded:
         """Append validated cases to a dataset in one write."""
