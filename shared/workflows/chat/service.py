@@ -82,8 +82,9 @@ class Turn:
 
 class ChatService:
     def __init__(self) -> None:
-        self.prompts = PromptService(ProjectService())
-        self.dialogs = DialogService(ProjectService(), self.prompts)
+        projects = ProjectService()
+        self.prompts = PromptService(projects)
+        self.dialogs = DialogService(projects, self.prompts)
 
     def prepare(self, request: ChatRequest) -> Turn:
         """Open (or start) the dialog, load its prompt and history, and build the call."""
