@@ -31,6 +31,11 @@ class BadRequest(AppError):
     code = "bad_request"
 
 
+class Unauthenticated(AppError):
+    status = 401
+    code = "unauthenticated"
+
+
 class NotFound(AppError):
     status = 404
     code = "not_found"

@@ -109,6 +109,12 @@ class Settings(BaseSettings):
         5, gt=0, le=120, validation_alias=_setting("HISTORY_PUBLISH_TIMEOUT_S")
     )
 
+    # Signs every queue event (HMAC-SHA256), so the queue-triggered functions take only ours.
+    # Several, comma-separated, rotate it: the first signs, any of them verifies.
+    event_signing_keys: Annotated[list[SecretStr], NoDecode] = Field(
+        default_factory=list, validation_alias=_setting("EVENT_SIGNING_KEY", "event-signing-key")
+    )
+
     # Where evaluation cells go to be run by `evaluation-worker`; chosen like the history queue.
     evaluation_queue: QueueKind | None = Field(None, validation_alias=_setting("EVALUATION_QUEUE"))
     evaluation_queue_url: str | None = Field(
@@ -128,9 +134,9 @@ class Settings(BaseSettings):
     def _blank_key_is_no_key(cls, value: object) -> object:
         return None if isinstance(value, str) and not value.strip() else value
 
-    @field_validator("cors_origins", mode="before")
+    @field_validator("cors_origins", "event_signing_keys", mode="before")
     @classmethod
-    def _split_origins(cls, value: object) -> object:
+    def _split_on_commas(cls, value: object) -> object:
         if isinstance(value, str):
             return [origin.strip() for origin in value.split(",") if origin.strip()]
         return value

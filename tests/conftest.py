@@ -29,6 +29,10 @@ def mongo_uri() -> Iterator[str]:
         yield server.uri
 
 
+# Queue events are signed with it; the tests that play the queue sign with it too.
+TEST_SIGNING_KEY = "test-signing-key"
+
+
 def configure(monkeypatch: pytest.MonkeyPatch, **variables: str) -> None:
     """Set environment variables for this test and make the settings read them again."""
     for name, value in variables.items():
@@ -56,6 +60,7 @@ def environment(mongo_uri: str, fake_deepseek: FakeDeepSeek) -> Iterator[str]:
             "DEEPSEEK_BASE_URL": fake_deepseek.base_url,
             "DEEPSEEK_API_KEY": "test-key",
             "DEEPSEEK_RETRY_BACKOFF_S": "0.01",
+            "EVENT_SIGNING_KEY": TEST_SIGNING_KEY,
         }
     )
     fake_deepseek.default_scenario = Scenario()

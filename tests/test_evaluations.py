@@ -7,9 +7,14 @@ from datetime import UTC, datetime, timedelta
 
 import httpx
 import pytest
+from pydantic import SecretStr
 from pymongo.database import Database
 
 from devtools.fake_deepseek import FakeDeepSeek
+from shared.queues.signatures import sign
+from shared.settings import get_settings
+from shared.workflows.evaluations.channel import CELLS
+from shared.workflows.evaluations.models import CellEvent
 from shared.workflows.evaluations.repository import EvaluationRepository
 from shared.workflows.sqs_drain import drain
 from tests.conftest import configure
@@ -353,14 +358,18 @@ def openfaas_queue(monkeypatch: pytest.MonkeyPatch):
         yield gateway
 
 
+def signed(cell: CellEvent) -> str:
+    return sign(CELLS, cell, get_settings().event_signing_keys)
+
+
 def deliver(client: httpx.Client, queue: StubGateway, start: int = 0) -> list[dict]:
     """POST every cell the queue took, from `start` on, to the worker; its answers."""
     answers = []
-    for path, _, body in queue.requests[start:]:
+    for path, sent, body in queue.requests[start:]:
         assert path == "/async-function/evaluation-worker"
-        response = client.post(
-            "/evaluation-worker", content=body, headers={"Content-Type": "application/json"}
-        )
+        # The queue-worker hands the function the headers the publisher sent with the body.
+        headers = {"Content-Type": "application/json", "ce-signature": sent["ce-signature"]}
+        response = client.post("/evaluation-worker", content=body, headers=headers)
         assert response.status_code == 200, response.text
         answers.append(response.json())
     return answers
@@ -409,9 +418,11 @@ def test_the_worker_takes_cloudevents_and_refuses_malformed_events(
 ) -> None:
     dataset = create_dataset(client, project, cases=questions("a"))
     run = started(client, prompt_id=prompt["id"], dataset_id=dataset["id"], targets=[{}])
-    [(_, _, body)] = openfaas_queue.requests
+    [(_, sent, body)] = openfaas_queue.requests
     cell = json.loads(body)
+    signature = sent["ce-signature"]
     headers = {
+        "ce-signature": signature,
         "ce-specversion": "1.0",
         "ce-id": cell["cell_id"],
         "ce-type": "com.better-assistant.evaluation.cell",
@@ -422,19 +433,55 @@ def test_the_worker_takes_cloudevents_and_refuses_malformed_events(
     assert answer == {**cell, "outcome": "done", "passed": True}
     assert finished(client, run["id"])["status"] == "completed"
 
-    structured = {"specversion": "1.0", "id": "x", "type": "t", "source": "s", "data": cell}
+    structured = {
+        "specversion": "1.0",
+        "id": "x",
+        "type": "t",
+        "source": "s",
+        "signature": signature,
+        "data": cell,
+    }
     replay = client.post(
         "/evaluation-worker",
         content=json.dumps(structured),
         headers={"content-type": "application/cloudevents+json"},
     )
     assert replay.json()["outcome"] == "duplicate"
+    unknown_cell = CellEvent(evaluation_id=run["id"], cell_id=MISSING_ID)
     unknown = client.post(
-        "/evaluation-worker", json={"evaluation_id": run["id"], "cell_id": MISSING_ID}
+        "/evaluation-worker",
+        content=unknown_cell.model_dump_json(),
+        headers={"content-type": "application/json", "ce-signature": signed(unknown_cell)},
     )
     assert unknown.json()["outcome"] == "unknown"
     malformed = client.post("/evaluation-worker", json={"cell": "x"})
     assert malformed.status_code == 422
+
+
+def test_the_worker_refuses_unsigned_and_forged_cells_and_runs_nothing(
+    client: httpx.Client,
+    project: dict,
+    prompt: dict,
+    openfaas_queue: StubGateway,
+    fake_deepseek: FakeDeepSeek,
+) -> None:
+    dataset = create_dataset(client, project, cases=questions("a"))
+    run = started(client, prompt_id=prompt["id"], dataset_id=dataset["id"], targets=[{}])
+    [(_, sent, body)] = openfaas_queue.requests
+    forged = sign(CELLS, CellEvent.model_validate_json(body), [SecretStr("not-our-key")])
+    for headers, code in (
+        ({}, "unsigned_event"),
+        ({"ce-signature": forged}, "invalid_signature"),
+        ({"ce-signature": sent["ce-signature"][::-1]}, "invalid_signature"),
+    ):
+        refused = client.post(
+            "/evaluation-worker",
+            content=body,
+            headers={"content-type": "application/json", **headers},
+        )
+        assert (refused.status_code, refused.json()["error"]["code"]) == (401, code)
+    assert client.get(f"/evaluations/{run['id']}").json()["progress"]["done"] == 0
+    assert fake_deepseek.chat_requests() == []
 
 
 def test_cancel_stops_dispatching_and_keeps_finished_cells(

@@ -4,19 +4,23 @@ import asyncio
 import json
 import threading
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 import httpx
 import pytest
 from bson import ObjectId
+from pydantic import SecretStr
 from pymongo.database import Database
 
 from devtools.embedded_mongo import free_port
 from shared.queues.cloudevents import binary_headers
+from shared.queues.signatures import NoSigningKey, sign
+from shared.settings import get_settings
 from shared.workflows.history.channel import TURNS
 from shared.workflows.history.models import TurnEvent, TurnWritten
 from shared.workflows.history.writer import consume_turn
-from tests.conftest import configure
+from tests.conftest import TEST_SIGNING_KEY, configure
 
 WRITER = "/history-writer"
 
@@ -49,18 +53,29 @@ def make_turn(dialog: dict, after_s: float = 1, **fields: object) -> dict:
     return json.loads(TurnEvent.model_validate(turn).model_dump_json())
 
 
-def post_binary(client: httpx.Client, turn: dict) -> httpx.Response:
-    headers = binary_headers(TURNS, TurnEvent.model_validate(turn))
+def signature(turn: dict, keys: list[SecretStr] | None = None) -> str:
+    """The turn signed as our publishers sign it, or with other `keys`."""
+    keys = get_settings().event_signing_keys if keys is None else keys
+    return sign(TURNS, TurnEvent.model_validate(turn), keys)
+
+
+def post_binary(
+    client: httpx.Client, turn: dict, keys: list[SecretStr] | None = None
+) -> httpx.Response:
+    headers = binary_headers(TURNS, TurnEvent.model_validate(turn), signature(turn, keys))
     return client.post(WRITER, content=json.dumps(turn), headers=headers)
 
 
-def post_structured(client: httpx.Client, turn: dict) -> httpx.Response:
+def post_structured(
+    client: httpx.Client, turn: dict, keys: list[SecretStr] | None = None
+) -> httpx.Response:
     event = {
         "specversion": "1.0",
         "id": turn["turn_id"],
         "source": "/chat",
         "type": "com.better-assistant.turn.completed",
         "datacontenttype": "application/json",
+        "signature": signature(turn, keys),
         "data": turn,
     }
     return client.post(
@@ -68,8 +83,10 @@ def post_structured(client: httpx.Client, turn: dict) -> httpx.Response:
     )
 
 
-def post_plain(client: httpx.Client, turn: dict) -> httpx.Response:
-    return client.post(WRITER, json=turn)
+def post_plain(
+    client: httpx.Client, turn: dict, keys: list[SecretStr] | None = None
+) -> httpx.Response:
+    return client.post(WRITER, json=turn, headers={"ce-signature": signature(turn, keys)})
 
 
 def stored(database: Database, turn: dict) -> dict[str, dict]:
@@ -206,6 +223,40 @@ def test_a_turn_for_a_missing_dialog_is_acknowledged_and_not_written(
     assert database.messages.count_documents({}) == 0
 
 
+def test_a_turn_naming_another_project_than_its_dialogs_is_not_written(
+    client: httpx.Client, dialog: dict, database: Database
+) -> None:
+    other = client.post("/projects", json={"name": "other"}).json()
+    response = post_binary(client, make_turn(dialog, project_id=other["id"]))
+    assert response.status_code == 200
+    assert (response.json()["written"], response.json()["reason"]) == (False, "dialog_not_found")
+    assert database.messages.count_documents({}) == 0
+    assert client.get(f"/dialogs/{dialog['id']}").json()["message_count"] == 0
+
+
+@pytest.mark.parametrize("deliver", [post_binary, post_structured, post_plain])
+def test_an_unsigned_or_forged_turn_is_refused_with_a_401(
+    client: httpx.Client,
+    dialog: dict,
+    database: Database,
+    caplog: pytest.LogCaptureFixture,
+    deliver: Callable[..., httpx.Response],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    turn = make_turn(dialog)
+    forged = deliver(client, turn, [SecretStr("a-key-that-is-not-ours")])
+    unsigned = client.post(WRITER, json=turn)
+    for refused, code in ((forged, "invalid_signature"), (unsigned, "unsigned_event")):
+        assert (refused.status_code, refused.json()["error"]["code"]) == (401, code)
+    with pytest.raises(NoSigningKey):
+        deliver(client, turn, [])
+    assert database.messages.count_documents({}) == 0
+    assert "a-key-that-is-not-ours" not in caplog.text
+    # While the key rotates, events signed with the old one are still taken.
+    configure(monkeypatch, EVENT_SIGNING_KEY=f"a-new-key,{TEST_SIGNING_KEY}")
+    assert deliver(client, turn, [SecretStr(TEST_SIGNING_KEY)]).json()["written"] is True
+
+
 def test_a_deleted_dialog_gets_no_more_messages(
     client: httpx.Client, dialog: dict, database: Database
 ) -> None:
@@ -286,7 +337,7 @@ def test_a_malformed_event_is_refused_with_a_4xx_and_logged(
     response = client.post(WRITER, content=content, headers={"Content-Type": content_type})
     assert response.status_code == status
     assert response.json()["error"]["code"]
-    assert "refused a malformed event" in caplog.text
+    assert "refused an event" in caplog.text
     assert database.messages.count_documents({}) == 0
 
 
@@ -294,7 +345,8 @@ def test_an_invalid_turn_names_the_failing_fields(client: httpx.Client, dialog: 
     turn = make_turn(dialog)
     turn.update(turn_id="has spaces", status="finished")
     del turn["user_at"]
-    response = post_plain(client, turn)
+    # An event that is not a turn at all is refused before its signature is looked at.
+    response = client.post(WRITER, json=turn)
     assert response.status_code == 422
     failing = {tuple(item["loc"]) for item in response.json()["error"]["details"]}
     assert failing == {("body", "turn_id"), ("body", "status"), ("body", "user_at")}

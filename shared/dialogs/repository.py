@@ -199,7 +199,13 @@ class DialogRepository:
         record = prompts.joined_record(document["prompt"]) if document.get("prompt_id") else None
         return _dialog(document), messages, record
 
-    def add_turns(self, turns: list[tuple[ObjectId, list[MessageDraft]]]) -> list[int]:
+    def owners(self, dialog_ids: list[str]) -> dict[str, str]:
+        """The project of each dialog that exists, by dialog id."""
+        object_ids = [object_id for object_id in map(to_object_id, dialog_ids) if object_id]
+        found = self.dialogs.find({"_id": {"$in": object_ids}}, {"project_id": 1})
+        return {str(document["_id"]): str(document["project_id"]) for document in found}
+
+    def add_turns(self, turns: list[tuple[str, list[MessageDraft]]]) -> list[int]:
         """Insert each turn's messages unless its (dialog, turn, role) is stored: one insert for
         every turn given; the number of messages inserted per turn.
 
@@ -215,7 +221,7 @@ class DialogRepository:
                     {
                         **draft.model_dump(exclude_none=True),
                         "_id": ObjectId(),
-                        "dialog_id": dialog_id,
+                        "dialog_id": to_object_id(dialog_id),
                         "created_at": stored_time(draft.created_at),
                     }
                 )
@@ -233,15 +239,20 @@ class DialogRepository:
                 inserted[owners[error["index"]]] -= 1
         return inserted
 
-    def record_activity(self, latest: dict[ObjectId, datetime]) -> set[ObjectId]:
-        """Recount each dialog's messages and move its activity time forward (to a stored time);
-        the dialogs that are gone. Two round trips however many dialogs (three when one is gone).
+    def record_activity(self, activity: list[tuple[str, datetime]]) -> set[str]:
+        """Recount each dialog's messages and move its activity time forward to the newest time
+        `activity` gives it; the dialogs that are gone. Two round trips however many dialogs
+        (three when one is gone).
 
         Both only ever grow, so `$max` keeps the newest values whatever order writers finish in.
         """
+        stored: dict[ObjectId, datetime] = {}
+        for dialog_id, moment in activity:
+            object_id, at = ObjectId(dialog_id), stored_time(moment)
+            stored[object_id] = max(at, stored.get(object_id, at))
         counted = self.messages.aggregate(
             [
-                {"$match": {"dialog_id": {"$in": list(latest)}}},
+                {"$match": {"dialog_id": {"$in": list(stored)}}},
                 {"$group": {"_id": "$dialog_id", "count": {"$sum": 1}}},
             ]
         )
@@ -251,15 +262,18 @@ class DialogRepository:
                 {"_id": dialog_id},
                 {"$max": {"updated_at": at, "message_count": counts.get(dialog_id, 0)}},
             )
-            for dialog_id, at in latest.items()
+            for dialog_id, at in stored.items()
         ]
         if self.dialogs.bulk_write(updates, ordered=False).matched_count == len(updates):
             return set()
-        present = self.dialogs.distinct("_id", {"_id": {"$in": list(latest)}})
-        return set(latest) - set(present)
+        present = self.dialogs.distinct("_id", {"_id": {"$in": list(stored)}})
+        return {str(dialog_id) for dialog_id in stored} - {str(dialog_id) for dialog_id in present}
 
-    def delete_turns(self, turns: list[tuple[ObjectId, str]]) -> None:
+    def delete_turns(self, turns: list[tuple[str, str]]) -> None:
         """Remove turns' messages (written for a dialog deleted meanwhile)."""
         if turns:
-            written = [{"dialog_id": dialog_id, "turn_id": turn_id} for dialog_id, turn_id in turns]
+            written = [
+                {"dialog_id": to_object_id(dialog_id), "turn_id": turn_id}
+                for dialog_id, turn_id in turns
+            ]
             self.messages.delete_many({"$or": written})

@@ -2,7 +2,8 @@
 
 A Knative Trigger delivers binary mode (`ce-*` headers, the event's data as the body);
 structured mode carries the whole event as `application/cloudevents+json`; OpenFaaS's
-queue-worker posts the JSON body it was given. The channel's event id is the CloudEvent id.
+queue-worker posts the JSON body it was given, with the headers it was given. The channel's
+event id is the CloudEvent id; every event carries its signature (`shared.queues.signatures`).
 """
 
 import base64
@@ -23,6 +24,8 @@ from shared.errors import (
 )
 from shared.http.messages import Request
 from shared.queues.channel import Channel, EventT
+from shared.queues.signatures import SIGNATURE_ATTRIBUTE, SIGNATURE_HEADER, verify
+from shared.settings import get_settings
 
 STRUCTURED = "application/cloudevents+json"
 BATCH = "application/cloudevents-batch+json"
@@ -30,9 +33,10 @@ BATCH = "application/cloudevents-batch+json"
 logger = logging.getLogger("better_assistant.queues")
 
 
-def binary_headers(channel: Channel, event: BaseModel) -> dict[str, str]:
+def binary_headers(channel: Channel, event: BaseModel, signature: str) -> dict[str, str]:
     """The HTTP headers of an event sent as a binary-mode CloudEvent; the body is its JSON."""
     return {
+        SIGNATURE_HEADER: signature,
         "ce-specversion": "1.0",
         "ce-id": channel.event_id(event),
         "ce-type": channel.event_type,
@@ -44,16 +48,20 @@ def binary_headers(channel: Channel, event: BaseModel) -> dict[str, str]:
 
 
 def event_from_request(request: Request, channel: Channel[EventT]) -> EventT:
-    """The event a delivery carries, in any of the three shapes; a malformed one is logged and
-    refused with a 4xx (400, 415 or 422) so no queue retries it."""
+    """The event a delivery carries, in any of the three shapes, once its signature is checked;
+    a malformed one is refused with a 4xx (400, 415 or 422) and an unsigned or forged one with a
+    401, both logged, so no queue retries them."""
     try:
-        return channel.model.model_validate(_event_data(request))
+        data, signature = _event_data(request)
+        event = channel.model.model_validate(data)
+        verify(channel, event, signature, get_settings().event_signing_keys)
+        return event
     except ValidationError as exc:
         error: AppError = validation_failed(f"The event is not a {channel.noun}.", exc, "body")
     except AppError as exc:
         error = exc
     logger.warning(
-        "%s: refused a malformed event ce-id=%s request_id=%s: %s %s",
+        "%s: refused an event ce-id=%s request_id=%s: %s %s",
         channel.name,
         request.header("ce-id"),
         request.request_id,
@@ -63,7 +71,8 @@ def event_from_request(request: Request, channel: Channel[EventT]) -> EventT:
     raise error
 
 
-def _event_data(request: Request) -> Any:
+def _event_data(request: Request) -> tuple[Any, str | None]:
+    """The event's data and the signature it came with."""
     content_type = (request.header("content-type") or "").split(";")[0].strip().lower()
     if not request.body:
         raise _malformed("The request carries no event.")
@@ -73,21 +82,23 @@ def _event_data(request: Request) -> Any:
             details={"content_type": content_type},
         )
     if content_type != STRUCTURED:
-        return request.json()
+        return request.json(), request.header(SIGNATURE_HEADER)
     try:
         envelope = json.loads(request.body)
     except (ValueError, UnicodeDecodeError) as exc:
         raise BadRequest("The body is not valid JSON.", code="malformed_json") from exc
     if not isinstance(envelope, dict):
         raise _malformed("A structured CloudEvent is a JSON object.")
+    signature = envelope.get(SIGNATURE_ATTRIBUTE)
+    signature = signature if isinstance(signature, str) else None
     if "data_base64" in envelope:
         try:
-            return json.loads(base64.b64decode(envelope["data_base64"], validate=True))
+            return json.loads(base64.b64decode(envelope["data_base64"], validate=True)), signature
         except (ValueError, TypeError, UnicodeDecodeError, binascii.Error) as exc:
             raise _malformed("The event's data_base64 is not base64-encoded JSON.") from exc
     if "data" not in envelope:
         raise _malformed("The CloudEvent carries no data.")
-    return envelope["data"]
+    return envelope["data"], signature
 
 
 def _malformed(message: str) -> ValidationFailed:

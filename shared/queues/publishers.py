@@ -21,6 +21,7 @@ from pydantic import BaseModel
 from shared.clients import loop_client
 from shared.queues.channel import Channel, Consumer
 from shared.queues.cloudevents import binary_headers
+from shared.queues.signatures import SIGNATURE_HEADER, sign
 from shared.queues.sqs import send_event
 from shared.settings import get_settings
 
@@ -162,7 +163,8 @@ class CloudEventsPublisher(Publisher):
         self.url = url
 
     async def send(self, event: BaseModel) -> None:
-        await _post(self.url, event, binary_headers(self.channel, event))
+        signature = sign(self.channel, event, get_settings().event_signing_keys)
+        await _post(self.url, event, binary_headers(self.channel, event, signature))
 
 
 class OpenFaaSPublisher(Publisher):
@@ -173,7 +175,10 @@ class OpenFaaSPublisher(Publisher):
         self.url = f"{gateway_url.rstrip('/')}/async-function/{channel.consumer}"
 
     async def send(self, event: BaseModel) -> None:
-        await _post(self.url, event, {"content-type": "application/json"})
+        signature = sign(self.channel, event, get_settings().event_signing_keys)
+        # OpenFaaS's queue-worker hands the function the headers it was given with the body.
+        headers = {"content-type": "application/json", SIGNATURE_HEADER: signature}
+        await _post(self.url, event, headers)
 
 
 class SqsPublisher(Publisher):

@@ -15,7 +15,9 @@ import anyio
 from pydantic import BaseModel, ValidationError
 
 from shared.clients import process_client
+from shared.errors import Unauthenticated
 from shared.queues.channel import Channel, Consumer
+from shared.queues.signatures import SIGNATURE_ATTRIBUTE, sign, verify
 from shared.settings import get_settings
 
 logger = logging.getLogger("better_assistant.queues")
@@ -61,6 +63,10 @@ def send_event(queue_url: str, channel: Channel, event: BaseModel) -> None:
             "id": {"DataType": "String", "StringValue": event_id},
             "subject": {"DataType": "String", "StringValue": subject},
             "type": {"DataType": "String", "StringValue": channel.event_type},
+            SIGNATURE_ATTRIBUTE: {
+                "DataType": "String",
+                "StringValue": sign(channel, event, get_settings().event_signing_keys),
+            },
         },
     }
     if queue_url.endswith(".fifo"):
@@ -75,7 +81,8 @@ async def drain_sqs(
     """Receive up to `max_messages` events from the channel's queue and `consume` each; the
     number consumed.
 
-    A message is deleted only once its event is consumed. A malformed one is logged and deleted.
+    A message is deleted only once its event is consumed. A malformed or unsigned one (or one
+    whose signature is not ours) is logged and deleted.
     When consuming fails (the database is down), the message stays for redelivery and the drain
     stops: the next messages would fail the same way.
     """
@@ -83,6 +90,7 @@ async def drain_sqs(
     if not queue_url:
         raise RuntimeError(f"{channel.name.upper()}_QUEUE_URL names no SQS queue")
     client = sqs_client(queue_url)
+    keys = get_settings().event_signing_keys
     received = consumed = 0
     while received < max_messages:
         request = {
@@ -99,12 +107,17 @@ async def drain_sqs(
         for message in batch:
             try:
                 event = channel.model.model_validate_json(message["Body"])
-            except ValidationError as exc:
+                signature = message.get("MessageAttributes", {}).get(SIGNATURE_ATTRIBUTE, {})
+                verify(channel, event, signature.get("StringValue"), keys)
+            except (ValidationError, Unauthenticated) as exc:
                 logger.error(
-                    "%s: deleting malformed SQS message %s: %s",
+                    "%s: deleting SQS message %s, which is not a signed %s: %s",
                     channel.name,
                     message["MessageId"],
-                    exc.errors(include_url=False, include_input=False),
+                    channel.noun,
+                    exc.errors(include_url=False, include_input=False)
+                    if isinstance(exc, ValidationError)
+                    else exc.message,
                 )
                 await _delete(client, queue_url, message)
                 continue

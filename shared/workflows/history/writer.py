@@ -1,14 +1,10 @@
 """Writing finished chat turns into dialogs: once per turn, whatever the delivery order or count."""
 
 import logging
-from datetime import datetime
-
-from bson import ObjectId
 
 from shared.batching import Batcher
-from shared.db import to_object_id
 from shared.dialogs.models import MessageDraft
-from shared.dialogs.repository import DialogRepository, stored_time
+from shared.dialogs.repository import DialogRepository
 from shared.workflows.history.models import TurnEvent, TurnWritten
 
 logger = logging.getLogger("better_assistant.history")
@@ -59,36 +55,45 @@ class HistoryWriter:
         """Store each turn's two messages once and refresh its dialog's count and activity time.
 
         Idempotent by turn id: a redelivery inserts nothing and leaves the summary as it was;
-        turns arriving out of order still read back in time order. A turn for a dialog that no
-        longer exists is not written (and not an error: retrying cannot help). Three round trips
-        however many turns: the dialogs' existence is learnt from the summary update, and turns
-        written for a dialog that is gone (rare) are taken back, rather than checked first.
+        turns arriving out of order still read back in time order. A turn for a dialog that does
+        not exist, or not in the project the event names, is not written (and not an error:
+        retrying cannot help). Four round trips however many turns: the dialogs' projects are
+        read first; a dialog deleted meanwhile is learnt from the summary update, and its turns
+        (rare) are taken back.
         """
-        dialog_ids = [to_object_id(event.dialog_id) for event in events]
-        writable = [index for index, dialog_id in enumerate(dialog_ids) if dialog_id is not None]
+        owners = self.dialogs.owners(list({event.dialog_id for event in events}))
+        writable = [
+            index
+            for index, event in enumerate(events)
+            if owners.get(event.dialog_id) == event.project_id
+        ]
         # Messages inserted per writable turn, by its place in `events`: a turn delivered twice
         # in one batch is new once and a duplicate once.
         inserted = dict(
             zip(
                 writable,
                 self.dialogs.add_turns(
-                    [(dialog_ids[index], turn_messages(events[index])) for index in writable]
+                    [(events[index].dialog_id, turn_messages(events[index])) for index in writable]
                 ),
                 strict=True,
             )
         )
-        latest: dict[ObjectId, datetime] = {}
-        for index in writable:
-            event, dialog_id = events[index], dialog_ids[index]
-            at = max(stored_time(event.user_at), stored_time(event.assistant_at))
-            latest[dialog_id] = max(at, latest.get(dialog_id, at))
-        gone = self.dialogs.record_activity(latest) if latest else set()
+        activity = [
+            (events[index].dialog_id, moment)
+            for index in writable
+            for moment in (events[index].user_at, events[index].assistant_at)
+        ]
+        gone = self.dialogs.record_activity(activity) if activity else set()
         self.dialogs.delete_turns(
-            [(dialog_ids[i], events[i].turn_id) for i in writable if dialog_ids[i] in gone]
+            [
+                (events[i].dialog_id, events[i].turn_id)
+                for i in writable
+                if events[i].dialog_id in gone
+            ]
         )
         return [
             _written(event, duplicate=inserted[index] == 0)
-            if index in inserted and dialog_ids[index] not in gone
+            if index in inserted and event.dialog_id not in gone
             else _not_written(event)
             for index, event in enumerate(events)
         ]
@@ -101,7 +106,12 @@ def _written(event: TurnEvent, duplicate: bool) -> TurnWritten:
 
 
 def _not_written(event: TurnEvent) -> TurnWritten:
-    logger.info("history: dialog %s is gone; turn %s not written", event.dialog_id, event.turn_id)
+    logger.info(
+        "history: dialog %s is not in project %s (or gone); turn %s not written",
+        event.dialog_id,
+        event.project_id,
+        event.turn_id,
+    )
     return TurnWritten(
         turn_id=event.turn_id,
         dialog_id=event.dialog_id,
