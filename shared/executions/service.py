@@ -15,9 +15,13 @@ from shared.errors import not_found
 from shared.executions.models import (
     Execution,
     ExecutionCreate,
+    ExecutionDraft,
+    ExecutionError,
     ExecutionListParams,
     ExecutionMeta,
+    ExecutionOutcome,
     ExecutionStats,
+    RenderedMessage,
     StatsParams,
     VersionStats,
 )
@@ -61,28 +65,18 @@ class ExecutionService:
         params = merged_params(version.config, data.config)
         model = params.pop("model", None) or get_settings().deepseek_model
         execution = self.executions.insert(
-            {
-                "project_id": record.project_id,
-                "prompt_id": record.id,
-                "prompt_version": number,
-                "label": data.label or (None if data.version else _label_of(record, number)),
-                "model": model,
-                "params": params,
-                "messages": messages,
-                "variables": data.variables,
-                "input": data.input,
-                "output": "",
-                "reasoning": None,
-                "finish_reason": None,
-                "usage": None,
-                "cost": None,
-                "latency_ms": None,
-                "ttft_ms": None,
-                "status": "running",
-                "error": None,
-                "source": source,
-                "finished_at": None,
-            }
+            ExecutionDraft(
+                project_id=record.project_id,
+                prompt_id=record.id,
+                prompt_version=number,
+                label=data.label or (None if data.version else _label_of(record, number)),
+                model=model,
+                params=params,
+                messages=[RenderedMessage.model_validate(message) for message in messages],
+                variables=data.variables,
+                input=data.input,
+                source=source,
+            )
         )
         return Run(execution, Answer(ChatCall(model, messages, params)))
 
@@ -94,17 +88,17 @@ class ExecutionService:
         """Complete the stored record with what the answer brought back."""
         answer = run.answer
         done = answer.done()
-        outcome = {
-            "status": answer.status,
-            "error": answer.error.model_dump() if answer.error else None,
-            "output": answer.text,
-            "reasoning": answer.reasoning_text,
-            "finish_reason": done.finish_reason,
-            "usage": done.usage.model_dump() if done.usage else None,
-            "cost": done.cost,
-            "latency_ms": done.latency_ms,
-            "ttft_ms": done.ttft_ms,
-        }
+        outcome = ExecutionOutcome(
+            status=answer.status,
+            error=ExecutionError(**answer.error.model_dump()) if answer.error else None,
+            output=answer.text,
+            reasoning=answer.reasoning_text,
+            finish_reason=done.finish_reason,
+            usage=done.usage,
+            cost=done.cost,
+            latency_ms=done.latency_ms,
+            ttft_ms=done.ttft_ms,
+        )
         finished = await anyio.to_thread.run_sync(self.executions.finish, run.record.id, outcome)
         run.record = finished or run.record
 
