@@ -127,6 +127,17 @@ class Execution(Model):
     finished_at: datetime | None
 
 
+class RunFigures(Model):
+    """The figures stats read of one finished run."""
+
+    prompt_version: int
+    status: ExecutionStatus
+    latency_ms: float | None
+    ttft_ms: float | None
+    usage: Usage | None
+    cost: float | None
+
+
 class ExecutionMeta(Model):
     execution_id: str
     prompt_id: str

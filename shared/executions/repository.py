@@ -12,6 +12,7 @@ from shared.executions.models import (
     ExecutionDraft,
     ExecutionListParams,
     ExecutionOutcome,
+    RunFigures,
 )
 from shared.pagination import find_page
 
@@ -104,20 +105,13 @@ class ExecutionRepository:
 
     def outcomes(
         self, prompt_id: str, since: datetime | None, until: datetime | None
-    ) -> list[dict[str, Any]]:
-        """The fields stats need, for every finished run of a prompt."""
+    ) -> list[RunFigures]:
+        """The figures stats read, for every finished run of a prompt, in version order."""
         query = {
             "prompt_id": to_object_id(prompt_id),
             "status": {"$ne": "running"},
             **_time_range(since, until),
         }
-        projection = {
-            "_id": 0,
-            "prompt_version": 1,
-            "status": 1,
-            "latency_ms": 1,
-            "ttft_ms": 1,
-            "usage": 1,
-            "cost": 1,
-        }
-        return list(self.collection.find(query, projection).sort("prompt_version", ASCENDING))
+        projection = {"_id": 0, **dict.fromkeys(RunFigures.model_fields, 1)}
+        documents = self.collection.find(query, projection).sort("prompt_version", ASCENDING)
+        return [RunFigures.model_validate(document) for document in documents]

@@ -22,6 +22,7 @@ from shared.executions.models import (
     ExecutionOutcome,
     ExecutionStats,
     RenderedMessage,
+    RunFigures,
     StatsParams,
     VersionStats,
 )
@@ -154,7 +155,7 @@ class ExecutionService:
         outcomes = self.executions.outcomes(params.prompt_id, params.since, params.until)
         versions = [
             _version_stats(number, list(runs))
-            for number, runs in groupby(outcomes, key=lambda run: run["prompt_version"])
+            for number, runs in groupby(outcomes, key=lambda run: run.prompt_version)
         ]
         return ExecutionStats(prompt_id=params.prompt_id, versions=versions)
 
@@ -166,12 +167,10 @@ def _label_of(record: PromptRecord, number: int) -> str | None:
     return LATEST_LABEL
 
 
-def _version_stats(number: int, runs: list[dict[str, Any]]) -> VersionStats:
-    statuses = [run["status"] for run in runs]
-    latencies = [
-        run["latency_ms"] for run in runs if run["status"] == "ok" and run.get("latency_ms")
-    ]
-    ttfts = [run["ttft_ms"] for run in runs if run["status"] == "ok" and run.get("ttft_ms")]
+def _version_stats(number: int, runs: list[RunFigures]) -> VersionStats:
+    statuses = [run.status for run in runs]
+    latencies = [run.latency_ms for run in runs if run.status == "ok" and run.latency_ms]
+    ttfts = [run.ttft_ms for run in runs if run.status == "ok" and run.ttft_ms]
     return VersionStats(
         version=number,
         count=len(runs),

@@ -15,11 +15,13 @@ from shared.settings import get_settings
 from shared.workflows.evaluations.models import (
     MAX_CELLS,
     CaseComparison,
+    CellDraft,
     CompareParams,
     Evaluation,
     EvaluationComparison,
     EvaluationCreate,
     EvaluationDetail,
+    EvaluationDraft,
     EvaluationListParams,
     ResultPageParams,
     Target,
@@ -74,19 +76,17 @@ class EvaluationService:
         cells = _cells(cases, targets, data.repeat)
         concurrency = min(data.concurrency, get_settings().evaluation_max_concurrency)
         return self.evaluations.create(
-            {
-                "project_id": record.project_id,
-                "prompt_id": record.id,
-                "dataset_id": data.dataset_id,
-                "targets": [target.model_dump() for target in targets],
-                "assertions": [
-                    spec.model_dump(by_alias=True, mode="json") for spec in data.assertions
-                ],
-                "case_tags": data.case_tags,
-                "repeat": data.repeat,
-                "concurrency": concurrency,
-                "case_count": len(cases),
-            },
+            EvaluationDraft(
+                project_id=record.project_id,
+                prompt_id=record.id,
+                dataset_id=data.dataset_id,
+                targets=targets,
+                assertions=data.assertions,
+                case_tags=data.case_tags,
+                repeat=data.repeat,
+                concurrency=concurrency,
+                case_count=len(cases),
+            ),
             cells,
         )
 
@@ -209,18 +209,18 @@ def _target(run: Evaluation, wanted: str, parameter: str) -> Target:
     )
 
 
-def _cells(cases: list[Case], targets: list[Target], repeat: int) -> list[dict[str, Any]]:
+def _cells(cases: list[Case], targets: list[Target], repeat: int) -> list[CellDraft]:
     """The matrix in dispatch order: every target of a case next to each other, case by case,
     one repetition after another, so partial results already compare targets."""
     snapshots = [case.model_dump_json() for case in cases]
     return [
-        {
-            "case_index": case_index,
-            "case_id": case.id,
-            "case_json": snapshots[case_index],
-            "target": target.index,
-            "repetition": repetition,
-        }
+        CellDraft(
+            case_index=case_index,
+            case_id=case.id,
+            case_json=snapshots[case_index],
+            target=target.index,
+            repetition=repetition,
+        )
         for repetition in range(repeat)
         for case_index, case in enumerate(cases)
         for target in targets

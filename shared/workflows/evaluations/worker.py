@@ -15,19 +15,25 @@ import anyio
 
 from shared.assertions.engine import with_expected
 from shared.assertions.judge import assess
-from shared.datasets.models import Case
 from shared.deepseek.models import ModelConfig
 from shared.errors import AppError
-from shared.executions.models import ExecutionCreate
+from shared.executions.models import ExecutionCreate, ExecutionError
 from shared.executions.service import ExecutionService
 from shared.projects.service import ProjectService
 from shared.prompts.service import PromptService
 from shared.queues.publishers import publisher_for
 from shared.settings import get_settings
 from shared.workflows.evaluations.channel import CELLS
-from shared.workflows.evaluations.models import CellEvent, CellOutcome, Evaluation, Outcome
+from shared.workflows.evaluations.models import (
+    Cell,
+    CellEvent,
+    CellOutcome,
+    CellRun,
+    Evaluation,
+    Outcome,
+)
 from shared.workflows.evaluations.repository import EvaluationRepository
-from shared.workflows.evaluations.results import SUMMARY_FIELDS, summarize, target_results, verdict
+from shared.workflows.evaluations.results import summarize, target_results, verdict
 
 logger = logging.getLogger("better_assistant.evaluations")
 
@@ -105,9 +111,9 @@ class EvaluationWorker:
         if not await anyio.to_thread.run_sync(self.evaluations.in_flight, run.id):
             await dispatch(run.id, run.concurrency)
 
-    async def _run_claimed(self, event: CellEvent, cell: dict[str, Any], claim: str) -> CellOutcome:
+    async def _run_claimed(self, event: CellEvent, cell: Cell, claim: str) -> CellOutcome:
         run = await anyio.to_thread.run_sync(self.evaluations.get, event.evaluation_id)
-        if run is None or str(cell["evaluation_id"]) != run.id:
+        if run is None or cell.evaluation_id != run.id:
             return self._outcome(event, "unknown")
         if run.status == "cancelled":
             await anyio.to_thread.run_sync(self.evaluations.cancel_cell, cell, claim)
@@ -115,10 +121,7 @@ class EvaluationWorker:
         if run.status == "queued":
             await anyio.to_thread.run_sync(self.evaluations.mark_running, run.id)
         result = await self._run(run, cell)
-        kind = {True: "passed", False: "failed", None: "errors"}[result["passed"]]
-        counted = await anyio.to_thread.run_sync(
-            self.evaluations.finish_cell, cell, claim, result, kind
-        )
+        counted = await anyio.to_thread.run_sync(self.evaluations.finish_cell, cell, claim, result)
         if counted is None:
             return self._outcome(event, "duplicate")
         progress = counted.progress
@@ -128,7 +131,7 @@ class EvaluationWorker:
             await dispatch(run.id, 1)
             await redispatch_expired(run.id)
         return CellOutcome(
-            evaluation_id=run.id, cell_id=event.cell_id, outcome="done", passed=result["passed"]
+            evaluation_id=run.id, cell_id=event.cell_id, outcome="done", passed=result.passed
         )
 
     @staticmethod
@@ -137,11 +140,11 @@ class EvaluationWorker:
             evaluation_id=event.evaluation_id, cell_id=event.cell_id, outcome=outcome
         )
 
-    async def _run(self, run: Evaluation, cell: dict[str, Any]) -> dict[str, Any]:
+    async def _run(self, run: Evaluation, cell: Cell) -> CellRun:
         """Execute the cell through the execution service (so it is an execution record too),
-        then check its assertions; the fields the cell stores."""
-        case = Case.model_validate_json(cell["case_json"])
-        target = run.targets[cell["target"]]
+        then check its assertions."""
+        case = cell.case()
+        target = run.targets[cell.target]
         request = ExecutionCreate(
             prompt_id=run.prompt_id,
             version=target.version,
@@ -156,18 +159,19 @@ class EvaluationWorker:
             )
         except AppError as exc:
             # The run could not even start: a variable the case lacks, a deleted version.
-            error = {"code": exc.code, "message": exc.message}
-            return {"status": "error", "passed": None, "assertions": [], "error": error}
-        stored: dict[str, Any] = {
+            error = ExecutionError(code=exc.code, message=exc.message)
+            return CellRun(status="error", passed=None, assertions=[], error=error)
+        figures: dict[str, Any] = {
             "execution_id": execution.id,
             "output": execution.output,
             "latency_ms": execution.latency_ms,
             "cost": execution.cost,
-            "usage": execution.usage.model_dump() if execution.usage else None,
+            "usage": execution.usage,
         }
         if execution.status != "ok":
-            error = execution.error.model_dump() if execution.error else None
-            return {**stored, "status": "error", "passed": None, "assertions": [], "error": error}
+            return CellRun(
+                **figures, status="error", passed=None, assertions=[], error=execution.error
+            )
         specs = with_expected([*run.assertions, *case.assertions], case.expected)
         results = await assess(
             specs,
@@ -178,19 +182,18 @@ class EvaluationWorker:
             expected=case.expected,
             history=[turn.model_dump() for turn in case.history],
         )
-        return {
-            **stored,
-            "status": "ok",
-            "passed": verdict(results),
-            "assertions": [result.model_dump() for result in results],
-            "judge_cost": sum(result.cost or 0 for result in results),
-            "error": None,
-        }
+        return CellRun(
+            **figures,
+            status="ok",
+            passed=verdict(results),
+            assertions=results,
+            judge_cost=sum(result.cost or 0 for result in results),
+            error=None,
+        )
 
     def _complete(self, run: Evaluation) -> None:
         """Close a run whose every cell is finished, keeping what its release gates read."""
-        cells = self.evaluations.cells_of(run.id, SUMMARY_FIELDS)
-        summaries = summarize(run, cells)
+        summaries = summarize(run, self.evaluations.figures_of(run.id))
         self.evaluations.complete(run.id, target_results(summaries, run.targets))
 
 
