@@ -5,8 +5,8 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 from pymongo.database import Database
 
-from shared.prompts.models import PromptUpdate
 from shared.projects.service import ProjectService
+from shared.prompts.models import PromptUpdate
 from shared.prompts.service import PromptService
 
 WRITERS = 12
@@ -43,7 +43,11 @@ def test_concurrent_service_updates_with_identical_content_create_one_version(
     change = PromptUpdate(template="everyone writes this {{question}}")
 
     with ThreadPoolExecutor(8) as pool:
-        results = list(pool.map(lambda _: PromptService(ProjectService()).update(prompt["id"], change), range(8)))
+        results = list(
+            pool.map(
+                lambda _: PromptService(ProjectService()).update(prompt["id"], change), range(8)
+            )
+        )
 
     assert sum(result.created_version for result in results) == 1
     assert {result.version.version for result in results} == {2}

@@ -5,9 +5,9 @@ import pytest
 from pymongo.database import Database
 
 from shared.dialogs.service import DialogService
+from shared.errors import NotFound
 from shared.projects.service import ProjectService
 from shared.prompts.service import PromptService
-from shared.errors import NotFound
 from tests.test_history_writer import create_dialog, make_turn, post_plain
 
 MISSING_ID = "6b0731e5942f52642075caa9"
