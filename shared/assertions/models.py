@@ -153,11 +153,16 @@ AssertionSpec = Annotated[
 ]
 
 
-class AssertionResult(Model):
-    """One assertion checked: `passed` is None, with an `error` code, when it could not be."""
+class AssertionOutcome(Model):
+    """Which assertion was checked and whether it passed: all a tally of results reads."""
 
     type: str
     passed: bool | None
+
+
+class AssertionResult(AssertionOutcome):
+    """One assertion checked: `passed` is None, with an `error` code, when it could not be."""
+
     reason: str
     error: str | None = None
     # What grading cost in USD (a judge's model call); None when it called no model.

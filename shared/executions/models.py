@@ -70,6 +70,38 @@ class RenderedMessage(Model):
     content: str
 
 
+class ExecutionDraft(Model):
+    """What a run is before its answer comes back: the rendered prompt it sends and where it
+    came from. Stored as a running record."""
+
+    project_id: str
+    prompt_id: str
+    prompt_version: int
+    label: str | None
+    model: str
+    params: dict[str, Any]
+    messages: list[RenderedMessage]
+    variables: dict[str, Any]
+    input: str | None
+    source: str
+
+
+class ExecutionOutcome(Model):
+    """What the answer brought back, however it ended."""
+
+    status: ExecutionStatus
+    error: ExecutionError | None
+    output: str
+    reasoning: str | None
+    finish_reason: str | None
+    usage: Usage | None
+    cost: float | None
+    latency_ms: float | None
+    ttft_ms: float | None
+
+
+# The draft's and the outcome's fields again rather than inherited: inheriting would reorder
+# the fields the API shows.
 class Execution(Model):
     id: str
     project_id: str
@@ -93,6 +125,17 @@ class Execution(Model):
     source: str
     created_at: datetime
     finished_at: datetime | None
+
+
+class RunFigures(Model):
+    """The figures stats read of one finished run."""
+
+    prompt_version: int
+    status: ExecutionStatus
+    latency_ms: float | None
+    ttft_ms: float | None
+    usage: Usage | None
+    cost: float | None
 
 
 class ExecutionMeta(Model):

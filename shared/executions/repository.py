@@ -7,7 +7,13 @@ from pymongo import ASCENDING, DESCENDING, IndexModel, ReturnDocument
 from pymongo.collection import Collection
 
 from shared.db import indexed_collection, to_object_id, utc_now
-from shared.executions.models import Execution, ExecutionListParams
+from shared.executions.models import (
+    Execution,
+    ExecutionDraft,
+    ExecutionListParams,
+    ExecutionOutcome,
+    RunFigures,
+)
 from shared.pagination import find_page
 
 
@@ -46,22 +52,33 @@ class ExecutionRepository:
     def __init__(self) -> None:
         self.collection: Collection = indexed_collection("executions", self.INDEXES)
 
-    def insert(self, record: dict[str, Any]) -> Execution:
-        """Store a new record (prompt and project ids given as strings)."""
+    def insert(self, draft: ExecutionDraft) -> Execution:
+        """Store a new run as running."""
         document = {
-            **record,
-            "project_id": to_object_id(record["project_id"]),
-            "prompt_id": to_object_id(record["prompt_id"]),
+            **draft.model_dump(),
+            "project_id": to_object_id(draft.project_id),
+            "prompt_id": to_object_id(draft.prompt_id),
+            # Nothing received yet: `finish` writes the outcome over these.
+            "output": "",
+            "reasoning": None,
+            "finish_reason": None,
+            "usage": None,
+            "cost": None,
+            "latency_ms": None,
+            "ttft_ms": None,
+            "status": "running",
+            "error": None,
+            "finished_at": None,
             "created_at": utc_now(),
         }
         self.collection.insert_one(document)
         return _execution(document)
 
-    def finish(self, execution_id: str, outcome: dict[str, Any]) -> Execution | None:
+    def finish(self, execution_id: str, outcome: ExecutionOutcome) -> Execution | None:
         """Write a run's outcome and end time."""
         document = self.collection.find_one_and_update(
             {"_id": to_object_id(execution_id)},
-            {"$set": {**outcome, "finished_at": utc_now()}},
+            {"$set": {**outcome.model_dump(), "finished_at": utc_now()}},
             return_document=ReturnDocument.AFTER,
         )
         return _execution(document) if document else None
@@ -88,20 +105,13 @@ class ExecutionRepository:
 
     def outcomes(
         self, prompt_id: str, since: datetime | None, until: datetime | None
-    ) -> list[dict[str, Any]]:
-        """The fields stats need, for every finished run of a prompt."""
+    ) -> list[RunFigures]:
+        """The figures stats read, for every finished run of a prompt, in version order."""
         query = {
             "prompt_id": to_object_id(prompt_id),
             "status": {"$ne": "running"},
             **_time_range(since, until),
         }
-        projection = {
-            "_id": 0,
-            "prompt_version": 1,
-            "status": 1,
-            "latency_ms": 1,
-            "ttft_ms": 1,
-            "usage": 1,
-            "cost": 1,
-        }
-        return list(self.collection.find(query, projection).sort("prompt_version", ASCENDING))
+        projection = {"_id": 0, **dict.fromkeys(RunFigures.model_fields, 1)}
+        documents = self.collection.find(query, projection).sort("prompt_version", ASCENDING)
+        return [RunFigures.model_validate(document) for document in documents]

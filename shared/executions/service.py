@@ -15,9 +15,14 @@ from shared.errors import not_found
 from shared.executions.models import (
     Execution,
     ExecutionCreate,
+    ExecutionDraft,
+    ExecutionError,
     ExecutionListParams,
     ExecutionMeta,
+    ExecutionOutcome,
     ExecutionStats,
+    RenderedMessage,
+    RunFigures,
     StatsParams,
     VersionStats,
 )
@@ -61,28 +66,18 @@ class ExecutionService:
         params = merged_params(version.config, data.config)
         model = params.pop("model", None) or get_settings().deepseek_model
         execution = self.executions.insert(
-            {
-                "project_id": record.project_id,
-                "prompt_id": record.id,
-                "prompt_version": number,
-                "label": data.label or (None if data.version else _label_of(record, number)),
-                "model": model,
-                "params": params,
-                "messages": messages,
-                "variables": data.variables,
-                "input": data.input,
-                "output": "",
-                "reasoning": None,
-                "finish_reason": None,
-                "usage": None,
-                "cost": None,
-                "latency_ms": None,
-                "ttft_ms": None,
-                "status": "running",
-                "error": None,
-                "source": source,
-                "finished_at": None,
-            }
+            ExecutionDraft(
+                project_id=record.project_id,
+                prompt_id=record.id,
+                prompt_version=number,
+                label=data.label or (None if data.version else _label_of(record, number)),
+                model=model,
+                params=params,
+                messages=[RenderedMessage.model_validate(message) for message in messages],
+                variables=data.variables,
+                input=data.input,
+                source=source,
+            )
         )
         return Run(execution, Answer(ChatCall(model, messages, params)))
 
@@ -94,17 +89,17 @@ class ExecutionService:
         """Complete the stored record with what the answer brought back."""
         answer = run.answer
         done = answer.done()
-        outcome = {
-            "status": answer.status,
-            "error": answer.error.model_dump() if answer.error else None,
-            "output": answer.text,
-            "reasoning": answer.reasoning_text,
-            "finish_reason": done.finish_reason,
-            "usage": done.usage.model_dump() if done.usage else None,
-            "cost": done.cost,
-            "latency_ms": done.latency_ms,
-            "ttft_ms": done.ttft_ms,
-        }
+        outcome = ExecutionOutcome(
+            status=answer.status,
+            error=ExecutionError(**answer.error.model_dump()) if answer.error else None,
+            output=answer.text,
+            reasoning=answer.reasoning_text,
+            finish_reason=done.finish_reason,
+            usage=done.usage,
+            cost=done.cost,
+            latency_ms=done.latency_ms,
+            ttft_ms=done.ttft_ms,
+        )
         finished = await anyio.to_thread.run_sync(self.executions.finish, run.record.id, outcome)
         run.record = finished or run.record
 
@@ -160,7 +155,7 @@ class ExecutionService:
         outcomes = self.executions.outcomes(params.prompt_id, params.since, params.until)
         versions = [
             _version_stats(number, list(runs))
-            for number, runs in groupby(outcomes, key=lambda run: run["prompt_version"])
+            for number, runs in groupby(outcomes, key=lambda run: run.prompt_version)
         ]
         return ExecutionStats(prompt_id=params.prompt_id, versions=versions)
 
@@ -172,12 +167,10 @@ def _label_of(record: PromptRecord, number: int) -> str | None:
     return LATEST_LABEL
 
 
-def _version_stats(number: int, runs: list[dict[str, Any]]) -> VersionStats:
-    statuses = [run["status"] for run in runs]
-    latencies = [
-        run["latency_ms"] for run in runs if run["status"] == "ok" and run.get("latency_ms")
-    ]
-    ttfts = [run["ttft_ms"] for run in runs if run["status"] == "ok" and run.get("ttft_ms")]
+def _version_stats(number: int, runs: list[RunFigures]) -> VersionStats:
+    statuses = [run.status for run in runs]
+    latencies = [run.latency_ms for run in runs if run.status == "ok" and run.latency_ms]
+    ttfts = [run.ttft_ms for run in runs if run.status == "ok" and run.ttft_ms]
     return VersionStats(
         version=number,
         count=len(runs),

@@ -1,13 +1,14 @@
 """Evaluation runs: a prompt's versions run on a dataset's cases, graded, summed up and compared."""
 
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from pydantic import Field
 
-from shared.assertions.models import AssertionResult, AssertionSpec
-from shared.datasets.models import Assertions, Tags
-from shared.deepseek.models import ModelConfig
+from shared.assertions.models import AssertionOutcome, AssertionResult, AssertionSpec
+from shared.datasets.models import Assertions, Case, Tags
+from shared.deepseek.models import ModelConfig, Usage
 from shared.executions.models import ExecutionError, HistoryTurn
 from shared.models import InputModel, Model, Name
 from shared.pagination import PageParams
@@ -79,6 +80,110 @@ class Evaluation(Model):
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
+
+
+class EvaluationDraft(Model):
+    """A run as it is stored when it starts, before it has an id, a status or progress."""
+
+    project_id: str
+    prompt_id: str
+    dataset_id: str
+    targets: list[Target]
+    assertions: list[AssertionSpec]
+    case_tags: list[str]
+    repeat: int
+    concurrency: int
+    case_count: int
+
+
+class TargetResult(Model):
+    """What a completed run keeps of one target for release gates."""
+
+    target: int
+    version: int
+    config_overridden: bool
+    pass_rate: float | None
+
+
+class CompletedRun(Model):
+    """A completed run, as far as release gates read it."""
+
+    id: str
+    case_tags: list[str]
+    created_at: datetime
+    target_results: list[TargetResult]
+
+
+class CellDraft(Model):
+    """One cell of a run's matrix as it is stored when the run starts."""
+
+    case_index: int
+    case_id: str
+    # The case as it was when the run started, as JSON text: its JSON Schema assertions have
+    # keys (`$ref`, `$defs`) that are not MongoDB field names.
+    case_json: str
+    target: int
+    repetition: int
+
+
+class CellFigures(Model):
+    """What a run's summary reads of a cell: no case and no output, so that summing up a run
+    of many cells reads little of each."""
+
+    case_index: int
+    target: int
+    state: CellState
+    status: Literal["ok", "error"] | None = None
+    passed: bool | None = None
+    assertions: Sequence[AssertionOutcome] = ()
+    latency_ms: float | None = None
+    usage: Usage | None = None
+    cost: float | None = None
+    judge_cost: float | None = None
+
+
+class Cell(CellDraft, CellFigures):
+    """A stored cell: its draft, where it is in its life (lease and claim while it runs) and,
+    once done, its result."""
+
+    id: str
+    evaluation_id: str
+    seq: int
+    lease_until: datetime | None = None
+    # The delivery running the cell; only its holder may finish or give it back.
+    claim: str | None = None
+    attempts: int = 0
+    execution_id: str | None = None
+    output: str | None = None
+    assertions: list[AssertionResult] = Field(default_factory=list)
+    error: ExecutionError | None = None
+
+    def case(self) -> Case:
+        """The case as it was when the run started, parsed only for the cells that need it."""
+        return Case.model_validate_json(self.case_json)
+
+
+class CellRun(Model):
+    """What running a cell gave, stored on it once done. A run that could not start (a variable
+    the case lacks, a deleted version) has no execution and sets only the first four fields."""
+
+    status: Literal["ok", "error"]
+    passed: bool | None
+    assertions: list[AssertionResult]
+    error: ExecutionError | None
+    execution_id: str | None = None
+    output: str | None = None
+    latency_ms: float | None = None
+    cost: float | None = None
+    usage: Usage | None = None
+    judge_cost: float | None = None
+
+    @property
+    def counter(self) -> Literal["passed", "failed", "errors"]:
+        """The run's counter this cell adds to."""
+        if self.passed is None:
+            return "errors"
+        return "passed" if self.passed else "failed"
 
 
 class EvaluationListParams(PageParams):

@@ -5,7 +5,6 @@ two deliveries of the same cell never both run it, and a run's counters move onc
 """
 
 import json
-from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any, ClassVar
 
@@ -13,9 +12,21 @@ from bson import ObjectId
 from pymongo import ASCENDING, DESCENDING, IndexModel, ReturnDocument
 from pymongo.collection import Collection
 
+from shared.assertions.models import AssertionOutcome
 from shared.db import indexed_collection, to_object_id, utc_now
 from shared.pagination import find_page
-from shared.workflows.evaluations.models import Evaluation, EvaluationListParams, Progress
+from shared.workflows.evaluations.models import (
+    Cell,
+    CellDraft,
+    CellFigures,
+    CellRun,
+    CompletedRun,
+    Evaluation,
+    EvaluationDraft,
+    EvaluationListParams,
+    Progress,
+    TargetResult,
+)
 
 _COUNTERS = ("done", "passed", "failed", "errors", "cancelled")
 IN_FLIGHT = ("dispatched", "running")
@@ -43,6 +54,23 @@ def _evaluation(document: dict[str, Any]) -> Evaluation:
     )
 
 
+def _cell(document: dict[str, Any]) -> Cell:
+    return Cell(
+        **{
+            **document,
+            "id": str(document["_id"]),
+            "evaluation_id": str(document["evaluation_id"]),
+        }
+    )
+
+
+def _figures_projection() -> dict[str, int]:
+    """The fields of a cell `CellFigures` reads, its assertions' results cut to type and verdict."""
+    fields = [name for name in CellFigures.model_fields if name != "assertions"]
+    assertion_fields = [f"assertions.{name}" for name in AssertionOutcome.model_fields]
+    return {"_id": 0, **dict.fromkeys([*fields, *assertion_fields], 1)}
+
+
 class EvaluationRepository:
     RUN_INDEXES: ClassVar[list[IndexModel]] = [
         IndexModel(
@@ -64,18 +92,19 @@ class EvaluationRepository:
         self.runs: Collection = indexed_collection("evaluations", self.RUN_INDEXES)
         self.cells: Collection = indexed_collection("evaluation_cells", self.CELL_INDEXES)
 
-    def create(self, run: dict[str, Any], cells: list[dict[str, Any]]) -> Evaluation:
+    def create(self, run: EvaluationDraft, cells: list[CellDraft]) -> Evaluation:
         """Store a queued run and its pending cells (cells first: a visible run is complete)."""
         run_id = ObjectId()
         now = utc_now()
+        assertions = [spec.model_dump(by_alias=True, mode="json") for spec in run.assertions]
         document = {
             "_id": run_id,
-            **run,
+            **run.model_dump(exclude={"assertions"}),
             # As JSON text: a JSON Schema's keys (`$ref`, `$defs`) are not MongoDB field names.
-            "assertions": json.dumps(run["assertions"]),
-            "project_id": to_object_id(run["project_id"]),
-            "prompt_id": to_object_id(run["prompt_id"]),
-            "dataset_id": to_object_id(run["dataset_id"]),
+            "assertions": json.dumps(assertions),
+            "project_id": to_object_id(run.project_id),
+            "prompt_id": to_object_id(run.prompt_id),
+            "dataset_id": to_object_id(run.dataset_id),
             "status": "queued",
             "total": len(cells),
             "counts": dict.fromkeys(_COUNTERS, 0),
@@ -86,7 +115,7 @@ class EvaluationRepository:
         if cells:
             self.cells.insert_many(
                 [
-                    {**cell, "evaluation_id": run_id, "seq": seq, "state": "pending"}
+                    {**cell.model_dump(), "evaluation_id": run_id, "seq": seq, "state": "pending"}
                     for seq, cell in enumerate(cells)
                 ],
                 ordered=False,
@@ -115,9 +144,9 @@ class EvaluationRepository:
         documents, next_cursor, total = find_page(self.runs, query, params)
         return [_evaluation(document) for document in documents], next_cursor, total
 
-    def completed_on(self, prompt_id: str, dataset_id: str, limit: int) -> list[dict[str, Any]]:
+    def completed_on(self, prompt_id: str, dataset_id: str, limit: int) -> list[CompletedRun]:
         """The newest completed runs of a prompt on a dataset, with their per-target results."""
-        return list(
+        documents = (
             self.runs.find(
                 {
                     "prompt_id": to_object_id(prompt_id),
@@ -129,18 +158,28 @@ class EvaluationRepository:
             .sort([("created_at", DESCENDING), ("_id", DESCENDING)])
             .limit(limit)
         )
-
-    def cells_of(
-        self, evaluation_id: str, fields: Sequence[str] | None = None
-    ) -> list[dict[str, Any]]:
-        """Every cell of a run, in dispatch order (so each case's repetitions in order); only
-        `fields` of each when given."""
-        projection = dict.fromkeys(fields, 1) if fields is not None else None
-        return list(
-            self.cells.find({"evaluation_id": to_object_id(evaluation_id)}, projection).sort(
-                "seq", ASCENDING
+        return [
+            CompletedRun(
+                id=str(document["_id"]),
+                case_tags=document["case_tags"],
+                created_at=document["created_at"],
+                target_results=document.get("target_results", []),
             )
-        )
+            for document in documents
+        ]
+
+    def cells_of(self, evaluation_id: str) -> list[Cell]:
+        """Every cell of a run, in dispatch order (so each case's repetitions in order)."""
+        documents = self.cells.find({"evaluation_id": to_object_id(evaluation_id)})
+        return [_cell(document) for document in documents.sort("seq", ASCENDING)]
+
+    def figures_of(self, evaluation_id: str) -> list[CellFigures]:
+        """What the summary reads of every cell of a run, without reading their cases and
+        outputs: completing a run of many cells stays cheap."""
+        documents = self.cells.find(
+            {"evaluation_id": to_object_id(evaluation_id)}, _figures_projection()
+        ).sort("seq", ASCENDING)
+        return [CellFigures.model_validate(document) for document in documents]
 
     def cell_state(self, cell_id: str) -> str | None:
         object_id = to_object_id(cell_id)
@@ -187,14 +226,14 @@ class EvaluationRepository:
             }
         )
 
-    def claim(self, cell_id: str, claim: str, lease_s: float) -> dict[str, Any] | None:
+    def claim(self, cell_id: str, claim: str, lease_s: float) -> Cell | None:
         """Take a dispatched cell (or one whose worker's lease ran out) to run it; None when the
         cell is done, cancelled, unknown or being run by another delivery."""
         object_id = to_object_id(cell_id)
         if object_id is None:
             return None
         now = utc_now()
-        return self.cells.find_one_and_update(
+        document = self.cells.find_one_and_update(
             {
                 "_id": object_id,
                 "$or": [
@@ -213,40 +252,41 @@ class EvaluationRepository:
             },
             return_document=ReturnDocument.AFTER,
         )
+        return _cell(document) if document else None
 
-    def release(self, cell: dict[str, Any], claim: str) -> None:
+    def release(self, cell: Cell, claim: str) -> None:
         """Give back a claimed cell whose run failed midway: the next delivery may take it."""
         self.cells.update_one(
-            {"_id": cell["_id"], "state": "running", "claim": claim},
+            {"_id": to_object_id(cell.id), "state": "running", "claim": claim},
             {"$set": {"state": "dispatched"}, "$unset": {"claim": ""}},
         )
 
-    def finish_cell(
-        self, cell: dict[str, Any], claim: str, result: dict[str, Any], verdict: str
-    ) -> Evaluation | None:
-        """Store a claimed cell's result and count it in its run (`verdict`: passed, failed or
-        errors); the run as counted, or None when the claim was lost to a later delivery."""
+    def finish_cell(self, cell: Cell, claim: str, result: CellRun) -> Evaluation | None:
+        """Store a claimed cell's result and count it in its run; the run as counted, or None
+        when the claim was lost to a later delivery."""
+        # Only the fields the run set: a run that could not start stores no execution fields.
+        fields = result.model_dump(include=result.model_fields_set)
         stored = self.cells.update_one(
-            {"_id": cell["_id"], "state": "running", "claim": claim},
-            {"$set": {**result, "state": "done", "finished_at": utc_now()}},
+            {"_id": to_object_id(cell.id), "state": "running", "claim": claim},
+            {"$set": {**fields, "state": "done", "finished_at": utc_now()}},
         )
         if not stored.modified_count:
             return None
-        return self._count(cell["evaluation_id"], {"done": 1, verdict: 1})
+        return self._count(cell.evaluation_id, {"done": 1, result.counter: 1})
 
-    def cancel_cell(self, cell: dict[str, Any], claim: str) -> Evaluation | None:
+    def cancel_cell(self, cell: Cell, claim: str) -> Evaluation | None:
         """Mark a claimed cell of a cancelled run as cancelled and count it."""
         cancelled = self.cells.update_one(
-            {"_id": cell["_id"], "state": "running", "claim": claim},
+            {"_id": to_object_id(cell.id), "state": "running", "claim": claim},
             {"$set": {"state": "cancelled", "finished_at": utc_now()}},
         )
         if not cancelled.modified_count:
             return None
-        return self._count(cell["evaluation_id"], {"cancelled": 1})
+        return self._count(cell.evaluation_id, {"cancelled": 1})
 
-    def _count(self, run_id: ObjectId, increments: dict[str, int]) -> Evaluation | None:
+    def _count(self, evaluation_id: str, increments: dict[str, int]) -> Evaluation | None:
         document = self.runs.find_one_and_update(
-            {"_id": run_id},
+            {"_id": to_object_id(evaluation_id)},
             {"$inc": {f"counts.{name}": value for name, value in increments.items()}},
             return_document=ReturnDocument.AFTER,
         )
@@ -258,7 +298,7 @@ class EvaluationRepository:
             {"$set": {"status": "running", "started_at": utc_now()}},
         )
 
-    def complete(self, evaluation_id: str, target_results: list[dict[str, Any]]) -> bool:
+    def complete(self, evaluation_id: str, target_results: list[TargetResult]) -> bool:
         """Mark a run completed with each target's version and pass rate (what gates read);
         False when it was cancelled or completed already."""
         completed = self.runs.update_one(
@@ -267,7 +307,7 @@ class EvaluationRepository:
                 "$set": {
                     "status": "completed",
                     "finished_at": utc_now(),
-                    "target_results": target_results,
+                    "target_results": [result.model_dump() for result in target_results],
                 }
             },
         )
@@ -289,7 +329,7 @@ class EvaluationRepository:
             {"evaluation_id": object_id, "state": {"$in": ["pending", "dispatched"]}},
             {"$set": {"state": "cancelled", "finished_at": utc_now()}},
         ).modified_count
-        return self._count(object_id, {"cancelled": cancelled})
+        return self._count(evaluation_id, {"cancelled": cancelled})
 
     def delete_for_prompt(self, prompt_id: str) -> None:
         """Delete a prompt's runs with their cells."""

@@ -1,21 +1,25 @@
 """What a run's cells add up to: per-target summaries, the per-case table, and comparisons."""
 
 from collections import defaultdict
-from collections.abc import Iterable
-from typing import Any
+from collections.abc import Iterable, Sequence
+from typing import TypeVar
 
 from shared.assertions.models import AssertionResult
-from shared.datasets.models import Case
 from shared.stats import percentile, usage_totals
 from shared.workflows.evaluations.models import (
     AssertionTally,
     CaseResult,
     CaseTargetResult,
+    Cell,
+    CellFigures,
     CellResult,
     Evaluation,
     Target,
+    TargetResult,
     TargetSummary,
 )
+
+CellT = TypeVar("CellT", bound=CellFigures)
 
 
 def verdict(results: list[AssertionResult]) -> bool | None:
@@ -25,28 +29,27 @@ def verdict(results: list[AssertionResult]) -> bool | None:
     return all(result.passed for result in results)
 
 
-def cell_result(cell: dict[str, Any]) -> CellResult:
-    usage = cell.get("usage") or {}
+def cell_result(cell: Cell) -> CellResult:
     return CellResult(
-        repetition=cell["repetition"],
-        state=cell["state"],
-        execution_id=cell.get("execution_id"),
-        status=cell.get("status"),
-        output=cell.get("output"),
-        passed=cell.get("passed"),
-        assertions=cell.get("assertions", []),
-        latency_ms=cell.get("latency_ms"),
-        cost=cell.get("cost"),
-        judge_cost=cell.get("judge_cost"),
-        total_tokens=usage.get("total_tokens"),
-        error=cell.get("error"),
+        repetition=cell.repetition,
+        state=cell.state,
+        execution_id=cell.execution_id,
+        status=cell.status,
+        output=cell.output,
+        passed=cell.passed,
+        assertions=cell.assertions,
+        latency_ms=cell.latency_ms,
+        cost=cell.cost,
+        judge_cost=cell.judge_cost,
+        total_tokens=cell.usage.total_tokens if cell.usage else None,
+        error=cell.error,
     )
 
 
-def _by_case(cells: Iterable[dict[str, Any]]) -> dict[int, list[dict[str, Any]]]:
-    by_case: dict[int, list[dict[str, Any]]] = defaultdict(list)
+def _by_case(cells: Iterable[CellT]) -> dict[int, list[CellT]]:
+    by_case: dict[int, list[CellT]] = defaultdict(list)
     for cell in cells:
-        by_case[cell["case_index"]].append(cell)
+        by_case[cell.case_index].append(cell)
     return by_case
 
 
@@ -54,12 +57,12 @@ def _rate(passed: int, decided: int) -> float | None:
     return round(passed / decided, 4) if decided else None
 
 
-def _tally(cells: Iterable[dict[str, Any]]) -> dict[str, AssertionTally]:
+def _tally(cells: Iterable[CellFigures]) -> dict[str, AssertionTally]:
     counts: dict[str, list[int]] = defaultdict(lambda: [0, 0, 0])
     for cell in cells:
-        for result in cell.get("assertions", []):
-            slot = {True: 0, False: 1, None: 2}[result["passed"]]
-            counts[result["type"]][slot] += 1
+        for result in cell.assertions:
+            slot = {True: 0, False: 1, None: 2}[result.passed]
+            counts[result.type][slot] += 1
     return {
         kind: AssertionTally(
             passed=passed,
@@ -71,45 +74,25 @@ def _tally(cells: Iterable[dict[str, Any]]) -> dict[str, AssertionTally]:
     }
 
 
-def _stability(cells: list[dict[str, Any]], repeat: int) -> float | None:
+def _stability(cells: list[CellFigures], repeat: int) -> float | None:
     """The share of cases whose every repetition passed, among cases with all repetitions done."""
     if repeat < 2:
         return None
     by_case = _by_case(cells)
-    finished = [runs for runs in by_case.values() if all(r["state"] == "done" for r in runs)]
-    stable = sum(all(run.get("passed") is True for run in runs) for runs in finished)
+    finished = [runs for runs in by_case.values() if all(r.state == "done" for r in runs)]
+    stable = sum(all(run.passed is True for run in runs) for runs in finished)
     return _rate(stable, len(finished))
 
 
-# The cell fields `summarize` reads: a run's cells can be summed up without their case or output.
-SUMMARY_FIELDS = (
-    "case_index",
-    "target",
-    "state",
-    "status",
-    "passed",
-    "assertions.type",
-    "assertions.passed",
-    "latency_ms",
-    "usage",
-    "cost",
-    "judge_cost",
-)
-
-
-def summarize(run: Evaluation, cells: list[dict[str, Any]]) -> list[TargetSummary]:
+def summarize(run: Evaluation, cells: Sequence[CellFigures]) -> list[TargetSummary]:
     """Per target: pass rates (overall and per assertion type), stability, latency, tokens, cost."""
     summaries = []
     for target in run.targets:
-        own = [cell for cell in cells if cell["target"] == target.index]
-        done = [cell for cell in own if cell["state"] == "done"]
-        passed = sum(cell.get("passed") is True for cell in done)
-        failed = sum(cell.get("passed") is False for cell in done)
-        latencies = [
-            cell["latency_ms"]
-            for cell in done
-            if cell.get("status") == "ok" and cell.get("latency_ms")
-        ]
+        own = [cell for cell in cells if cell.target == target.index]
+        done = [cell for cell in own if cell.state == "done"]
+        passed = sum(cell.passed is True for cell in done)
+        failed = sum(cell.passed is False for cell in done)
+        latencies = [cell.latency_ms for cell in done if cell.status == "ok" and cell.latency_ms]
         summaries.append(
             TargetSummary(
                 target=target.index,
@@ -126,7 +109,7 @@ def summarize(run: Evaluation, cells: list[dict[str, Any]]) -> list[TargetSummar
                 latency_mean_ms=round(sum(latencies) / len(latencies), 3) if latencies else None,
                 latency_p95_ms=percentile(latencies, 0.95),
                 **usage_totals(done),
-                judge_cost=round(sum(cell.get("judge_cost") or 0 for cell in done), 10),
+                judge_cost=round(sum(cell.judge_cost or 0 for cell in done), 10),
             )
         )
     return summaries
@@ -142,7 +125,7 @@ def _all_passed(runs: list[CellResult]) -> bool | None:
 
 
 def case_table(
-    run: Evaluation, cells: list[dict[str, Any]], offset: int = 0, limit: int | None = None
+    run: Evaluation, cells: list[Cell], offset: int = 0, limit: int | None = None
 ) -> tuple[list[CaseResult], int]:
     """Rows `offset` to `offset + limit` of the per-case table (`cells` in dispatch order, as
     `cells_of` returns them), and how many rows it has: one row per case, the targets side by
@@ -153,17 +136,17 @@ def case_table(
     return [_case_row(run, own) for _, own in page], len(ordered)
 
 
-def _failing(cells: list[dict[str, Any]]) -> bool:
+def _failing(cells: list[Cell]) -> bool:
     """A finished repetition that did not pass, on any target."""
-    return any(cell["state"] == "done" and cell.get("passed") is not True for cell in cells)
+    return any(cell.state == "done" and cell.passed is not True for cell in cells)
 
 
-def _case_row(run: Evaluation, own: list[dict[str, Any]]) -> CaseResult:
-    case = Case.model_validate_json(own[0]["case_json"])
+def _case_row(run: Evaluation, own: list[Cell]) -> CaseResult:
+    case = own[0].case()
     columns = []
     for target in run.targets:
         # In repetition order: cells come in dispatch order, repetition by repetition.
-        runs = [cell_result(cell) for cell in own if cell["target"] == target.index]
+        runs = [cell_result(cell) for cell in own if cell.target == target.index]
         columns.append(CaseTargetResult(target=target.index, passed=_all_passed(runs), runs=runs))
     return CaseResult(
         case_id=case.id,
@@ -176,14 +159,14 @@ def _case_row(run: Evaluation, own: list[dict[str, Any]]) -> CaseResult:
     )
 
 
-def target_results(summaries: list[TargetSummary], targets: list[Target]) -> list[dict[str, Any]]:
+def target_results(summaries: list[TargetSummary], targets: list[Target]) -> list[TargetResult]:
     """What a completed run keeps for release gates: each target's version and pass rate."""
     return [
-        {
-            "target": target.index,
-            "version": target.version,
-            "config_overridden": bool(target.config),
-            "pass_rate": summary.pass_rate,
-        }
+        TargetResult(
+            target=target.index,
+            version=target.version,
+            config_overridden=bool(target.config),
+            pass_rate=summary.pass_rate,
+        )
         for target, summary in zip(targets, summaries, strict=True)
     ]

@@ -15,11 +15,14 @@ from shared.settings import get_settings
 from shared.workflows.evaluations.models import (
     MAX_CELLS,
     CaseComparison,
+    CellDraft,
+    CellEvent,
     CompareParams,
     Evaluation,
     EvaluationComparison,
     EvaluationCreate,
     EvaluationDetail,
+    EvaluationDraft,
     EvaluationListParams,
     ResultPageParams,
     Target,
@@ -27,7 +30,7 @@ from shared.workflows.evaluations.models import (
 )
 from shared.workflows.evaluations.repository import EvaluationRepository
 from shared.workflows.evaluations.results import case_table, summarize
-from shared.workflows.evaluations.worker import dispatch, redispatch_expired
+from shared.workflows.evaluations.worker import hand_out, retake_expired, take_pending
 
 
 def _target_name(target: TargetCreate, version: int) -> str:
@@ -45,9 +48,13 @@ class EvaluationService:
 
     async def start(self, data: EvaluationCreate) -> Evaluation:
         """Store the run and its cells, hand the first cells to the queue, and return at once."""
-        run = await anyio.to_thread.run_sync(self.create, data)
-        await dispatch(run.id, run.concurrency)
+        run, first_cells = await anyio.to_thread.run_sync(self._create_and_take_first, data)
+        await hand_out(first_cells)
         return run
+
+    def _create_and_take_first(self, data: EvaluationCreate) -> tuple[Evaluation, list[CellEvent]]:
+        run = self.create(data)
+        return run, take_pending(self.evaluations, run.id, run.concurrency)
 
     def create(self, data: EvaluationCreate) -> Evaluation:
         """The run as queued: targets resolved to versions now, cases snapshotted, the matrix
@@ -74,19 +81,17 @@ class EvaluationService:
         cells = _cells(cases, targets, data.repeat)
         concurrency = min(data.concurrency, get_settings().evaluation_max_concurrency)
         return self.evaluations.create(
-            {
-                "project_id": record.project_id,
-                "prompt_id": record.id,
-                "dataset_id": data.dataset_id,
-                "targets": [target.model_dump() for target in targets],
-                "assertions": [
-                    spec.model_dump(by_alias=True, mode="json") for spec in data.assertions
-                ],
-                "case_tags": data.case_tags,
-                "repeat": data.repeat,
-                "concurrency": concurrency,
-                "case_count": len(cases),
-            },
+            EvaluationDraft(
+                project_id=record.project_id,
+                prompt_id=record.id,
+                dataset_id=data.dataset_id,
+                targets=targets,
+                assertions=data.assertions,
+                case_tags=data.case_tags,
+                repeat=data.repeat,
+                concurrency=concurrency,
+                case_count=len(cases),
+            ),
             cells,
         )
 
@@ -143,16 +148,22 @@ class EvaluationService:
     async def resume(self, evaluation_id: str) -> Evaluation:
         """Hand out again cells whose worker vanished, and top the run up to its concurrency
         (after a queue lost deliveries); a healthy run is left as it is."""
-        run = await anyio.to_thread.run_sync(self.get, evaluation_id)
+        await hand_out(await anyio.to_thread.run_sync(self._take_to_refill, evaluation_id))
+        return await anyio.to_thread.run_sync(self.get, evaluation_id)
+
+    def _take_to_refill(self, evaluation_id: str) -> list[CellEvent]:
+        """The cells of a queued or running run to hand out again, and enough pending ones to
+        bring it back to its concurrency."""
+        run = self.get(evaluation_id)
         if run.status not in ("queued", "running"):
             raise Conflict(
                 f"The evaluation is {run.status}; only a queued or running one can be resumed.",
                 code="evaluation_finished",
             )
-        await redispatch_expired(run.id)
-        in_flight = await anyio.to_thread.run_sync(self.evaluations.in_flight, run.id)
-        await dispatch(run.id, max(0, run.concurrency - in_flight))
-        return await anyio.to_thread.run_sync(self.get, run.id)
+        expired = retake_expired(self.evaluations, run.id)
+        in_flight = self.evaluations.in_flight(run.id)
+        pending = take_pending(self.evaluations, run.id, max(0, run.concurrency - in_flight))
+        return [*expired, *pending]
 
     def compare(self, evaluation_id: str, params: CompareParams) -> EvaluationComparison:
         """Cases that pass on one target and fail on the other, with both sides' outputs."""
@@ -209,18 +220,18 @@ def _target(run: Evaluation, wanted: str, parameter: str) -> Target:
     )
 
 
-def _cells(cases: list[Case], targets: list[Target], repeat: int) -> list[dict[str, Any]]:
+def _cells(cases: list[Case], targets: list[Target], repeat: int) -> list[CellDraft]:
     """The matrix in dispatch order: every target of a case next to each other, case by case,
     one repetition after another, so partial results already compare targets."""
     snapshots = [case.model_dump_json() for case in cases]
     return [
-        {
-            "case_index": case_index,
-            "case_id": case.id,
-            "case_json": snapshots[case_index],
-            "target": target.index,
-            "repetition": repetition,
-        }
+        CellDraft(
+            case_index=case_index,
+            case_id=case.id,
+            case_json=snapshots[case_index],
+            target=target.index,
+            repetition=repetition,
+        )
         for repetition in range(repeat)
         for case_index, case in enumerate(cases)
         for target in targets

@@ -4,63 +4,93 @@ Dispatch is a relay: a run starts by handing `concurrency` cells to the queue, a
 worker finishes hands out the next one. So a run never has more cells in flight towards DeepSeek
 than it asked for, however many worker instances the platform starts, and no HTTP request has to
 stay open while it runs.
+
+A delivery reaches MongoDB in two steps, each one trip to a worker thread: the claim step before
+the cell runs and the finish step after it (the execution service adds its own two, prepare and
+finish). Everything between them is the run itself, on the event loop.
 """
 
 import contextlib
 import logging
 import uuid
+from dataclasses import dataclass, field
 from typing import Any
 
 import anyio
 
 from shared.assertions.engine import with_expected
 from shared.assertions.judge import assess
-from shared.datasets.models import Case
 from shared.deepseek.models import ModelConfig
 from shared.errors import AppError
-from shared.executions.models import ExecutionCreate
+from shared.executions.models import ExecutionCreate, ExecutionError
 from shared.executions.service import ExecutionService
 from shared.projects.service import ProjectService
 from shared.prompts.service import PromptService
 from shared.queues.publishers import publisher_for
 from shared.settings import get_settings
 from shared.workflows.evaluations.channel import CELLS
-from shared.workflows.evaluations.models import CellEvent, CellOutcome, Evaluation, Outcome
+from shared.workflows.evaluations.models import (
+    Cell,
+    CellEvent,
+    CellOutcome,
+    CellRun,
+    Evaluation,
+    Outcome,
+)
 from shared.workflows.evaluations.repository import EvaluationRepository
-from shared.workflows.evaluations.results import SUMMARY_FIELDS, summarize, target_results, verdict
+from shared.workflows.evaluations.results import summarize, target_results, verdict
 
 logger = logging.getLogger("better_assistant.evaluations")
 
 
-async def _hand_out(evaluation_id: str, cell_id: str) -> None:
-    event = CellEvent(evaluation_id=evaluation_id, cell_id=cell_id)
-    await publisher_for(CELLS, consume_cell).publish(event)
-
-
-async def dispatch(evaluation_id: str, count: int) -> int:
-    """Hand up to `count` pending cells of a run to the queue; the number handed out."""
-    repository = EvaluationRepository()
+def take_pending(
+    evaluations: EvaluationRepository, evaluation_id: str, count: int
+) -> list[CellEvent]:
+    """Take up to `count` pending cells of a run, in order, for the queue: the events handing
+    them out."""
     lease_s = get_settings().evaluation_cell_lease_s
-    handed = 0
+    taken = []
     for _ in range(count):
-        cell_id = await anyio.to_thread.run_sync(repository.dispatch_next, evaluation_id, lease_s)
+        cell_id = evaluations.dispatch_next(evaluation_id, lease_s)
         if cell_id is None:
             break
-        await _hand_out(evaluation_id, cell_id)
-        handed += 1
-    return handed
+        taken.append(CellEvent(evaluation_id=evaluation_id, cell_id=cell_id))
+    return taken
 
 
-async def redispatch_expired(evaluation_id: str) -> int:
-    """Hand out again the cells whose worker did not finish them within their lease."""
-    repository = EvaluationRepository()
+def retake_expired(evaluations: EvaluationRepository, evaluation_id: str) -> list[CellEvent]:
+    """Lease again the cells whose worker did not finish them within their lease: the events
+    handing them out anew."""
     lease_s = get_settings().evaluation_cell_lease_s
-    expired = await anyio.to_thread.run_sync(repository.expired_leases, evaluation_id)
+    expired = evaluations.expired_leases(evaluation_id)
     for cell_id in expired:
         logger.warning("evaluation %s: cell %s outlived its lease", evaluation_id, cell_id)
-        await anyio.to_thread.run_sync(repository.renew_lease, cell_id, lease_s)
-        await _hand_out(evaluation_id, cell_id)
-    return len(expired)
+        evaluations.renew_lease(cell_id, lease_s)
+    return [CellEvent(evaluation_id=evaluation_id, cell_id=cell_id) for cell_id in expired]
+
+
+async def hand_out(events: list[CellEvent]) -> None:
+    """Hand taken cells to the queue."""
+    publisher = publisher_for(CELLS, consume_cell)
+    for event in events:
+        await publisher.publish(event)
+
+
+@dataclass
+class ClaimedCell:
+    """A cell this delivery holds, with its run: what running it needs."""
+
+    run: Evaluation
+    cell: Cell
+    claim: str
+
+
+@dataclass
+class Settled:
+    """What a delivery came to, and the cells of the run it hands out next."""
+
+    outcome: CellOutcome
+    to_hand_out: list[CellEvent] = field(default_factory=list)
 
 
 class EvaluationWorker:
@@ -73,75 +103,95 @@ class EvaluationWorker:
         Idempotent by cell: a delivery of a cell that is done, cancelled or being run by another
         delivery changes nothing and runs (and bills) nothing.
         """
-        claim = uuid.uuid4().hex
+        # Shielded: a delivery cancelled meanwhile still learns what it claimed, so that it can
+        # give the cell back.
+        with anyio.CancelScope(shield=True):
+            step = await anyio.to_thread.run_sync(self.claim_step, event, uuid.uuid4().hex)
+        settled = await self._run_claimed(event, step) if isinstance(step, ClaimedCell) else step
+        await hand_out(settled.to_hand_out)
+        return settled.outcome
+
+    def claim_step(self, event: CellEvent, claim: str) -> ClaimedCell | Settled:
+        """Take the cell and read its run; settle at once a delivery that has nothing to run (a
+        cell it cannot take, a run deleted or cancelled), and mark a queued run running."""
         lease_s = get_settings().evaluation_cell_lease_s
-        cell = await anyio.to_thread.run_sync(self.evaluations.claim, event.cell_id, claim, lease_s)
+        cell = self.evaluations.claim(event.cell_id, claim, lease_s)
         if cell is None:
-            return await self._not_claimed(event)
+            return self._not_claimed(event)
         try:
-            return await self._run_claimed(event, cell, claim)
+            run = self.evaluations.get(event.evaluation_id)
+            if run is None or cell.evaluation_id != run.id:
+                return Settled(_outcome(event, "unknown"))
+            if run.status == "cancelled":
+                self.evaluations.cancel_cell(cell, claim)
+                return Settled(_outcome(event, "cancelled"))
+            if run.status == "queued":
+                self.evaluations.mark_running(run.id)
         except BaseException:
-            # Give the cell back, so the queue's retry runs it instead of waiting out the lease.
-            with anyio.CancelScope(shield=True), contextlib.suppress(Exception):
-                await anyio.to_thread.run_sync(self.evaluations.release, cell, claim)
+            self._give_back(cell, claim)
             raise
+        return ClaimedCell(run, cell, claim)
 
-    async def _not_claimed(self, event: CellEvent) -> CellOutcome:
-        state = await anyio.to_thread.run_sync(self.evaluations.cell_state, event.cell_id)
+    def _not_claimed(self, event: CellEvent) -> Settled:
+        """Settle a delivery of a cell that is done, cancelled, unknown or held by another one."""
+        state = self.evaluations.cell_state(event.cell_id)
         if state is None:
-            return self._outcome(event, "unknown")
+            return Settled(_outcome(event, "unknown"))
         if state == "cancelled":
-            return self._outcome(event, "cancelled")
-        if state == "done":
-            await self._restart_if_stalled(event.evaluation_id)
-        return self._outcome(event, "duplicate")
+            return Settled(_outcome(event, "cancelled"))
+        restarted = self._restart_if_stalled(event.evaluation_id) if state == "done" else []
+        return Settled(_outcome(event, "duplicate"), restarted)
 
-    async def _restart_if_stalled(self, evaluation_id: str) -> None:
+    def _restart_if_stalled(self, evaluation_id: str) -> list[CellEvent]:
         """A redelivered finished cell may be the retry of a delivery that failed to hand out
         its successor: when the run has nothing in flight, refill it."""
-        run = await anyio.to_thread.run_sync(self.evaluations.get, evaluation_id)
+        run = self.evaluations.get(evaluation_id)
         if run is None or run.status not in ("queued", "running"):
-            return
-        if not await anyio.to_thread.run_sync(self.evaluations.in_flight, run.id):
-            await dispatch(run.id, run.concurrency)
+            return []
+        if self.evaluations.in_flight(run.id):
+            return []
+        return take_pending(self.evaluations, run.id, run.concurrency)
 
-    async def _run_claimed(self, event: CellEvent, cell: dict[str, Any], claim: str) -> CellOutcome:
-        run = await anyio.to_thread.run_sync(self.evaluations.get, event.evaluation_id)
-        if run is None or str(cell["evaluation_id"]) != run.id:
-            return self._outcome(event, "unknown")
-        if run.status == "cancelled":
-            await anyio.to_thread.run_sync(self.evaluations.cancel_cell, cell, claim)
-            return self._outcome(event, "cancelled")
-        if run.status == "queued":
-            await anyio.to_thread.run_sync(self.evaluations.mark_running, run.id)
-        result = await self._run(run, cell)
-        kind = {True: "passed", False: "failed", None: "errors"}[result["passed"]]
-        counted = await anyio.to_thread.run_sync(
-            self.evaluations.finish_cell, cell, claim, result, kind
-        )
+    async def _run_claimed(self, event: CellEvent, claimed: ClaimedCell) -> Settled:
+        try:
+            result = await self._run(claimed.run, claimed.cell)
+            return await anyio.to_thread.run_sync(self.finish_step, event, claimed, result)
+        except BaseException:
+            # Give the cell back, so the queue's retry runs it instead of waiting out the lease.
+            with anyio.CancelScope(shield=True):
+                await anyio.to_thread.run_sync(self._give_back, claimed.cell, claimed.claim)
+            raise
+
+    def finish_step(self, event: CellEvent, claimed: ClaimedCell, result: CellRun) -> Settled:
+        """Store the cell's result; then complete the run when this was its last cell, or take
+        the run's next cell and the cells whose worker vanished, to hand them out."""
+        counted = self.evaluations.finish_cell(claimed.cell, claimed.claim, result)
         if counted is None:
-            return self._outcome(event, "duplicate")
+            return Settled(_outcome(event, "duplicate"))
+        run_id = claimed.run.id
+        done = CellOutcome(
+            evaluation_id=run_id, cell_id=event.cell_id, outcome="done", passed=result.passed
+        )
         progress = counted.progress
         if progress.done + progress.cancelled >= progress.total:
-            await anyio.to_thread.run_sync(self._complete, counted)
-        elif counted.status != "cancelled":
-            await dispatch(run.id, 1)
-            await redispatch_expired(run.id)
-        return CellOutcome(
-            evaluation_id=run.id, cell_id=event.cell_id, outcome="done", passed=result["passed"]
-        )
+            self._complete(counted)
+            return Settled(done)
+        if counted.status == "cancelled":
+            return Settled(done)
+        next_cell = take_pending(self.evaluations, run_id, 1)
+        return Settled(done, [*next_cell, *retake_expired(self.evaluations, run_id)])
 
-    @staticmethod
-    def _outcome(event: CellEvent, outcome: Outcome) -> CellOutcome:
-        return CellOutcome(
-            evaluation_id=event.evaluation_id, cell_id=event.cell_id, outcome=outcome
-        )
+    def _give_back(self, cell: Cell, claim: str) -> None:
+        """Release a claimed cell after a failure, if MongoDB lets us: the lease covers the
+        case where it does not."""
+        with contextlib.suppress(Exception):
+            self.evaluations.release(cell, claim)
 
-    async def _run(self, run: Evaluation, cell: dict[str, Any]) -> dict[str, Any]:
+    async def _run(self, run: Evaluation, cell: Cell) -> CellRun:
         """Execute the cell through the execution service (so it is an execution record too),
-        then check its assertions; the fields the cell stores."""
-        case = Case.model_validate_json(cell["case_json"])
-        target = run.targets[cell["target"]]
+        then check its assertions."""
+        case = cell.case()
+        target = run.targets[cell.target]
         request = ExecutionCreate(
             prompt_id=run.prompt_id,
             version=target.version,
@@ -156,18 +206,23 @@ class EvaluationWorker:
             )
         except AppError as exc:
             # The run could not even start: a variable the case lacks, a deleted version.
-            error = {"code": exc.code, "message": exc.message}
-            return {"status": "error", "passed": None, "assertions": [], "error": error}
-        stored: dict[str, Any] = {
+            error = ExecutionError(code=exc.code, message=exc.message)
+            return CellRun(status="error", passed=None, assertions=[], error=error)
+        execution_fields: dict[str, Any] = {
             "execution_id": execution.id,
             "output": execution.output,
             "latency_ms": execution.latency_ms,
             "cost": execution.cost,
-            "usage": execution.usage.model_dump() if execution.usage else None,
+            "usage": execution.usage,
         }
         if execution.status != "ok":
-            error = execution.error.model_dump() if execution.error else None
-            return {**stored, "status": "error", "passed": None, "assertions": [], "error": error}
+            return CellRun(
+                **execution_fields,
+                status="error",
+                passed=None,
+                assertions=[],
+                error=execution.error,
+            )
         specs = with_expected([*run.assertions, *case.assertions], case.expected)
         results = await assess(
             specs,
@@ -178,20 +233,23 @@ class EvaluationWorker:
             expected=case.expected,
             history=[turn.model_dump() for turn in case.history],
         )
-        return {
-            **stored,
-            "status": "ok",
-            "passed": verdict(results),
-            "assertions": [result.model_dump() for result in results],
-            "judge_cost": sum(result.cost or 0 for result in results),
-            "error": None,
-        }
+        return CellRun(
+            **execution_fields,
+            status="ok",
+            passed=verdict(results),
+            assertions=results,
+            judge_cost=sum(result.cost or 0 for result in results),
+            error=None,
+        )
 
     def _complete(self, run: Evaluation) -> None:
         """Close a run whose every cell is finished, keeping what its release gates read."""
-        cells = self.evaluations.cells_of(run.id, SUMMARY_FIELDS)
-        summaries = summarize(run, cells)
+        summaries = summarize(run, self.evaluations.figures_of(run.id))
         self.evaluations.complete(run.id, target_results(summaries, run.targets))
+
+
+def _outcome(event: CellEvent, outcome: Outcome) -> CellOutcome:
+    return CellOutcome(evaluation_id=event.evaluation_id, cell_id=event.cell_id, outcome=outcome)
 
 
 async def consume_cell(event: CellEvent) -> CellOutcome:

@@ -83,14 +83,14 @@ class GateService:
             )
         best: tuple[float, str] | None = None
         for run in self.evaluations.completed_on(record.id, gate.dataset_id, _RUNS_CONSIDERED):
-            if run["case_tags"] or run["created_at"] < dataset.updated_at:
+            if run.case_tags or run.created_at < dataset.updated_at:
                 continue
-            for result in run.get("target_results", []):
-                rate = result["pass_rate"]
-                if result["version"] != version or result["config_overridden"] or rate is None:
+            for result in run.target_results:
+                rate = result.pass_rate
+                if result.version != version or result.config_overridden or rate is None:
                     continue
                 if best is None or rate > best[0]:
-                    best = (rate, str(run["_id"]))
+                    best = (rate, run.id)
         if best is None:
             raise Conflict(
                 f"Label {label!r} is gated: version {version} has no completed evaluation on "
