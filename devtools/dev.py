@@ -7,6 +7,7 @@ http://127.0.0.1:$PORT (8080), and stops both when the gateway exits.
 
 import logging
 import os
+import secrets
 import signal
 from contextlib import ExitStack
 from pathlib import Path
@@ -52,6 +53,14 @@ def main() -> None:
             logger.warning(
                 "no DEEPSEEK_API_KEY: answers come from the built-in fake DeepSeek at %s",
                 fake.base_url,
+            )
+        if not get_settings().event_signing_keys:
+            # Events queued in this process need no signature; one posted to a queue-triggered
+            # function, or sent through a real queue, does.
+            os.environ["EVENT_SIGNING_KEY"] = secrets.token_urlsafe(32)
+            get_settings.cache_clear()
+            logger.info(
+                "no EVENT_SIGNING_KEY: queue events are signed with a key made for this run"
             )
         gateway = build_gateway()
         for name in function_names():

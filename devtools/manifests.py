@@ -98,6 +98,12 @@ class Function:
     def queue_triggered(self) -> bool:
         return bool(self.consumes)
 
+    @property
+    def all_secrets(self) -> tuple[str, ...]:
+        """Its secrets, and the key that signs queue events when it publishes or consumes any."""
+        signs = self.consumes or self.publishes_to
+        return (*self.secrets, "event-signing-key") if signs else self.secrets
+
 
 def streaming(**changes: Any) -> Function:
     """An ASGI function that streams DeepSeek's answers."""
@@ -223,7 +229,7 @@ def openfaas_stack(functions: Mapping[str, Function]) -> dict[str, Any]:
             "image": f"${{IMAGE:-{IMAGE}:latest}}",
             "skip_build": True,
             "environment": environment,
-            "secrets": list(function.secrets),
+            "secrets": list(function.all_secrets),
             "labels": {
                 **_labels(name),
                 "com.openfaas.scale.min": "1",
@@ -254,7 +260,7 @@ def knative_service(name: str, function: Function) -> dict[str, Any]:
             "name": secret_env[secret],
             "valueFrom": {"secretKeyRef": {"name": SECRETS, "key": secret_env[secret]}},
         }
-        for secret in function.secrets
+        for secret in function.all_secrets
     ]
     metadata: dict[str, Any] = {"name": name, "labels": _labels(name)}
     if function.queue_triggered:
@@ -404,11 +410,14 @@ def knative_files(functions: Mapping[str, Function]) -> dict[str, list[dict[str,
 
 def secret_variables_used(functions: Mapping[str, Function]) -> list[str]:
     secrets = secret_variables()
-    return sorted({secrets[name] for function in functions.values() for name in function.secrets})
+    return sorted(
+        {secrets[name] for function in functions.values() for name in function.all_secrets}
+    )
 
 
 _SECRET_EXAMPLES = {
     "MONGODB_URI": "mongodb://better-assistant:CHANGE-ME@mongo-1,mongo-2,mongo-3/?replicaSet=rs0",
+    "EVENT_SIGNING_KEY": "CHANGE-ME-to-a-long-random-secret",
 }
 
 

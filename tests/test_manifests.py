@@ -347,8 +347,10 @@ def test_every_secret_a_manifest_mounts_is_a_file_the_settings_read(
         )
         if secret is not None:
             value = getattr(settings, name)
-            value = value.get_secret_value() if hasattr(value, "get_secret_value") else value
-            assert value == f"value-of-{secret}", secret
+            # A setting that takes several comma-separated values (rotated keys) reads a list.
+            values = value if isinstance(value, list) else [value]
+            plain = [v.get_secret_value() if hasattr(v, "get_secret_value") else v for v in values]
+            assert plain == [f"value-of-{secret}"], secret
 
 
 def test_every_required_setting_is_set() -> None:
