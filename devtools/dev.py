@@ -7,10 +7,8 @@ http://127.0.0.1:$PORT (8080), and stops both when the gateway exits.
 
 import logging
 import os
-import secrets
 import signal
 from contextlib import ExitStack
-from pathlib import Path
 from types import FrameType
 
 import uvicorn
@@ -18,9 +16,8 @@ import uvicorn
 from devtools.embedded_mongo import EmbeddedMongo
 from devtools.fake_deepseek import FakeDeepSeek
 from devtools.gateway import build_gateway, function_names
+from devtools.sign_event import DATA_DIR, SIGNING_KEY_FILE, local_signing_key
 from shared.settings import get_settings
-
-DATA_DIR = Path(__file__).resolve().parent.parent / ".data"
 
 logger = logging.getLogger("better_assistant.dev")
 
@@ -55,13 +52,11 @@ def main() -> None:
                 fake.base_url,
             )
         if not get_settings().event_signing_keys:
-            # Events queued in this process need no signature; one posted to a queue-triggered
-            # function, or sent through a real queue, does.
-            os.environ["EVENT_SIGNING_KEY"] = secrets.token_urlsafe(32)
+            # Events queued in this process need no signature; one posted by hand to a
+            # queue-triggered function does (`python -m devtools.sign_event` signs it).
+            os.environ["EVENT_SIGNING_KEY"] = local_signing_key()
             get_settings.cache_clear()
-            logger.info(
-                "no EVENT_SIGNING_KEY: queue events are signed with a key made for this run"
-            )
+            logger.info("no EVENT_SIGNING_KEY: queue events are signed with %s", SIGNING_KEY_FILE)
         gateway = build_gateway()
         for name in function_names():
             logger.info("function %-16s http://%s:%d/%s", name, host, port, name)

@@ -11,9 +11,8 @@ from pydantic import SecretStr
 from pymongo.database import Database
 
 from devtools.fake_deepseek import FakeDeepSeek
-from shared.queues.signatures import sign
+from shared.queues.signatures import sign, sign_data
 from shared.settings import get_settings
-from shared.workflows.evaluations.channel import CELLS
 from shared.workflows.evaluations.models import CellEvent
 from shared.workflows.evaluations.repository import EvaluationRepository
 from shared.workflows.sqs_drain import drain
@@ -359,7 +358,7 @@ def openfaas_queue(monkeypatch: pytest.MonkeyPatch):
 
 
 def signed(cell: CellEvent) -> str:
-    return sign(CELLS, cell, get_settings().event_signing_keys)
+    return sign(cell, get_settings().event_signing_keys)
 
 
 def deliver(client: httpx.Client, queue: StubGateway, start: int = 0) -> list[dict]:
@@ -454,8 +453,14 @@ def test_the_worker_takes_cloudevents_and_refuses_malformed_events(
         headers={"content-type": "application/json", "ce-signature": signed(unknown_cell)},
     )
     assert unknown.json()["outcome"] == "unknown"
-    malformed = client.post("/evaluation-worker", json={"cell": "x"})
+    not_a_cell = {"cell": "x"}
+    malformed = client.post(
+        "/evaluation-worker",
+        json=not_a_cell,
+        headers={"ce-signature": sign_data(not_a_cell, get_settings().event_signing_keys)},
+    )
     assert malformed.status_code == 422
+    assert client.post("/evaluation-worker", json=not_a_cell).status_code == 401
 
 
 def test_the_worker_refuses_unsigned_and_forged_cells_and_runs_nothing(
@@ -468,7 +473,7 @@ def test_the_worker_refuses_unsigned_and_forged_cells_and_runs_nothing(
     dataset = create_dataset(client, project, cases=questions("a"))
     run = started(client, prompt_id=prompt["id"], dataset_id=dataset["id"], targets=[{}])
     [(_, sent, body)] = openfaas_queue.requests
-    forged = sign(CELLS, CellEvent.model_validate_json(body), [SecretStr("not-our-key")])
+    forged = sign(CellEvent.model_validate_json(body), [SecretStr("not-our-key")])
     for headers, code in (
         ({}, "unsigned_event"),
         ({"ce-signature": forged}, "invalid_signature"),

@@ -1,6 +1,7 @@
 """Publishing turns to each history queue, over real HTTP on loopback, and never losing one."""
 
 import asyncio
+import json
 import subprocess
 import sys
 import threading
@@ -10,6 +11,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import httpx
 import pytest
+from pydantic import SecretStr
 from pymongo.database import Database
 
 from devtools.embedded_mongo import free_port
@@ -21,7 +23,9 @@ from shared.queues.publishers import (
     publisher_for,
     wait_until_drained,
 )
+from shared.queues.signatures import sign, verify
 from shared.queues.sqs import sqs_client
+from shared.settings import get_settings
 from shared.workflows.history.channel import TURNS
 from shared.workflows.history.models import TurnEvent
 from shared.workflows.history.writer import consume_turn
@@ -258,7 +262,25 @@ def test_when_everything_fails_the_event_is_logged_for_replay(
     )
     [lost] = [r for r in caplog.records if r.levelname == "ERROR"]
     assert "replay" in lost.getMessage()
-    assert TurnEvent.model_validate_json(lost.getMessage().rsplit(": ", 1)[1]) == turn
+    logged = lost.getMessage().rsplit(": ", 1)[1]
+    assert TurnEvent.model_validate_json(logged) == turn
+    # Replayed by hand with the signature the line gives, the event is taken as ours.
+    signature = lost.getMessage().split("ce-signature: ")[1].split(")")[0]
+    verify(json.loads(logged), signature, get_settings().event_signing_keys)
+
+
+def test_without_a_signing_key_the_turn_is_written_here_at_once(
+    turn: TurnEvent,
+    database: Database,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    configure(monkeypatch, EVENT_SIGNING_KEY="")
+    with StubGateway([202]) as gateway:
+        publish(turn, publisher=OpenFaaSPublisher(TURNS, consume_turn, gateway.url))
+    assert gateway.requests == []
+    assert stored_turns(database) == {turn.turn_id: 2}
+    assert not [r for r in caplog.records if "retrying" in r.getMessage()]
 
 
 def test_a_cancelled_caller_does_not_cancel_the_delivery(
@@ -332,6 +354,13 @@ def test_drain_writes_each_turn_then_deletes_it(
     turns = [TurnEvent.model_validate(make_turn(dialog, after_s=i)) for i in (1, 2)]
     publish(*turns)
     sqs.send_message(QueueUrl=url, MessageBody='{"not": "a turn"}')
+    forged = TurnEvent.model_validate(make_turn(dialog, after_s=3))
+    attribute = {"DataType": "String", "StringValue": sign(forged, [SecretStr("not-ours")])}
+    sqs.send_message(
+        QueueUrl=url,
+        MessageBody=forged.model_dump_json(),
+        MessageAttributes={"signature": attribute},
+    )
     assert drain("history", max_messages=10, wait_seconds=0) == 2
     assert stored_turns(database) == {turns[0].turn_id: 2, turns[1].turn_id: 2}
     assert queued(sqs, url) == 0
@@ -355,3 +384,14 @@ def test_drain_leaves_a_turn_on_the_queue_while_the_database_is_down(
 def test_the_sqs_client_follows_the_queue_region(sqs) -> None:
     assert sqs_client("https://sqs.eu-west-1.amazonaws.com/1/turns").meta.region_name == "eu-west-1"
     assert sqs_client(f"{sqs.meta.endpoint_url}/1/turns").meta.region_name == "us-east-1"
+
+
+def test_drain_without_a_signing_key_drains_nothing(
+    sqs, turn: TurnEvent, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url = sqs_queue(sqs, monkeypatch)
+    publish(turn)
+    configure(monkeypatch, EVENT_SIGNING_KEY="")
+    with pytest.raises(RuntimeError, match="EVENT_SIGNING_KEY"):
+        drain("history", max_messages=10, wait_seconds=0)
+    assert queued(sqs, url) == 1

@@ -1,6 +1,7 @@
 """The history-writer function over real HTTP: every delivery shape, idempotent, order-proof."""
 
 import asyncio
+import contextlib
 import json
 import threading
 import uuid
@@ -15,7 +16,7 @@ from pymongo.database import Database
 
 from devtools.embedded_mongo import free_port
 from shared.queues.cloudevents import binary_headers
-from shared.queues.signatures import NoSigningKey, sign
+from shared.queues.signatures import NoSigningKey, sign, sign_data
 from shared.settings import get_settings
 from shared.workflows.history.channel import TURNS
 from shared.workflows.history.models import TurnEvent, TurnWritten
@@ -56,7 +57,7 @@ def make_turn(dialog: dict, after_s: float = 1, **fields: object) -> dict:
 def signature(turn: dict, keys: list[SecretStr] | None = None) -> str:
     """The turn signed as our publishers sign it, or with other `keys`."""
     keys = get_settings().event_signing_keys if keys is None else keys
-    return sign(TURNS, TurnEvent.model_validate(turn), keys)
+    return sign(TurnEvent.model_validate(turn), keys)
 
 
 def post_binary(
@@ -257,6 +258,34 @@ def test_an_unsigned_or_forged_turn_is_refused_with_a_401(
     assert deliver(client, turn, [SecretStr(TEST_SIGNING_KEY)]).json()["written"] is True
 
 
+@pytest.mark.parametrize("bad", ["é" * 64, "f" * 63, "F" * 64, "x"])
+def test_a_signature_that_is_not_one_of_ours_is_a_401_not_a_crash(
+    client: httpx.Client, dialog: dict, bad: str
+) -> None:
+    turn = make_turn(dialog)
+    structured = {"specversion": "1.0", "id": "x", "signature": bad, "data": turn}
+    refused = client.post(
+        WRITER,
+        content=json.dumps(structured),
+        headers={"Content-Type": "application/cloudevents+json"},
+    )
+    assert (refused.status_code, refused.json()["error"]["code"]) == (401, "invalid_signature")
+
+
+def test_a_writer_without_a_signing_key_answers_503_so_the_queue_keeps_the_turn(
+    client: httpx.Client, dialog: dict, database: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    turn = make_turn(dialog)
+    signed = signature(turn)
+    configure(monkeypatch, EVENT_SIGNING_KEY="")
+    response = client.post(WRITER, json=turn, headers={"ce-signature": signed})
+    assert (response.status_code, response.json()["error"]["code"]) == (
+        503,
+        "signing_not_configured",
+    )
+    assert database.messages.count_documents({}) == 0
+
+
 def test_a_deleted_dialog_gets_no_more_messages(
     client: httpx.Client, dialog: dict, database: Database
 ) -> None:
@@ -334,7 +363,12 @@ def test_a_malformed_event_is_refused_with_a_4xx_and_logged(
     content_type: str,
     status: int,
 ) -> None:
-    response = client.post(WRITER, content=content, headers={"Content-Type": content_type})
+    headers = {"Content-Type": content_type}
+    if content_type == "application/json" and content:
+        with contextlib.suppress(ValueError):
+            # Signed, so what is refused is the event itself, not a missing signature.
+            headers["ce-signature"] = sign_data(json.loads(content), [SecretStr(TEST_SIGNING_KEY)])
+    response = client.post(WRITER, content=content, headers=headers)
     assert response.status_code == status
     assert response.json()["error"]["code"]
     assert "refused an event" in caplog.text
@@ -345,8 +379,9 @@ def test_an_invalid_turn_names_the_failing_fields(client: httpx.Client, dialog: 
     turn = make_turn(dialog)
     turn.update(turn_id="has spaces", status="finished")
     del turn["user_at"]
-    # An event that is not a turn at all is refused before its signature is looked at.
-    response = client.post(WRITER, json=turn)
+    response = client.post(
+        WRITER, json=turn, headers={"ce-signature": sign_data(turn, [SecretStr(TEST_SIGNING_KEY)])}
+    )
     assert response.status_code == 422
     failing = {tuple(item["loc"]) for item in response.json()["error"]["details"]}
     assert failing == {("body", "turn_id"), ("body", "status"), ("body", "user_at")}

@@ -21,7 +21,7 @@ from pydantic import BaseModel
 from shared.clients import loop_client
 from shared.queues.channel import Channel, Consumer
 from shared.queues.cloudevents import binary_headers
-from shared.queues.signatures import SIGNATURE_HEADER, sign
+from shared.queues.signatures import SIGNATURE_HEADER, NoSigningKey, sign
 from shared.queues.sqs import send_event
 from shared.settings import get_settings
 
@@ -82,6 +82,8 @@ async def _retrying(operation: Callable[[], Awaitable[object]], what: str) -> No
         try:
             await operation()
             return
+        except NoSigningKey:
+            raise  # the settings will not change between attempts
         except Exception as exc:
             if attempt == settings.history_publish_retries:
                 raise
@@ -100,10 +102,19 @@ async def consume_here(channel: Channel, consume: Consumer, event: BaseModel) ->
         await _retrying(lambda: consume(event), f"{_describe(channel, event)}: handling it here")
     except Exception:
         logger.exception(
-            "%s could not be handled; replay this event: %s",
+            "%s could not be handled; replay this event (POST it with ce-signature: %s): %s",
             _describe(channel, event),
+            _replay_signature(event),
             event.model_dump_json(),
         )
+
+
+def _replay_signature(event: BaseModel) -> str:
+    """What a replayed event is posted with: its signature opens that one event only."""
+    try:
+        return sign(event, get_settings().event_signing_keys)
+    except NoSigningKey:
+        return "none, EVENT_SIGNING_KEY is not set"
 
 
 class Publisher:
@@ -163,7 +174,7 @@ class CloudEventsPublisher(Publisher):
         self.url = url
 
     async def send(self, event: BaseModel) -> None:
-        signature = sign(self.channel, event, get_settings().event_signing_keys)
+        signature = sign(event, get_settings().event_signing_keys)
         await _post(self.url, event, binary_headers(self.channel, event, signature))
 
 
@@ -175,7 +186,7 @@ class OpenFaaSPublisher(Publisher):
         self.url = f"{gateway_url.rstrip('/')}/async-function/{channel.consumer}"
 
     async def send(self, event: BaseModel) -> None:
-        signature = sign(self.channel, event, get_settings().event_signing_keys)
+        signature = sign(event, get_settings().event_signing_keys)
         # OpenFaaS's queue-worker hands the function the headers it was given with the body.
         headers = {"content-type": "application/json", SIGNATURE_HEADER: signature}
         await _post(self.url, event, headers)

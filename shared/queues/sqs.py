@@ -6,17 +6,18 @@ SQS deployments pay for importing it. The drain runs as a CronJob or a KEDA-scal
 `shared.workflows.sqs_drain`, which attaches each channel's consumer.
 """
 
+import json
 import logging
 from functools import partial
 from typing import Any
 from urllib.parse import urlsplit
 
 import anyio
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, SecretStr, ValidationError
 
 from shared.clients import process_client
 from shared.errors import Unauthenticated
-from shared.queues.channel import Channel, Consumer
+from shared.queues.channel import Channel, Consumer, EventT
 from shared.queues.signatures import SIGNATURE_ATTRIBUTE, sign, verify
 from shared.settings import get_settings
 
@@ -65,7 +66,7 @@ def send_event(queue_url: str, channel: Channel, event: BaseModel) -> None:
             "type": {"DataType": "String", "StringValue": channel.event_type},
             SIGNATURE_ATTRIBUTE: {
                 "DataType": "String",
-                "StringValue": sign(channel, event, get_settings().event_signing_keys),
+                "StringValue": sign(event, get_settings().event_signing_keys),
             },
         },
     }
@@ -82,15 +83,19 @@ async def drain_sqs(
     number consumed.
 
     A message is deleted only once its event is consumed. A malformed or unsigned one (or one
-    whose signature is not ours) is logged and deleted.
+    whose signature is not ours) is logged and deleted; without EVENT_SIGNING_KEY nothing is
+    drained.
     When consuming fails (the database is down), the message stays for redelivery and the drain
     stops: the next messages would fail the same way.
     """
     queue_url = channel.queue(get_settings())[1]
     if not queue_url:
         raise RuntimeError(f"{channel.name.upper()}_QUEUE_URL names no SQS queue")
-    client = sqs_client(queue_url)
     keys = get_settings().event_signing_keys
+    if not keys:
+        # Every message would look forged and be deleted: lose none, drain none.
+        raise RuntimeError("EVENT_SIGNING_KEY is not set: queued events cannot be checked")
+    client = sqs_client(queue_url)
     received = consumed = 0
     while received < max_messages:
         request = {
@@ -105,20 +110,8 @@ async def drain_sqs(
             break
         received += len(batch)
         for message in batch:
-            try:
-                event = channel.model.model_validate_json(message["Body"])
-                signature = message.get("MessageAttributes", {}).get(SIGNATURE_ATTRIBUTE, {})
-                verify(channel, event, signature.get("StringValue"), keys)
-            except (ValidationError, Unauthenticated) as exc:
-                logger.error(
-                    "%s: deleting SQS message %s, which is not a signed %s: %s",
-                    channel.name,
-                    message["MessageId"],
-                    channel.noun,
-                    exc.errors(include_url=False, include_input=False)
-                    if isinstance(exc, ValidationError)
-                    else exc.message,
-                )
+            event = _signed_event(channel, message, keys)
+            if event is None:
                 await _delete(client, queue_url, message)
                 continue
             try:
@@ -135,6 +128,35 @@ async def drain_sqs(
             await _delete(client, queue_url, message)
             consumed += 1
     return consumed
+
+
+def _signed_event(
+    channel: Channel[EventT], message: dict[str, Any], keys: list[SecretStr]
+) -> EventT | None:
+    """The message's event, or None (logged) when it is not JSON, not signed by us, or not an
+    event of the channel."""
+    attributes = message.get("MessageAttributes", {})
+    signature = attributes.get(SIGNATURE_ATTRIBUTE, {}).get("StringValue")
+    try:
+        data = json.loads(message["Body"])
+        verify(data, signature, keys)
+        return channel.model.model_validate(data)
+    except ValueError as exc:  # malformed JSON, or a ValidationError
+        reason: object = (
+            exc.errors(include_url=False, include_input=False)
+            if isinstance(exc, ValidationError)
+            else "not JSON"
+        )
+    except Unauthenticated as exc:
+        reason = exc.message
+    logger.error(
+        "%s: deleting SQS message %s, which is not a signed %s: %s",
+        channel.name,
+        message["MessageId"],
+        channel.noun,
+        reason,
+    )
+    return None
 
 
 async def _delete(client: Any, queue_url: str, message: dict[str, Any]) -> None:
