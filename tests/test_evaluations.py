@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 import httpx
 import pytest
+from bson import ObjectId
 from pydantic import SecretStr
 from pymongo.database import Database
 
@@ -410,6 +411,30 @@ def test_cells_go_through_the_queue_bounded_by_concurrency_and_run_once(
     run = finished(client, run["id"])
     assert run["progress"]["passed"] == 5
     assert len(fake_deepseek.chat_requests()) == 5
+
+
+def test_a_redelivered_last_cell_completes_a_run_left_running(
+    client: httpx.Client,
+    project: dict,
+    prompt: dict,
+    openfaas_queue: StubGateway,
+    database: Database,
+) -> None:
+    """The delivery that stored the run's last cell failed before completing the run: its
+    retry, a duplicate, completes it."""
+    dataset = create_dataset(client, project, cases=questions("a"))
+    run = started(client, prompt_id=prompt["id"], dataset_id=dataset["id"], targets=[{}])
+    deliver(client, openfaas_queue)
+    assert finished(client, run["id"])["status"] == "completed"
+    database.evaluations.update_one(
+        {"_id": ObjectId(run["id"])},
+        {"$set": {"status": "running", "finished_at": None}, "$unset": {"target_results": ""}},
+    )
+    [answer] = deliver(client, openfaas_queue)
+    assert answer["outcome"] == "duplicate"
+    completed = database.evaluations.find_one({"_id": ObjectId(run["id"])})
+    assert completed["status"] == "completed"
+    assert completed["target_results"][0]["pass_rate"] == 1.0
 
 
 def test_the_worker_takes_cloudevents_and_refuses_malformed_events(

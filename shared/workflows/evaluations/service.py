@@ -48,8 +48,9 @@ class EvaluationService:
 
     async def start(self, data: EvaluationCreate) -> Evaluation:
         """Store the run and its cells, hand the first cells to the queue, and return at once."""
-        run, first_cells = await anyio.to_thread.run_sync(self._create_and_take_first, data)
-        await hand_out(first_cells)
+        with anyio.CancelScope(shield=True):  # cells taken must reach the queue
+            run, first_cells = await anyio.to_thread.run_sync(self._create_and_take_first, data)
+            await hand_out(first_cells)
         return run
 
     def _create_and_take_first(self, data: EvaluationCreate) -> tuple[Evaluation, list[CellEvent]]:
@@ -148,7 +149,8 @@ class EvaluationService:
     async def resume(self, evaluation_id: str) -> Evaluation:
         """Hand out again cells whose worker vanished, and top the run up to its concurrency
         (after a queue lost deliveries); a healthy run is left as it is."""
-        await hand_out(await anyio.to_thread.run_sync(self._take_to_refill, evaluation_id))
+        with anyio.CancelScope(shield=True):  # cells taken must reach the queue
+            await hand_out(await anyio.to_thread.run_sync(self._take_to_refill, evaluation_id))
         return await anyio.to_thread.run_sync(self.get, evaluation_id)
 
     def _take_to_refill(self, evaluation_id: str) -> list[CellEvent]:

@@ -70,7 +70,8 @@ def retake_expired(evaluations: EvaluationRepository, evaluation_id: str) -> lis
 
 
 async def hand_out(events: list[CellEvent]) -> None:
-    """Hand taken cells to the queue."""
+    """Hand taken cells to the queue. Callers shield taking and handing out together from
+    cancellation: a cell taken but never handed out waits out its whole lease."""
     publisher = publisher_for(CELLS, consume_cell)
     for event in events:
         await publisher.publish(event)
@@ -104,12 +105,13 @@ class EvaluationWorker:
         delivery changes nothing and runs (and bills) nothing.
         """
         # Shielded: a delivery cancelled meanwhile still learns what it claimed, so that it can
-        # give the cell back.
+        # give the cell back, and hands out the cells it took.
         with anyio.CancelScope(shield=True):
             step = await anyio.to_thread.run_sync(self.claim_step, event, uuid.uuid4().hex)
-        settled = await self._run_claimed(event, step) if isinstance(step, ClaimedCell) else step
-        await hand_out(settled.to_hand_out)
-        return settled.outcome
+            if isinstance(step, Settled):
+                await hand_out(step.to_hand_out)
+                return step.outcome
+        return await self._run_claimed(event, step)
 
     def claim_step(self, event: CellEvent, claim: str) -> ClaimedCell | Settled:
         """Take the cell and read its run; settle at once a delivery that has nothing to run (a
@@ -143,24 +145,40 @@ class EvaluationWorker:
         return Settled(_outcome(event, "duplicate"), restarted)
 
     def _restart_if_stalled(self, evaluation_id: str) -> list[CellEvent]:
-        """A redelivered finished cell may be the retry of a delivery that failed to hand out
-        its successor: when the run has nothing in flight, refill it."""
+        """A redelivered finished cell may be the retry of a delivery that failed after storing
+        its result: when the run has nothing in flight, complete it if every cell is finished,
+        else refill it."""
         run = self.evaluations.get(evaluation_id)
         if run is None or run.status not in ("queued", "running"):
             return []
         if self.evaluations.in_flight(run.id):
             return []
+        if run.progress.done + run.progress.cancelled >= run.progress.total:
+            self._complete(run)
+            return []
         return take_pending(self.evaluations, run.id, run.concurrency)
 
-    async def _run_claimed(self, event: CellEvent, claimed: ClaimedCell) -> Settled:
+    async def _run_claimed(self, event: CellEvent, claimed: ClaimedCell) -> CellOutcome:
         try:
             result = await self._run(claimed.run, claimed.cell)
-            return await anyio.to_thread.run_sync(self.finish_step, event, claimed, result)
         except BaseException:
-            # Give the cell back, so the queue's retry runs it instead of waiting out the lease.
-            with anyio.CancelScope(shield=True):
-                await anyio.to_thread.run_sync(self._give_back, claimed.cell, claimed.claim)
+            await self._give_back_shielded(claimed)
             raise
+        # Shielded: the result is stored, and the cells the finish step takes reach the queue,
+        # even when the delivery is cancelled meanwhile.
+        with anyio.CancelScope(shield=True):
+            try:
+                settled = await anyio.to_thread.run_sync(self.finish_step, event, claimed, result)
+            except BaseException:
+                await self._give_back_shielded(claimed)
+                raise
+            await hand_out(settled.to_hand_out)
+        return settled.outcome
+
+    async def _give_back_shielded(self, claimed: ClaimedCell) -> None:
+        """Give the cell back, so the queue's retry runs it instead of waiting out the lease."""
+        with anyio.CancelScope(shield=True):
+            await anyio.to_thread.run_sync(self._give_back, claimed.cell, claimed.claim)
 
     def finish_step(self, event: CellEvent, claimed: ClaimedCell, result: CellRun) -> Settled:
         """Store the cell's result; then complete the run when this was its last cell, or take
