@@ -173,6 +173,43 @@ def test_two_targets_repeated_compare_side_by_side(
     assert len(by_name["fail_to_pass"]) == 2
 
 
+def test_a_page_of_cases_and_a_comparison_read_the_right_cases(
+    client: httpx.Client, project: dict, prompt: dict
+) -> None:
+    worse = new_version(client, prompt, "No idea.")
+    lyon = {"assertions": [{"type": "contains", "value": "Lyon"}]}
+    cases = [*questions("a?"), *questions("b?", **lyon), *questions("c?", "d?")]
+    dataset = create_dataset(client, project, cases=cases)
+    run = started(
+        client,
+        prompt_id=prompt["id"],
+        dataset_id=dataset["id"],
+        targets=[{"version": 1}, {"version": worse}],
+        assertions=[{"type": "contains", "value": "Paris"}],
+    )
+    finished(client, run["id"])
+    case_ids = [case["id"] for case in client.get(f"/datasets/{dataset['id']}").json()["cases"]]
+    # Every case fails on the worse version, so the table keeps case order.
+    for offset in range(4):
+        page = client.get(f"/evaluations/{run['id']}", params={"offset": offset, "limit": 1})
+        [row] = page.json()["results"]
+        assert (row["case_id"], page.json()["results_total"]) == (case_ids[offset], 4)
+        assert [len(column["runs"]) for column in row["targets"]] == [1, 1]
+    comparison = client.get(f"/evaluations/{run['id']}/compare?a=0&b=1").json()
+    assert [change["case_id"] for change in comparison["pass_to_fail"]] == [
+        case_ids[0],
+        case_ids[2],
+        case_ids[3],
+    ]
+    assert comparison["pass_to_fail"][1]["b"]["runs"][0]["output"] == "No idea."
+    assert (comparison["both_failed"], comparison["both_passed"], comparison["undecided"]) == (
+        1,
+        0,
+        0,
+    )
+    assert comparison["fail_to_pass"] == []
+
+
 def test_stability_counts_cases_that_passed_every_repetition(
     client: httpx.Client, project: dict, prompt: dict, monkeypatch: pytest.MonkeyPatch
 ) -> None:

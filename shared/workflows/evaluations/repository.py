@@ -86,6 +86,11 @@ class EvaluationRepository:
             [("evaluation_id", ASCENDING), ("state", ASCENDING), ("seq", ASCENDING)],
             name="state_in_order",
         ),
+        # A page of the per-case table reads only its cases' cells.
+        IndexModel(
+            [("evaluation_id", ASCENDING), ("case_index", ASCENDING), ("seq", ASCENDING)],
+            name="case_in_order",
+        ),
     ]
 
     def __init__(self) -> None:
@@ -168,10 +173,11 @@ class EvaluationRepository:
             for document in documents
         ]
 
-    def cells_of(self, evaluation_id: str) -> list[Cell]:
-        """Every cell of a run, in dispatch order (so each case's repetitions in order)."""
-        documents = self.cells.find({"evaluation_id": to_object_id(evaluation_id)})
-        return [_cell(document) for document in documents.sort("seq", ASCENDING)]
+    def cells_of(self, evaluation_id: str, case_indexes: list[int]) -> list[Cell]:
+        """The cells of a run's given cases, in dispatch order (so each case's repetitions in
+        order)."""
+        query = {"evaluation_id": to_object_id(evaluation_id), "case_index": {"$in": case_indexes}}
+        return [_cell(document) for document in self.cells.find(query).sort("seq", ASCENDING)]
 
     def figures_of(self, evaluation_id: str) -> list[CellFigures]:
         """What the summary reads of every cell of a run, without reading their cases and

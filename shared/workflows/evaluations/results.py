@@ -115,7 +115,7 @@ def summarize(run: Evaluation, cells: Sequence[CellFigures]) -> list[TargetSumma
     return summaries
 
 
-def _all_passed(runs: list[CellResult]) -> bool | None:
+def all_passed(runs: Sequence[CellFigures | CellResult]) -> bool | None:
     """True when every repetition passed, False when one failed, None otherwise."""
     if any(run.passed is False for run in runs):
         return False
@@ -124,21 +124,27 @@ def _all_passed(runs: list[CellResult]) -> bool | None:
     return None
 
 
-def case_table(
-    run: Evaluation, cells: list[Cell], offset: int = 0, limit: int | None = None
-) -> tuple[list[CaseResult], int]:
-    """Rows `offset` to `offset + limit` of the per-case table (`cells` in dispatch order, as
-    `cells_of` returns them), and how many rows it has: one row per case, the targets side by
-    side, rows with a failure or error first. Only the rows returned are built, so a page of a
-    large run costs a page."""
-    ordered = sorted(_by_case(cells).items(), key=lambda item: (not _failing(item[1]), item[0]))
-    page = ordered[offset : None if limit is None else offset + limit]
-    return [_case_row(run, own) for _, own in page], len(ordered)
+def case_order(figures: Iterable[CellFigures]) -> list[int]:
+    """The rows of the per-case table, as case indexes: cases with a finished repetition that
+    did not pass (on any target) first, then in case order."""
+    by_case = _by_case(figures)
+    return sorted(by_case, key=lambda index: (not _failing(by_case[index]), index))
 
 
-def _failing(cells: list[Cell]) -> bool:
-    """A finished repetition that did not pass, on any target."""
+def _failing(cells: list[CellFigures]) -> bool:
     return any(cell.state == "done" and cell.passed is not True for cell in cells)
+
+
+def verdicts(figures: Iterable[CellFigures], target: int) -> dict[int, bool | None]:
+    """Per case, whether every repetition on the target passed (see `all_passed`)."""
+    by_case = _by_case(figure for figure in figures if figure.target == target)
+    return {index: all_passed(own) for index, own in sorted(by_case.items())}
+
+
+def case_rows(run: Evaluation, cells: Iterable[Cell]) -> dict[int, CaseResult]:
+    """The rows of the per-case table that `cells` (in dispatch order, as `cells_of` reads
+    them) make, by case index: the targets side by side."""
+    return {index: _case_row(run, own) for index, own in _by_case(cells).items()}
 
 
 def _case_row(run: Evaluation, own: list[Cell]) -> CaseResult:
@@ -147,7 +153,7 @@ def _case_row(run: Evaluation, own: list[Cell]) -> CaseResult:
     for target in run.targets:
         # In repetition order: cells come in dispatch order, repetition by repetition.
         runs = [cell_result(cell) for cell in own if cell.target == target.index]
-        columns.append(CaseTargetResult(target=target.index, passed=_all_passed(runs), runs=runs))
+        columns.append(CaseTargetResult(target=target.index, passed=all_passed(runs), runs=runs))
     return CaseResult(
         case_id=case.id,
         input=case.input,

@@ -1,5 +1,6 @@
 """Evaluation runs: start one (202 at once), follow its progress, cancel it, compare targets."""
 
+from collections import defaultdict
 from typing import Any
 
 import anyio
@@ -15,6 +16,7 @@ from shared.settings import get_settings
 from shared.workflows.evaluations.models import (
     MAX_CELLS,
     CaseComparison,
+    CaseResult,
     CellDraft,
     CellEvent,
     CompareParams,
@@ -29,7 +31,7 @@ from shared.workflows.evaluations.models import (
     TargetCreate,
 )
 from shared.workflows.evaluations.repository import EvaluationRepository
-from shared.workflows.evaluations.results import case_table, summarize
+from shared.workflows.evaluations.results import case_order, case_rows, summarize, verdicts
 from shared.workflows.evaluations.worker import hand_out, retake_expired, take_pending
 
 
@@ -126,10 +128,17 @@ class EvaluationService:
     def detail(self, evaluation_id: str, params: ResultPageParams) -> EvaluationDetail:
         """The run with its summary per target and a page of the per-case table."""
         run = self.get(evaluation_id)
-        cells = self.evaluations.cells_of(run.id)
-        results, total = case_table(run, cells, params.offset, params.limit)
+        # Every cell's figures give the summary and the table's order; only the page's cells
+        # are read whole (case and output).
+        figures = self.evaluations.figures_of(run.id)
+        order = case_order(figures)
+        page = order[params.offset : params.offset + params.limit]
+        rows = case_rows(run, self.evaluations.cells_of(run.id, page)) if page else {}
         return EvaluationDetail(
-            **run.model_dump(), summary=summarize(run, cells), results=results, results_total=total
+            **run.model_dump(),
+            summary=summarize(run, figures),
+            results=[rows[index] for index in page],
+            results_total=len(order),
         )
 
     def search(self, params: EvaluationListParams) -> Page[Evaluation]:
@@ -171,40 +180,37 @@ class EvaluationService:
         """Cases that pass on one target and fail on the other, with both sides' outputs."""
         run = self.get(evaluation_id)
         a, b = _target(run, params.a, "a"), _target(run, params.b, "b")
+        figures = self.evaluations.figures_of(run.id)
+        verdicts_a, verdicts_b = verdicts(figures, a.index), verdicts(figures, b.index)
+        buckets: dict[tuple[bool | None, bool | None], list[int]] = defaultdict(list)
+        for index, passed_a in verdicts_a.items():
+            buckets[passed_a, verdicts_b.get(index)].append(index)
+        turned = {"pass_to_fail": buckets[True, False], "fail_to_pass": buckets[False, True]}
+        # Only the cases that turned are read whole, for both sides' outputs.
+        changed = [index for indexes in turned.values() for index in indexes]
+        rows = case_rows(run, self.evaluations.cells_of(run.id, changed)) if changed else {}
         comparison: dict[str, Any] = {
-            "pass_to_fail": [],
-            "fail_to_pass": [],
-            "both_passed": 0,
-            "both_failed": 0,
-            "undecided": 0,
+            bucket: [_comparison(rows[index], a, b) for index in indexes]
+            for bucket, indexes in turned.items()
         }
-        for row in case_table(run, self.evaluations.cells_of(run.id))[0]:
-            side_a, side_b = row.targets[a.index], row.targets[b.index]
-            match (side_a.passed, side_b.passed):
-                case (True, False):
-                    bucket = "pass_to_fail"
-                case (False, True):
-                    bucket = "fail_to_pass"
-                case (True, True):
-                    comparison["both_passed"] += 1
-                    continue
-                case (False, False):
-                    comparison["both_failed"] += 1
-                    continue
-                case _:
-                    comparison["undecided"] += 1
-                    continue
-            comparison[bucket].append(
-                CaseComparison(
-                    case_id=row.case_id,
-                    input=row.input,
-                    variables=row.variables,
-                    expected=row.expected,
-                    a=side_a,
-                    b=side_b,
-                )
-            )
+        decided = len(buckets[True, True]) + len(buckets[False, False]) + len(changed)
+        comparison.update(
+            both_passed=len(buckets[True, True]),
+            both_failed=len(buckets[False, False]),
+            undecided=len(verdicts_a) - decided,
+        )
         return EvaluationComparison(evaluation_id=run.id, a=a, b=b, **comparison)
+
+
+def _comparison(row: CaseResult, a: Target, b: Target) -> CaseComparison:
+    return CaseComparison(
+        case_id=row.case_id,
+        input=row.input,
+        variables=row.variables,
+        expected=row.expected,
+        a=row.targets[a.index],
+        b=row.targets[b.index],
+    )
 
 
 def _target(run: Evaluation, wanted: str, parameter: str) -> Target:
