@@ -152,8 +152,8 @@ class Gateway:
             if message["type"] == "lifespan.startup":
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
-                # One process serves every function here: close the DeepSeek connections the
-                # streaming functions opened on this loop, as their own processes would on exit.
+                # One process serves every function here: close the clients (DeepSeek, queues)
+                # the functions opened on this loop, as their own processes would on exit.
                 await close_clients()
                 await send({"type": "lifespan.shutdown.complete"})
                 return

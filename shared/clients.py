@@ -4,7 +4,9 @@ Never at import: scale-to-zero makes every import a user-visible cold start. A c
 kind and configuration, so changed settings (tests, a rotated secret) get a new one. Synchronous
 clients (pymongo, boto3) are safe to share between threads and live as long as the process;
 asynchronous ones (the DeepSeek SDK, httpx) hold connections bound to one event loop and live
-with it. `close_clients` is the one place that closes them.
+with it: `close_clients` is the one place that closes them, when the loop's server shuts down or
+the loop ends. A synchronous client lives as long as its process: pools of other configurations
+(a test's database, a rotated secret) stay open, idle, until then.
 """
 
 import asyncio
@@ -21,8 +23,9 @@ _process_clients: dict[tuple[str, Hashable], Any] = {}
 _process_lock = threading.Lock()
 # By loop object, not its id: a closed loop's id can be reused by the next one.
 _loop_clients: weakref.WeakKeyDictionary[
-    asyncio.AbstractEventLoop, dict[str, tuple[Hashable, Any]]
+    asyncio.AbstractEventLoop, dict[str, tuple[object, Any]]
 ] = weakref.WeakKeyDictionary()
+# Tasks closing replaced clients, referenced until they end so none is collected midway.
 _closing: set[asyncio.Task[None]] = set()
 
 
@@ -38,9 +41,10 @@ def process_client(kind: str, config: Hashable, build: Callable[[], ClientT]) ->
     return client
 
 
-def loop_client(kind: str, config: Hashable, build: Callable[[], ClientT]) -> ClientT:
-    """The running event loop's client of `kind`, built by `build` on first use. A client of
-    the same kind left behind by another `config` is closed rather than leaked."""
+def loop_client(kind: str, config: object, build: Callable[[], ClientT]) -> ClientT:
+    """The running event loop's client of `kind`, built by `build` on first use and kept while
+    `config` compares equal. A client of the same kind left behind by another `config` is closed
+    rather than leaked."""
     loop = asyncio.get_running_loop()
     clients = _loop_clients.setdefault(loop, {})
     kept = clients.get(kind)

@@ -66,7 +66,8 @@ class DatasetService:
         return dataset
 
     def delete(self, dataset_id: str) -> None:
-        """Delete a dataset and its cases."""
+        """Delete a dataset and its cases; the release gates that may rely on it belong to
+        another domain, which `shared.workflows.deletion.delete_dataset` checks first."""
         if not self.datasets.delete(dataset_id):
             raise not_found("dataset", dataset_id)
 

@@ -99,6 +99,21 @@ class ExecutionOutcome(Model):
     latency_ms: float | None
     ttft_ms: float | None
 
+    @classmethod
+    def not_yet(cls) -> "ExecutionOutcome":
+        """A run's outcome before anything came back."""
+        return cls(
+            status="running",
+            error=None,
+            output="",
+            reasoning=None,
+            finish_reason=None,
+            usage=None,
+            cost=None,
+            latency_ms=None,
+            ttft_ms=None,
+        )
+
 
 # The draft's and the outcome's fields again rather than inherited: inheriting would reorder
 # the fields the API shows.

@@ -59,15 +59,7 @@ class ExecutionRepository:
             "project_id": to_object_id(draft.project_id),
             "prompt_id": to_object_id(draft.prompt_id),
             # Nothing received yet: `finish` writes the outcome over these.
-            "output": "",
-            "reasoning": None,
-            "finish_reason": None,
-            "usage": None,
-            "cost": None,
-            "latency_ms": None,
-            "ttft_ms": None,
-            "status": "running",
-            "error": None,
+            **ExecutionOutcome.not_yet().model_dump(),
             "finished_at": None,
             "created_at": utc_now(),
         }

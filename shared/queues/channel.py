@@ -23,8 +23,9 @@ class Channel(Generic[EventT]):
 
     # Names the settings that choose the queue: `<name>_queue` and `<name>_queue_url`.
     name: str
-    # The consuming function: OpenFaaS's `/async-function/<consumer>`, a Trigger's subscriber.
-    consumer: str
+    # The name of the function it is addressed to: OpenFaaS's `/async-function/<function>`, a
+    # Trigger's subscriber.
+    function: str
     event_type: str
     source: str
     # What one event is, for log lines and error messages ("turn", "cell").

@@ -183,7 +183,7 @@ class OpenFaaSPublisher(Publisher):
 
     def __init__(self, channel: Channel, consume: Consumer, gateway_url: str) -> None:
         super().__init__(channel, consume)
-        self.url = f"{gateway_url.rstrip('/')}/async-function/{channel.consumer}"
+        self.url = f"{gateway_url.rstrip('/')}/async-function/{channel.function}"
 
     async def send(self, event: BaseModel) -> None:
         signature = sign(event, get_settings().event_signing_keys)

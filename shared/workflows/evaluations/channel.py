@@ -14,7 +14,7 @@ def _evaluation_id(event: CellEvent) -> str:
 
 CELLS: Channel[CellEvent] = Channel(
     name="evaluation",
-    consumer="evaluation-worker",
+    function="evaluation-worker",
     event_type="com.better-assistant.evaluation.cell",
     source="/evaluations",
     noun="cell",

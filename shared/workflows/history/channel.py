@@ -14,7 +14,7 @@ def _dialog_id(turn: TurnEvent) -> str:
 
 TURNS: Channel[TurnEvent] = Channel(
     name="history",
-    consumer="history-writer",
+    function="history-writer",
     event_type="com.better-assistant.turn.completed",
     source="/chat",
     noun="turn",
