@@ -7,15 +7,18 @@ turn, and each round visits every function before the next: a busy moment on thi
 lands on both halves of a pair, so the gap is the median of the paired differences and its spread
 their interquartile range. CPU time of the started processes (steadier than wall time when other
 work shares the cores) is printed next to it, then each function module's import time in a fresh
-interpreter (wall and CPU, median of 3), the CPU it then takes to build every model its routes
+interpreter (wall and CPU, median of 5), the CPU it then takes to build every model its routes
 declare (`models`: the most its first requests together pay for models deferred at import) and
-whether it imports `openai`.
+whether it imports `openai`; `ours ms` is the part of the import spent in our own `shared`
+modules (the self time `-X importtime` gives them, summed; `mods` counts them), the figure least
+disturbed by other work on the machine. `--imports-only` prints only the import columns.
 
 Modules load from bytecode compiled beforehand, as in the image (its build compiles everything):
 an untimed warm-up start of each function and floor writes that bytecode to a scratch cache.
 `--from-source` compiles every module at each start instead (a checkout with
 PYTHONDONTWRITEBYTECODE and no cache).
-Run: `uv run --frozen python -m bench.cold_start [--runs 9] [--from-source] [function ...]`.
+Run: `uv run --frozen python -m bench.cold_start [--runs 9] [--from-source] [--imports-only]
+[function ...]`.
 """
 
 import argparse
@@ -37,6 +40,8 @@ from devtools.gateway import FUNCTIONS_DIR, TARGET, function_names
 
 # The most the function may add to its floor (issue #3).
 TARGET_GAP_S = 0.3
+# Fresh interpreters that import each function for the import columns (their median).
+IMPORT_PROBES = 5
 
 # Loads a module as functions-framework does, then reports the third-party modules it loaded, in
 # load order. Only modules importable by their own name count: extension modules register
@@ -105,11 +110,13 @@ class Probed:
     modules: list[str]
     asgi: bool
     first_use_cpu_s: float  # building every model the routes declare, after the import
+    own_import_s: float  # the self time of our own modules in the import
+    own_modules: int
 
 
 def probe(source: Path, env: dict[str, str]) -> Probed:
     result = subprocess.run(
-        [sys.executable, "-c", _PROBE, str(source)],
+        [sys.executable, "-X", "importtime", "-c", _PROBE, str(source)],
         capture_output=True,
         text=True,
         env=env,
@@ -117,7 +124,13 @@ def probe(source: Path, env: dict[str, str]) -> Probed:
     )
     if result.returncode != 0:
         raise RuntimeError(f"importing {source} failed:\n{result.stderr}")
-    return Probed(**json.loads(result.stdout))
+    # `import time: <self us> | <cumulative us> | <indented module name>`
+    own = [
+        int(fields[0].split(":")[1])
+        for fields in (line.split("|") for line in result.stderr.splitlines())
+        if len(fields) == 3 and fields[2].strip().split(".")[0] == "shared"
+    ]
+    return Probed(**json.loads(result.stdout), own_import_s=sum(own) / 1e6, own_modules=len(own))
 
 
 def floor_source(directory: Path, name: str, modules: list[str], asgi: bool) -> Path:
@@ -205,16 +218,29 @@ class Subject:
             f"{f'{low:+.3f}..{high:+.3f}':>15} "
             f"{self.median(0, cpu=True):>6.2f} {self.median(1, cpu=True):>6.2f} "
             f"{statistics.median(self.gaps(cpu=True)):>+6.2f} {self.probed.import_s:>8.3f} "
-            f"{self.probed.import_cpu_s:>5.2f} {self.probed.first_use_cpu_s:>7.3f}  "
+            f"{self.probed.import_cpu_s:>5.2f} {self.probed.first_use_cpu_s:>7.3f} "
+            f"{self.probed.own_import_s * 1000:>7.1f} {self.probed.own_modules:>4}  "
             f"{'yes' if 'openai' in self.probed.modules else 'no':<6} "
             f"{'met' if gap <= TARGET_GAP_S else 'MISSED'}"
+        )
+
+    def import_row(self) -> str:
+        return (
+            f"{self.name:<18} {'asgi' if self.probed.asgi else 'flask':<6} "
+            f"{self.probed.import_s:>8.3f} {self.probed.import_cpu_s:>5.2f} "
+            f"{self.probed.first_use_cpu_s:>7.3f} {self.probed.own_import_s * 1000:>7.1f} "
+            f"{self.probed.own_modules:>4}"
         )
 
 
 HEADER = (
     f"{'function':<18} {'kind':<6} {'start s':>7} {'floor s':>7} {'gap s':>7} "
     f"{'gap p25..p75':>15} {'cpu s':>6} {'floor':>6} {'gap':>6} {'import s':>8} {'cpu':>5} "
-    f"{'models':>7}  {'openai':<6} target"
+    f"{'models':>7} {'ours ms':>7} {'mods':>4}  {'openai':<6} target"
+)
+IMPORT_HEADER = (
+    f"{'function':<18} {'kind':<6} {'import s':>8} {'cpu':>5} {'models':>7} {'ours ms':>7} "
+    f"{'mods':>4}"
 )
 
 
@@ -227,10 +253,11 @@ def prepare(scratch: Path, name: str, env: dict[str, str], warm_env: dict[str, s
     floor = floor_source(scratch, name, first.modules, first.asgi)
     time_to_first_response(source, warm_env)
     time_to_first_response(floor, warm_env)
-    timed = [probe(source, env) for _ in range(3)]
+    timed = [probe(source, env) for _ in range(IMPORT_PROBES)]
     import_s = statistics.median(run.import_s for run in timed)
     import_cpu_s = statistics.median(run.import_cpu_s for run in timed)
     first_use_cpu_s = statistics.median(run.first_use_cpu_s for run in timed)
+    own_import_s = statistics.median(run.own_import_s for run in timed)
     missing = set(first.modules) - set(probe(floor, env).modules)
     if missing:
         raise RuntimeError(f"the floor of {name} does not load {sorted(missing)}")
@@ -238,7 +265,15 @@ def prepare(scratch: Path, name: str, env: dict[str, str], warm_env: dict[str, s
         name,
         source,
         floor,
-        Probed(import_s, import_cpu_s, first.modules, first.asgi, first_use_cpu_s),
+        Probed(
+            import_s,
+            import_cpu_s,
+            first.modules,
+            first.asgi,
+            first_use_cpu_s,
+            own_import_s,
+            first.own_modules,
+        ),
         [],
     )
 
@@ -249,6 +284,9 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=9, help="function/floor pairs per function")
     parser.add_argument(
         "--from-source", action="store_true", help="compile every module at each start"
+    )
+    parser.add_argument(
+        "--imports-only", action="store_true", help="only the import columns, no timed starts"
     )
     arguments = parser.parse_args()
     if (os.cpu_count() or 1) >= 2:
@@ -270,6 +308,12 @@ def main() -> None:
             }
         names = arguments.functions or function_names()
         subjects = [prepare(scratch, name, env, warm_env) for name in names]
+        if arguments.imports_only:
+            print(f"imports, median of {IMPORT_PROBES} fresh interpreters each")
+            print(IMPORT_HEADER)
+            for subject in subjects:
+                print(subject.import_row())
+            return
         load_before = os.getloadavg()[0]
         for round_index in range(arguments.runs):
             for subject in subjects:

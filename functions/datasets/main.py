@@ -17,7 +17,7 @@ from shared.http.messages import Request
 from shared.http.routing import Router
 from shared.pagination import Page
 from shared.projects.service import ProjectService
-from shared.workflows import deletion
+from shared.workflows.deletion.datasets import delete_unless_gated
 
 router = Router("datasets")
 
@@ -53,7 +53,7 @@ def update_dataset(dataset_id: str, body: DatasetUpdate) -> Dataset:
 @router.delete("/{dataset_id}")
 def delete_dataset(dataset_id: str) -> None:
     """Delete a dataset and its cases."""
-    deletion.delete_dataset(dataset_id)
+    delete_unless_gated(dataset_id)
 
 
 @router.post("/{dataset_id}/cases", status=201)

@@ -11,7 +11,7 @@ from shared.projects.models import (
     ProjectUpdate,
 )
 from shared.projects.service import ProjectService
-from shared.workflows import deletion
+from shared.workflows.deletion.projects import delete_with_contents
 
 router = Router("projects")
 
@@ -43,7 +43,7 @@ def update_project(project_id: str, body: ProjectUpdate) -> Project:
 @router.delete("/{project_id}")
 def delete_project(project_id: str, query: ProjectDeleteParams) -> None:
     """Delete a project; `cascade=true` also deletes its prompts."""
-    deletion.delete_project(project_id, query)
+    delete_with_contents(project_id, query)
 
 
 handle = flask_function(router)

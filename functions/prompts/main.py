@@ -21,7 +21,7 @@ from shared.prompts.models import (
     VersionSelector,
 )
 from shared.prompts.service import PromptService
-from shared.workflows import deletion
+from shared.workflows.deletion.prompts import delete_with_gates_and_runs
 from shared.workflows.gates.models import Gate, GateList, GateSet
 from shared.workflows.gates.service import GateService
 
@@ -63,7 +63,7 @@ def update_prompt(prompt_id: str, body: PromptUpdate) -> PromptUpdated:
 @router.delete("/{prompt_id}")
 def delete_prompt(prompt_id: str) -> None:
     """Delete a prompt with its versions, release gates and evaluation runs."""
-    deletion.delete_prompt(prompt_id)
+    delete_with_gates_and_runs(prompt_id)
 
 
 @router.get("/{prompt_id}/versions")

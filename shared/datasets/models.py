@@ -8,7 +8,7 @@ from bson.errors import InvalidDocument
 from pydantic import Field, model_validator
 
 from shared.assertions.models import AssertionSpec
-from shared.executions.models import History, HistoryTurn, UserInput, WithVariables
+from shared.executions.inputs import History, HistoryTurn, UserInput, WithVariables
 from shared.models import Description, InputModel, Model, Name
 from shared.pagination import PageParams
 from shared.prompts.models import Tag

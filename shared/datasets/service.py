@@ -67,7 +67,7 @@ class DatasetService:
 
     def delete(self, dataset_id: str) -> None:
         """Delete a dataset and its cases; the release gates that may rely on it belong to
-        another domain, which `shared.workflows.deletion.delete_dataset` checks first."""
+        another domain, which `shared.workflows.deletion.datasets` checks first."""
         if not self.datasets.delete(dataset_id):
             raise not_found("dataset", dataset_id)
 

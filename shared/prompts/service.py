@@ -200,7 +200,7 @@ class PromptService:
 
     def delete(self, prompt_id: str) -> None:
         """Delete a prompt with its versions; its gates and evaluation runs belong to other
-        domains, which `shared.workflows.deletion.delete_prompt` deletes with it."""
+        domains, which `shared.workflows.deletion.prompts` deletes with it."""
         if not self.prompts.delete(prompt_id):
             raise not_found("prompt", prompt_id)
 

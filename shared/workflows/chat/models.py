@@ -6,7 +6,7 @@ from pydantic import StringConstraints, model_validator
 
 from shared.deepseek.events import answer_stream_events
 from shared.deepseek.models import ModelConfig
-from shared.executions.models import WithVariables
+from shared.executions.inputs import WithVariables
 from shared.models import Model, Name
 from shared.prompts.models import LabelName, VersionNumber
 

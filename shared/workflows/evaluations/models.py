@@ -9,7 +9,8 @@ from pydantic import Field
 from shared.assertions.models import AssertionOutcome, AssertionResult, AssertionSpec
 from shared.datasets.models import Assertions, Case, Tags
 from shared.deepseek.models import ModelConfig, Usage
-from shared.executions.models import ExecutionError, HistoryTurn
+from shared.executions.inputs import HistoryTurn
+from shared.executions.models import ExecutionError
 from shared.models import InputModel, Model, Name
 from shared.pagination import PageParams
 from shared.prompts.models import VersionChoice
@@ -94,24 +95,6 @@ class EvaluationDraft(Model):
     repeat: int
     concurrency: int
     case_count: int
-
-
-class TargetResult(Model):
-    """What a completed run keeps of one target for release gates."""
-
-    target: int
-    version: int
-    config_overridden: bool
-    pass_rate: float | None
-
-
-class CompletedRun(Model):
-    """A completed run, as far as release gates read it."""
-
-    id: str
-    case_tags: list[str]
-    created_at: datetime
-    target_results: list[TargetResult]
 
 
 class CellDraft(Model):

@@ -6,27 +6,25 @@ two deliveries of the same cell never both run it, and a run's counters move onc
 
 import json
 from datetime import datetime, timedelta
-from typing import Any, ClassVar
+from typing import Any
 
 from bson import ObjectId
-from pymongo import ASCENDING, DESCENDING, IndexModel, ReturnDocument
-from pymongo.collection import Collection
+from pymongo import ASCENDING, ReturnDocument
 
 from shared.assertions.models import AssertionOutcome
-from shared.db import indexed_collection, to_object_id, utc_now
+from shared.db import to_object_id, utc_now
 from shared.pagination import find_page
 from shared.workflows.evaluations.models import (
     Cell,
     CellDraft,
     CellFigures,
     CellRun,
-    CompletedRun,
     Evaluation,
     EvaluationDraft,
     EvaluationListParams,
     Progress,
-    TargetResult,
 )
+from shared.workflows.evaluations.outcomes import RunOutcomeRepository, TargetResult
 
 _COUNTERS = ("done", "passed", "failed", "errors", "cancelled")
 IN_FLIGHT = ("dispatched", "running")
@@ -71,31 +69,8 @@ def _figures_projection() -> dict[str, int]:
     return {"_id": 0, **dict.fromkeys([*fields, *assertion_fields], 1)}
 
 
-class EvaluationRepository:
-    RUN_INDEXES: ClassVar[list[IndexModel]] = [
-        IndexModel(
-            [("prompt_id", ASCENDING), ("created_at", DESCENDING), ("_id", DESCENDING)],
-            name="prompt_newest_first",
-        ),
-        IndexModel([("created_at", DESCENDING), ("_id", DESCENDING)], name="newest_first"),
-        IndexModel([("project_id", ASCENDING)], name="project"),
-    ]
-    CELL_INDEXES: ClassVar[list[IndexModel]] = [
-        IndexModel([("evaluation_id", ASCENDING), ("seq", ASCENDING)], unique=True, name="order"),
-        IndexModel(
-            [("evaluation_id", ASCENDING), ("state", ASCENDING), ("seq", ASCENDING)],
-            name="state_in_order",
-        ),
-        # A page of the per-case table reads only its cases' cells.
-        IndexModel(
-            [("evaluation_id", ASCENDING), ("case_index", ASCENDING), ("seq", ASCENDING)],
-            name="case_in_order",
-        ),
-    ]
-
-    def __init__(self) -> None:
-        self.runs: Collection = indexed_collection("evaluations", self.RUN_INDEXES)
-        self.cells: Collection = indexed_collection("evaluation_cells", self.CELL_INDEXES)
+class EvaluationRepository(RunOutcomeRepository):
+    """Runs and cells as the evaluation workflow reads and moves them."""
 
     def create(self, run: EvaluationDraft, cells: list[CellDraft]) -> Evaluation:
         """Store a queued run and its pending cells (cells first: a visible run is complete)."""
@@ -148,30 +123,6 @@ class EvaluationRepository:
             query["status"] = params.status
         documents, next_cursor, total = find_page(self.runs, query, params)
         return [_evaluation(document) for document in documents], next_cursor, total
-
-    def completed_on(self, prompt_id: str, dataset_id: str, limit: int) -> list[CompletedRun]:
-        """The newest completed runs of a prompt on a dataset, with their per-target results."""
-        documents = (
-            self.runs.find(
-                {
-                    "prompt_id": to_object_id(prompt_id),
-                    "dataset_id": to_object_id(dataset_id),
-                    "status": "completed",
-                },
-                {"target_results": 1, "case_tags": 1, "created_at": 1},
-            )
-            .sort([("created_at", DESCENDING), ("_id", DESCENDING)])
-            .limit(limit)
-        )
-        return [
-            CompletedRun(
-                id=str(document["_id"]),
-                case_tags=document["case_tags"],
-                created_at=document["created_at"],
-                target_results=document.get("target_results", []),
-            )
-            for document in documents
-        ]
 
     def cells_of(self, evaluation_id: str, case_indexes: list[int]) -> list[Cell]:
         """The cells of a run's given cases, in dispatch order (so each case's repetitions in
@@ -336,19 +287,6 @@ class EvaluationRepository:
             {"$set": {"state": "cancelled", "finished_at": utc_now()}},
         ).modified_count
         return self._count(evaluation_id, {"cancelled": cancelled})
-
-    def delete_for_prompt(self, prompt_id: str) -> None:
-        """Delete a prompt's runs with their cells."""
-        self._delete({"prompt_id": to_object_id(prompt_id)})
-
-    def delete_project_evaluations(self, project_id: str) -> None:
-        self._delete({"project_id": to_object_id(project_id)})
-
-    def _delete(self, query: dict[str, Any]) -> None:
-        run_ids = [document["_id"] for document in self.runs.find(query, {"_id": 1})]
-        if run_ids:
-            self.runs.delete_many({"_id": {"$in": run_ids}})
-            self.cells.delete_many({"evaluation_id": {"$in": run_ids}})
 
 
 def _lease(seconds: float) -> datetime:

@@ -15,9 +15,9 @@ from shared.workflows.evaluations.models import (
     CellResult,
     Evaluation,
     Target,
-    TargetResult,
     TargetSummary,
 )
+from shared.workflows.evaluations.outcomes import TargetResult
 
 CellT = TypeVar("CellT", bound=CellFigures)
 

@@ -7,7 +7,7 @@ from shared.errors import Conflict, not_found
 from shared.projects.service import ProjectService
 from shared.prompts.models import Prompt, PromptRecord
 from shared.prompts.service import PromptService, checked_label, settable_label
-from shared.workflows.evaluations.repository import EvaluationRepository
+from shared.workflows.evaluations.outcomes import RunOutcomeRepository
 from shared.workflows.gates.models import Gate, GateList, GateSet
 from shared.workflows.gates.repository import GateRepository
 
@@ -28,8 +28,8 @@ class GateService:
         return DatasetRepository()
 
     @cached_property
-    def evaluations(self) -> EvaluationRepository:
-        return EvaluationRepository()
+    def evaluations(self) -> RunOutcomeRepository:
+        return RunOutcomeRepository()
 
     def move_label(self, prompt_id: str, label: str, version: int) -> Prompt:
         """Point a label at a version; a gated label moves only to a version with a passing
