@@ -51,6 +51,10 @@ def main() -> None:
                 "no DEEPSEEK_API_KEY: answers come from the built-in fake DeepSeek at %s",
                 fake.base_url,
             )
+        if "cors_origins" not in get_settings().model_fields_set:
+            # Any local page (a frontend's dev server on its own port) may call `make dev`.
+            os.environ["CORS_ORIGINS"] = "*"
+            get_settings.cache_clear()
         if not get_settings().event_signing_keys:
             # Events queued in this process need no signature; one posted by hand to a
             # queue-triggered function does (`python -m devtools.sign_event` signs it).

@@ -61,7 +61,8 @@ SETTINGS: dict[str, str] = {
     "MONGODB_DB": "better_assistant",
     "MONGODB_TIMEOUT_MS": "3000",
     "LOG_LEVEL": "INFO",
-    "CORS_ORIGINS": "*",
+    # The frontend's origin: set it here and run `make manifests` (never `*` when deployed).
+    "CORS_ORIGINS": "https://app.example.com",
 }
 
 # Read by functions-framework's CLI and its gunicorn configuration rather than by our settings.

@@ -49,8 +49,10 @@ class Settings(BaseSettings):
     mongodb_timeout_ms: int = Field(
         3000, ge=100, le=60000, validation_alias=_setting("MONGODB_TIMEOUT_MS")
     )
+    # The frontend's origins; none by default, so no browser page may call a deployment until
+    # its origins are named (`make dev` allows any).
     cors_origins: Annotated[list[str], NoDecode] = Field(
-        default_factory=lambda: ["*"], validation_alias=_setting("CORS_ORIGINS")
+        default_factory=list, validation_alias=_setting("CORS_ORIGINS")
     )
     max_body_bytes: int = Field(1_048_576, ge=1024, validation_alias=_setting("MAX_BODY_BYTES"))
     log_level: str = Field("INFO", validation_alias=_setting("LOG_LEVEL"))

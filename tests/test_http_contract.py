@@ -136,13 +136,33 @@ def test_cors_preflight_and_allowed_origins(
     assert preflight.status_code == 204
     assert preflight.headers["Access-Control-Allow-Origin"] == "https://app.example.com"
     assert "PUT" in preflight.headers["Access-Control-Allow-Methods"]
-    assert preflight.headers["Access-Control-Allow-Headers"] == "content-type, if-none-match"
+    allowed_headers = preflight.headers["Access-Control-Allow-Headers"].lower().split(", ")
+    assert {"content-type", "if-none-match", "authorization"} <= set(allowed_headers)
+    # Request headers are named, never echoed from the preflight.
+    smuggled = client.options(
+        "/prompts/abc",
+        headers={
+            "Origin": "https://app.example.com",
+            "Access-Control-Request-Method": "PUT",
+            "Access-Control-Request-Headers": "x-anything",
+        },
+    )
+    assert "x-anything" not in smuggled.headers["Access-Control-Allow-Headers"].lower()
 
     allowed = client.get("/projects", headers={"Origin": "https://app.example.com"})
     assert allowed.headers["Access-Control-Allow-Origin"] == "https://app.example.com"
     assert "ETag" in allowed.headers["Access-Control-Expose-Headers"]
     denied = client.get("/projects", headers={"Origin": "https://evil.example.com"})
     assert "Access-Control-Allow-Origin" not in denied.headers
+
+
+def test_no_browser_origin_is_allowed_unless_configured(
+    client: httpx.Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("CORS_ORIGINS")
+    configure(monkeypatch)
+    response = client.get("/projects", headers={"Origin": "https://app.example.com"})
+    assert "Access-Control-Allow-Origin" not in response.headers
 
 
 def test_health_is_cheap_and_readiness_reaches_mongodb(client: httpx.Client) -> None:

@@ -373,3 +373,10 @@ def test_a_publisher_gets_its_sink_where_the_settings_read_it() -> None:
     for document in knative_documents():
         if document["kind"] == "SinkBinding":
             assert "K_SINK" in setting_variables(), "SinkBinding sets K_SINK: add it to Settings"
+
+
+def test_deployed_functions_name_their_browser_origins_never_any() -> None:
+    settings = yaml.safe_load((KNATIVE_DIR / "settings.yaml").read_text())["data"]
+    origins = {entry["environment"]["CORS_ORIGINS"] for entry in stack()["functions"].values()}
+    assert origins == {settings["CORS_ORIGINS"]}
+    assert "*" not in settings["CORS_ORIGINS"]
