@@ -50,7 +50,8 @@ def binary_headers(channel: Channel, event: BaseModel, signature: str) -> dict[s
 def event_from_request(request: Request, channel: Channel[EventT]) -> EventT:
     """The event a delivery carries, in any of the three shapes, once its signature is checked;
     a malformed one is refused with a 4xx (400, 415 or 422) and an unsigned or forged one with a
-    401, both logged, so no queue retries them."""
+    401, so no queue retries them; without a signing key it is a 503, which the queue retries.
+    Every refusal is logged."""
     try:
         data, signature = _event_data(request)
         verify(data, signature, get_settings().event_signing_keys)
