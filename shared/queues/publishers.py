@@ -82,8 +82,6 @@ async def _retrying(operation: Callable[[], Awaitable[object]], what: str) -> No
         try:
             await operation()
             return
-        except NoSigningKey:
-            raise  # the settings will not change between attempts
         except Exception as exc:
             if attempt == settings.history_publish_retries:
                 raise
@@ -138,15 +136,18 @@ class Publisher:
     async def _deliver(self, event: BaseModel, token: int, state: _LoopState) -> None:
         what = _describe(self.channel, event)
         try:
-            await _retrying(lambda: self.send(event), f"{what}: publishing")
+            # Signed once for every attempt; without a key no attempt could succeed.
+            signature = sign(event, get_settings().event_signing_keys)
+            await _retrying(lambda: self.send(event, signature), f"{what}: publishing")
         except Exception as exc:
             logger.warning("%s: publishing failed (%r); handling it here", what, exc)
             await consume_here(self.channel, self.consume, event)
         finally:
             state.release(token)
 
-    async def send(self, event: BaseModel) -> None:
-        """One attempt at handing the event to the queue; raises when the queue did not take it."""
+    async def send(self, event: BaseModel, signature: str) -> None:
+        """One attempt at handing the signed event to the queue; raises when the queue did not
+        take it."""
         raise NotImplementedError
 
 
@@ -173,8 +174,7 @@ class CloudEventsPublisher(Publisher):
         super().__init__(channel, consume)
         self.url = url
 
-    async def send(self, event: BaseModel) -> None:
-        signature = sign(event, get_settings().event_signing_keys)
+    async def send(self, event: BaseModel, signature: str) -> None:
         await _post(self.url, event, binary_headers(self.channel, event, signature))
 
 
@@ -185,8 +185,7 @@ class OpenFaaSPublisher(Publisher):
         super().__init__(channel, consume)
         self.url = f"{gateway_url.rstrip('/')}/async-function/{channel.function}"
 
-    async def send(self, event: BaseModel) -> None:
-        signature = sign(event, get_settings().event_signing_keys)
+    async def send(self, event: BaseModel, signature: str) -> None:
         # OpenFaaS's queue-worker hands the function the headers it was given with the body.
         headers = {"content-type": "application/json", SIGNATURE_HEADER: signature}
         await _post(self.url, event, headers)
@@ -199,8 +198,8 @@ class SqsPublisher(Publisher):
         super().__init__(channel, consume)
         self.queue_url = queue_url
 
-    async def send(self, event: BaseModel) -> None:
-        await anyio.to_thread.run_sync(send_event, self.queue_url, self.channel, event)
+    async def send(self, event: BaseModel, signature: str) -> None:
+        await anyio.to_thread.run_sync(send_event, self.queue_url, self.channel, event, signature)
 
 
 async def _post(url: str, event: BaseModel, headers: dict[str, str]) -> None:

@@ -18,7 +18,7 @@ from pydantic import BaseModel, SecretStr, ValidationError
 from shared.clients import process_client
 from shared.errors import Unauthenticated
 from shared.queues.channel import Channel, Consumer, EventT
-from shared.queues.signatures import SIGNATURE_ATTRIBUTE, sign, verify
+from shared.queues.signatures import SIGNATURE_ATTRIBUTE, verify
 from shared.settings import get_settings
 
 logger = logging.getLogger("better_assistant.queues")
@@ -54,8 +54,9 @@ def sqs_client(queue_url: str) -> Any:
     return process_client("sqs", (region, timeout_s), lambda: _build_client(region, timeout_s))
 
 
-def send_event(queue_url: str, channel: Channel, event: BaseModel) -> None:
-    """Send one event; on a FIFO queue its subject orders it and its id deduplicates it."""
+def send_event(queue_url: str, channel: Channel, event: BaseModel, signature: str) -> None:
+    """Send one signed event; on a FIFO queue its subject orders it and its id deduplicates
+    it."""
     event_id, subject = channel.event_id(event), channel.subject(event)
     message: dict[str, Any] = {
         "QueueUrl": queue_url,
@@ -66,7 +67,7 @@ def send_event(queue_url: str, channel: Channel, event: BaseModel) -> None:
             "type": {"DataType": "String", "StringValue": channel.event_type},
             SIGNATURE_ATTRIBUTE: {
                 "DataType": "String",
-                "StringValue": sign(event, get_settings().event_signing_keys),
+                "StringValue": signature,
             },
         },
     }
