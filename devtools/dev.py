@@ -2,7 +2,8 @@
 
 Starts SecantusDB with its data in `.data/mongo` unless MONGODB_URI is configured, and the fake
 DeepSeek server unless a DeepSeek key is configured, serves the gateway on
-http://127.0.0.1:$PORT (8080), and stops both when the gateway exits.
+http://127.0.0.1:$PORT (8080), and stops both when the gateway exits. Without ADMIN_API_KEY it
+makes an admin key, keeps it in `.data/admin-api-key`, and prints it as `export BA_API_KEY=...`.
 """
 
 import logging
@@ -16,7 +17,7 @@ import uvicorn
 from devtools.embedded_mongo import EmbeddedMongo
 from devtools.fake_deepseek import FakeDeepSeek
 from devtools.gateway import build_gateway, function_names
-from devtools.sign_event import DATA_DIR, SIGNING_KEY_FILE, local_signing_key
+from devtools.local_secrets import ADMIN_KEY_FILE, DATA_DIR, SIGNING_KEY_FILE, local_secret
 from shared.settings import get_settings
 
 logger = logging.getLogger("better_assistant.dev")
@@ -58,12 +59,20 @@ def main() -> None:
         if not get_settings().event_signing_keys:
             # Events queued in this process need no signature; one posted by hand to a
             # queue-triggered function does (`python -m devtools.sign_event` signs it).
-            os.environ["EVENT_SIGNING_KEY"] = local_signing_key()
+            os.environ["EVENT_SIGNING_KEY"] = local_secret(SIGNING_KEY_FILE)
             get_settings.cache_clear()
             logger.info("no EVENT_SIGNING_KEY: queue events are signed with %s", SIGNING_KEY_FILE)
+        admin_key = "$ADMIN_API_KEY"
+        if not get_settings().admin_api_keys:
+            admin_key = local_secret(ADMIN_KEY_FILE, prefix="ba_admin_")
+            os.environ["ADMIN_API_KEY"] = admin_key
+            get_settings.cache_clear()
+            logger.info("no ADMIN_API_KEY: the admin key is kept in %s", ADMIN_KEY_FILE)
         gateway = build_gateway()
         for name in function_names():
             logger.info("function %-16s http://%s:%d/%s", name, host, port, name)
+        # Printed, not logged: the one place the key is shown, ready for the README's examples.
+        print(f"\nexport BA_URL=http://{host}:{port} BA_API_KEY={admin_key}\n", flush=True)
         uvicorn.run(gateway, host=host, port=port, log_level="info")
 
 

@@ -33,7 +33,13 @@ LAYERS: dict[str, tuple[str, ...]] = {
     # `shared.streaming` is where `shared.deepseek.events` was before the floors were drawn;
     # it stays here, as do the old homes of the workflows below, so an older checkout can be
     # measured against the same table.
-    "platform": ("shared.http", "shared.deepseek", "shared.queues", "shared.streaming"),
+    "platform": (
+        "shared.http",
+        "shared.access",
+        "shared.deepseek",
+        "shared.queues",
+        "shared.streaming",
+    ),
     "domains": (
         "shared.projects",
         "shared.prompts",

@@ -7,30 +7,17 @@ when it is unset, the key `make dev` keeps in `.data/event-signing-key`.
 """
 
 import json
-import secrets
 import sys
-from pathlib import Path
 
 from pydantic import SecretStr
 
+from devtools.local_secrets import SIGNING_KEY_FILE, local_secret
 from shared.queues.signatures import sign_data
 from shared.settings import get_settings
 
-DATA_DIR = Path(__file__).resolve().parent.parent / ".data"
-SIGNING_KEY_FILE = DATA_DIR / "event-signing-key"
-
-
-def local_signing_key() -> str:
-    """The key `make dev` signs events with: made once, then kept for the next starts."""
-    if not SIGNING_KEY_FILE.exists():
-        DATA_DIR.mkdir(exist_ok=True)
-        SIGNING_KEY_FILE.write_text(secrets.token_urlsafe(32))
-        SIGNING_KEY_FILE.chmod(0o600)
-    return SIGNING_KEY_FILE.read_text().strip()
-
 
 def main() -> None:
-    keys = get_settings().event_signing_keys or [SecretStr(local_signing_key())]
+    keys = get_settings().event_signing_keys or [SecretStr(local_secret(SIGNING_KEY_FILE))]
     print(sign_data(json.load(sys.stdin), keys))
 
 

@@ -2,6 +2,7 @@
 
 import threading
 from datetime import UTC, datetime
+from typing import Any
 
 from bson import ObjectId
 from bson.errors import InvalidId
@@ -68,3 +69,34 @@ def utc_now() -> datetime:
     """Now, at the millisecond precision MongoDB stores, so values round-trip unchanged."""
     now = datetime.now(UTC)
     return now.replace(microsecond=now.microsecond // 1000 * 1000)
+
+
+def within_projects(project_ids: list[str] | None, field: str = "project_id") -> dict[str, Any]:
+    """A filter keeping the given projects' documents; None keeps every project's."""
+    if project_ids is None:
+        return {}
+    object_ids = [object_id for value in project_ids if (object_id := to_object_id(value))]
+    return {field: {"$in": object_ids}}
+
+
+# A resource never moves between projects, so which project owns it is cached for the process.
+_owners: dict[tuple[str, str, str], str] = {}
+_OWNERS_LIMIT = 100_000
+
+
+def owning_project(collection_name: str, resource_id: str) -> str | None:
+    """The id of the project a document belongs to; None when there is no such document."""
+    key = (get_settings().mongodb_db, collection_name, resource_id)
+    project_id = _owners.get(key)
+    if project_id is not None:
+        return project_id
+    object_id = to_object_id(resource_id)
+    if object_id is None:
+        return None
+    document = get_database()[collection_name].find_one({"_id": object_id}, {"project_id": 1})
+    if document is None:
+        return None
+    if len(_owners) >= _OWNERS_LIMIT:
+        _owners.clear()
+    project_id = _owners[key] = str(document["project_id"])
+    return project_id

@@ -36,6 +36,11 @@ class Unauthenticated(AppError):
     code = "unauthenticated"
 
 
+class Forbidden(AppError):
+    status = 403
+    code = "forbidden"
+
+
 class NotFound(AppError):
     status = 404
     code = "not_found"

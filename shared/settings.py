@@ -117,6 +117,20 @@ class Settings(BaseSettings):
         default_factory=list, validation_alias=_setting("EVENT_SIGNING_KEY", "event-signing-key")
     )
 
+    # Operators' keys: they may do everything. Several, comma-separated, rotate them.
+    admin_api_keys: Annotated[list[SecretStr], NoDecode] = Field(
+        default_factory=list, validation_alias=_setting("ADMIN_API_KEY", "admin-api-key")
+    )
+    # The OpenID Connect provider that signs the frontend's users in; unset: no user tokens.
+    oidc_issuer: str | None = Field(None, validation_alias=_setting("OIDC_ISSUER"))
+    oidc_audience: str | None = Field(None, validation_alias=_setting("OIDC_AUDIENCE"))
+    # Unset: discovered from the issuer's /.well-known/openid-configuration.
+    oidc_jwks_url: str | None = Field(None, validation_alias=_setting("OIDC_JWKS_URL"))
+    # Users (their token's `sub`) who may create projects; empty: any signed-in user.
+    project_creators: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, validation_alias=_setting("PROJECT_CREATORS")
+    )
+
     # Where evaluation cells go to be run by `evaluation-worker`; chosen like the history queue.
     evaluation_queue: QueueKind | None = Field(None, validation_alias=_setting("EVALUATION_QUEUE"))
     evaluation_queue_url: str | None = Field(
@@ -136,7 +150,9 @@ class Settings(BaseSettings):
     def _blank_key_is_no_key(cls, value: object) -> object:
         return None if isinstance(value, str) and not value.strip() else value
 
-    @field_validator("cors_origins", "event_signing_keys", mode="before")
+    @field_validator(
+        "cors_origins", "event_signing_keys", "admin_api_keys", "project_creators", mode="before"
+    )
     @classmethod
     def _split_on_commas(cls, value: object) -> object:
         if isinstance(value, str):

@@ -14,6 +14,7 @@ from pymongo.database import Database
 
 from devtools.embedded_mongo import EmbeddedMongo, free_port
 from devtools.fake_deepseek import FakeDeepSeek, Scenario
+from devtools.fake_oidc import FakeOidcIssuer
 from devtools.gateway import build_gateway
 from shared.settings import get_settings
 
@@ -31,6 +32,9 @@ def mongo_uri() -> Iterator[str]:
 
 # Queue events are signed with it; the tests that play the queue sign with it too.
 TEST_SIGNING_KEY = "test-signing-key"
+# The operators' key every test client sends unless a test says otherwise.
+TEST_ADMIN_KEY = "test-admin-key"
+ADMIN_HEADERS = {"Authorization": f"Bearer {TEST_ADMIN_KEY}"}
 
 
 def configure(monkeypatch: pytest.MonkeyPatch, **variables: str) -> None:
@@ -47,8 +51,15 @@ def fake_deepseek() -> Iterator[FakeDeepSeek]:
         yield server
 
 
+@pytest.fixture(scope="session")
+def oidc() -> Iterator[FakeOidcIssuer]:
+    """The OpenID Connect issuer every test's OIDC settings trust."""
+    with FakeOidcIssuer() as issuer:
+        yield issuer
+
+
 @pytest.fixture(autouse=True)
-def environment(mongo_uri: str, fake_deepseek: FakeDeepSeek) -> Iterator[str]:
+def environment(mongo_uri: str, fake_deepseek: FakeDeepSeek, oidc: FakeOidcIssuer) -> Iterator[str]:
     """Each test gets a fresh database and its own environment, restored afterwards."""
     saved = dict(os.environ)
     database = f"test_{uuid.uuid4().hex[:12]}"
@@ -61,6 +72,9 @@ def environment(mongo_uri: str, fake_deepseek: FakeDeepSeek) -> Iterator[str]:
             "DEEPSEEK_API_KEY": "test-key",
             "DEEPSEEK_RETRY_BACKOFF_S": "0.01",
             "EVENT_SIGNING_KEY": TEST_SIGNING_KEY,
+            "ADMIN_API_KEY": TEST_ADMIN_KEY,
+            "OIDC_ISSUER": oidc.issuer,
+            "OIDC_AUDIENCE": oidc.audience,
         }
     )
     fake_deepseek.default_scenario = Scenario()
@@ -109,8 +123,35 @@ def gateway_url() -> Iterator[str]:
 
 @pytest.fixture
 def client(gateway_url: str) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=gateway_url, timeout=30) as http:
+    with httpx.Client(base_url=gateway_url, timeout=30, headers=ADMIN_HEADERS) as http:
         yield http
+
+
+def bearer(credential: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {credential}"}
+
+
+@pytest.fixture
+def user_headers(oidc: FakeOidcIssuer):
+    """Headers carrying a fresh access token for a user: `user_headers("alice")`."""
+
+    def headers(subject: str, **claims: object) -> dict[str, str]:
+        return bearer(oidc.mint(subject, **claims))
+
+    return headers
+
+
+@pytest.fixture
+def key_headers(client: httpx.Client):
+    """Headers carrying a new API key of a project with a role: `key_headers(project, "runner")`."""
+
+    def headers(project: dict, role: str, **fields: object) -> dict[str, str]:
+        body = {"name": f"{role} key", "role": role, **fields}
+        response = client.post(f"/projects/{project['id']}/keys", json=body)
+        assert response.status_code == 201, response.text
+        return bearer(response.json()["key"])
+
+    return headers
 
 
 @pytest.fixture

@@ -8,6 +8,7 @@ from pymongo.database import Database
 from shared.projects.service import ProjectService
 from shared.prompts.models import PromptUpdate
 from shared.prompts.service import PromptService
+from tests.conftest import ADMIN_HEADERS
 
 WRITERS = 12
 
@@ -18,7 +19,7 @@ def test_concurrent_http_updates_number_versions_without_gaps_or_duplicates(
     prompt = make_prompt()
 
     def update(index: int) -> dict:
-        with httpx.Client(base_url=gateway_url, timeout=30) as http:
+        with httpx.Client(base_url=gateway_url, timeout=30, headers=ADMIN_HEADERS) as http:
             response = http.put(
                 f"/prompts/{prompt['id']}", json={"template": f"writer {index} {{{{question}}}}"}
             )

@@ -3,6 +3,7 @@
 import httpx
 import pytest
 
+from shared.access.policy import PUBLIC
 from shared.http.messages import Request
 from shared.http.routing import Router
 from tests.conftest import configure
@@ -109,7 +110,7 @@ def test_unexpected_errors_are_500_with_only_the_request_id(
 ) -> None:
     router = Router("broken")
 
-    @router.get("/")
+    @router.get("/", access=PUBLIC)
     def explode() -> None:
         raise RuntimeError("password=hunter2 in a stack trace")
 

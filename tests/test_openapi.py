@@ -17,6 +17,7 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from devtools.gateway import api_document, function_names, load_router
+from tests.conftest import ADMIN_HEADERS
 
 DOCUMENT_FILE = Path(__file__).resolve().parent.parent / "openapi.json"
 METHODS = {"get", "put", "post", "delete", "patch", "head", "options"}
@@ -113,6 +114,7 @@ def test_generated_requests_never_get_a_server_error(
         }
     case.call_and_validate(
         base_url=gateway_url,
+        headers=ADMIN_HEADERS,
         checks=[
             not_a_server_error,
             status_code_conformance,

@@ -9,7 +9,21 @@ def test_create_then_get_returns_the_same_project(client: httpx.Client) -> None:
     assert created.status_code == 201
     project = created.json()
     assert project["name"] == "Sales"
-    assert set(project) == {"id", "name", "description", "created_at", "updated_at"}
+    assert set(project) == {
+        "id",
+        "name",
+        "description",
+        "protected_labels",
+        "limits",
+        "created_at",
+        "updated_at",
+    }
+    assert project["protected_labels"] == ["production"]
+    assert project["limits"] == {
+        "monthly_budget_usd": None,
+        "max_output_tokens": 8192,
+        "requests_per_minute": None,
+    }
     fetched = client.get(f"/projects/{project['id']}")
     assert fetched.status_code == 200
     assert fetched.json() == project
@@ -115,3 +129,22 @@ def test_delete_with_prompts_needs_cascade(
     assert client.get(f"/prompts/{prompt['id']}").status_code == 404
     assert database.prompts.count_documents({}) == 0
     assert database.prompt_versions.count_documents({}) == 0
+
+
+def test_an_owner_sets_protected_labels_and_limits(client: httpx.Client, project: dict) -> None:
+    changes = {
+        "protected_labels": ["production", "canary"],
+        "limits": {"monthly_budget_usd": 25.5, "requests_per_minute": 60},
+    }
+    response = client.put(f"/projects/{project['id']}", json=changes)
+    assert response.status_code == 200
+    stored = client.get(f"/projects/{project['id']}").json()
+    assert stored["protected_labels"] == ["production", "canary"]
+    assert stored["limits"] == {
+        "monthly_budget_usd": 25.5,
+        "max_output_tokens": 8192,
+        "requests_per_minute": 60,
+    }
+    for bad in ({"limits": {"max_output_tokens": 0}}, {"protected_labels": ["no spaces"]}):
+        assert client.put(f"/projects/{project['id']}", json=bad).status_code == 422
+    assert client.get(f"/projects/{project['id']}").json() == stored

@@ -13,6 +13,7 @@ import pytest
 from devtools.embedded_mongo import free_port
 from devtools.gateway import FUNCTIONS_DIR, TARGET, function_names
 from devtools.processes import wait_until_healthy
+from tests.conftest import ADMIN_HEADERS, TEST_ADMIN_KEY
 
 CLI = Path(sys.executable).parent / "functions-framework"
 
@@ -31,6 +32,7 @@ def deployed(mongo_uri: str) -> Iterator[dict[str, str]]:
                 "MONGODB_URI": mongo_uri,
                 "MONGODB_DB": database,
                 "PORT": str(port),
+                "ADMIN_API_KEY": TEST_ADMIN_KEY,
             }
             source = FUNCTIONS_DIR / name / "main.py"
             processes.append(
@@ -63,8 +65,8 @@ def test_each_function_answers_at_its_own_root(deployed: dict[str, str], name: s
 
 
 def test_separately_deployed_functions_work_together(deployed: dict[str, str]) -> None:
-    projects = httpx.Client(base_url=deployed["projects"])
-    prompts = httpx.Client(base_url=deployed["prompts"])
+    projects = httpx.Client(base_url=deployed["projects"], headers=ADMIN_HEADERS)
+    prompts = httpx.Client(base_url=deployed["prompts"], headers=ADMIN_HEADERS)
     project = projects.post("/", json={"name": f"alone-{uuid.uuid4().hex[:6]}"}).json()
     body = {
         "project_id": project["id"],

@@ -1,5 +1,8 @@
 """The `chat` function: one streamed turn of a dialog (ASGI, so one instance holds many streams)."""
 
+from shared.access.models import Permission
+from shared.access.policy import first_of, in_project, project, resource
+from shared.dialogs.repository import dialog_project
 from shared.http.asgi_adapter import asgi_function
 from shared.http.messages import EventStream, Response
 from shared.http.routing import Router
@@ -7,9 +10,13 @@ from shared.workflows.chat.models import ChatEvent, ChatRequest
 from shared.workflows.chat.service import ChatService
 
 router = Router("chat")
+# Continuing a dialog is in the dialog's project; starting one, in the body's project.
+DIALOG_OR_PROJECT = first_of(
+    resource("dialog", "dialog_id", dialog_project, "body"), project("body")
+)
 
 
-@router.post("/", events=ChatEvent)
+@router.post("/", events=ChatEvent, access=in_project(Permission.RUN, DIALOG_OR_PROJECT))
 async def chat(body: ChatRequest) -> Response:
     """Send the user's input; the answer streams back as server-sent events."""
     service = ChatService()

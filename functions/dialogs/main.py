@@ -1,5 +1,7 @@
 """The `dialogs` function: conversations in a project and their messages, read and managed."""
 
+from shared.access.models import Permission
+from shared.access.policy import in_project, project, resource
 from shared.dialogs.models import (
     Dialog,
     DialogCreate,
@@ -8,6 +10,7 @@ from shared.dialogs.models import (
     DialogWithMessages,
     MessagePageParams,
 )
+from shared.dialogs.repository import dialog_project
 from shared.dialogs.service import DialogService
 from shared.http.flask_adapter import flask_function
 from shared.http.routing import Router
@@ -16,6 +19,7 @@ from shared.projects.service import ProjectService
 from shared.prompts.service import PromptService
 
 router = Router("dialogs")
+DIALOG = resource("dialog", "dialog_id", dialog_project)
 
 
 def dialogs() -> DialogService:
@@ -23,31 +27,31 @@ def dialogs() -> DialogService:
     return DialogService(projects, PromptService(projects))
 
 
-@router.get("/")
+@router.get("/", access=in_project(Permission.READ_DIALOGS, project("query")))
 def list_dialogs(query: DialogListParams) -> Page[Dialog]:
     """List a project's dialogs, latest activity first."""
     return dialogs().search(query)
 
 
-@router.post("/", status=201)
+@router.post("/", status=201, access=in_project(Permission.MANAGE_DIALOGS, project("body")))
 def create_dialog(body: DialogCreate) -> Dialog:
     """Create a dialog, optionally bound to a prompt at a version or label."""
     return dialogs().create(body)
 
 
-@router.get("/{dialog_id}")
+@router.get("/{dialog_id}", access=in_project(Permission.READ_DIALOGS, DIALOG))
 def get_dialog(dialog_id: str, query: MessagePageParams) -> DialogWithMessages:
     """Get a dialog with a page of its messages, oldest first."""
     return dialogs().get_with_messages(dialog_id, query)
 
 
-@router.put("/{dialog_id}")
+@router.put("/{dialog_id}", access=in_project(Permission.MANAGE_DIALOGS, DIALOG))
 def update_dialog(dialog_id: str, body: DialogUpdate) -> Dialog:
     """Change a dialog's title or bound prompt (`prompt_id: null` unbinds it)."""
     return dialogs().update(dialog_id, body)
 
 
-@router.delete("/{dialog_id}")
+@router.delete("/{dialog_id}", access=in_project(Permission.MANAGE_DIALOGS, DIALOG))
 def delete_dialog(dialog_id: str) -> None:
     """Delete a dialog and its messages."""
     dialogs().delete(dialog_id)

@@ -5,6 +5,7 @@ run once however often it is delivered; a malformed event is a 4xx so it is not 
 unreachable database is a 503 so it is. ASGI: a cell waits on DeepSeek most of its time.
 """
 
+from shared.access.policy import SIGNED_EVENT
 from shared.http.asgi_adapter import asgi_function
 from shared.http.messages import Request
 from shared.http.routing import Router
@@ -16,7 +17,7 @@ from shared.workflows.evaluations.worker import EvaluationWorker
 router = Router("evaluation-worker")
 
 
-@router.post("/")
+@router.post("/", access=SIGNED_EVENT)
 async def run_cell(request: Request) -> CellOutcome:
     """Run and grade one cell: a CloudEvent (binary or structured mode) or the plain JSON cell."""
     return await EvaluationWorker().process(event_from_request(request, CELLS))

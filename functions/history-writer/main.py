@@ -5,6 +5,7 @@ written once however often it is delivered; a malformed event is a 4xx so it is 
 unreachable database is a 503 so it is.
 """
 
+from shared.access.policy import SIGNED_EVENT
 from shared.http.flask_adapter import flask_function
 from shared.http.messages import Request
 from shared.http.routing import Router
@@ -16,7 +17,7 @@ from shared.workflows.history.writer import HistoryWriter
 router = Router("history-writer")
 
 
-@router.post("/")
+@router.post("/", access=SIGNED_EVENT)
 def write_turn(request: Request) -> TurnWritten:
     """Write one chat turn: a CloudEvent (binary or structured mode) or the plain JSON turn."""
     return HistoryWriter().write_turn(event_from_request(request, TURNS))

@@ -1,5 +1,8 @@
 """The `prompts` function: versioned prompts with labels, diffs and cacheable run-time fetches."""
 
+from shared.access.callers import Caller
+from shared.access.models import Permission
+from shared.access.policy import in_project, project, resource
 from shared.http.flask_adapter import flask_function
 from shared.http.messages import Request, Response, json_response
 from shared.http.routing import Router
@@ -20,31 +23,37 @@ from shared.prompts.models import (
     VersionPage,
     VersionSelector,
 )
+from shared.prompts.repository import prompt_project
 from shared.prompts.service import PromptService
 from shared.workflows.deletion.prompts import delete_with_gates_and_runs
 from shared.workflows.gates.models import Gate, GateList, GateSet
 from shared.workflows.gates.service import GateService
 
 router = Router("prompts")
+PROMPT = resource("prompt", "prompt_id", prompt_project)
+FETCH = in_project(Permission.FETCH_PROMPTS, PROMPT)
+READ = in_project(Permission.READ, PROMPT)
+EDIT = in_project(Permission.EDIT, PROMPT)
+OWN = in_project(Permission.OWN, PROMPT)
 
 
 def prompts() -> PromptService:
     return PromptService(ProjectService())
 
 
-@router.get("/")
-def list_prompts(query: PromptListParams) -> Page[PromptRecord]:
-    """List prompts, filtered by project, name, category, tag, label or a name search."""
-    return prompts().search(query)
+@router.get("/", access=in_project(Permission.FETCH_PROMPTS, project("query")))
+def list_prompts(query: PromptListParams, caller: Caller) -> Page[PromptRecord]:
+    """List prompts of your projects, by project, name, category, tag, label or a name search."""
+    return prompts().search(query, caller.projects_with(Permission.FETCH_PROMPTS))
 
 
-@router.post("/", status=201)
+@router.post("/", status=201, access=in_project(Permission.EDIT, project("body")))
 def create_prompt(body: PromptCreate) -> Prompt:
     """Create a prompt with its version 1."""
     return prompts().create(body)
 
 
-@router.get("/{prompt_id}")
+@router.get("/{prompt_id}", access=FETCH)
 def get_prompt(request: Request, prompt_id: str, query: VersionSelector) -> Prompt:
     """Get a prompt at a version or label (latest by default); 304 on a matching ETag."""
     prompt, etag = prompts().fetch(prompt_id, query, request.if_none_match())
@@ -54,61 +63,61 @@ def get_prompt(request: Request, prompt_id: str, query: VersionSelector) -> Prom
     return json_response(prompt, headers=headers)
 
 
-@router.put("/{prompt_id}")
+@router.put("/{prompt_id}", access=EDIT)
 def update_prompt(prompt_id: str, body: PromptUpdate) -> PromptUpdated:
     """Update metadata in place; content or config changes create a new version."""
     return prompts().update(prompt_id, body)
 
 
-@router.delete("/{prompt_id}")
+@router.delete("/{prompt_id}", access=OWN)
 def delete_prompt(prompt_id: str) -> None:
     """Delete a prompt with its versions, release gates and evaluation runs."""
     delete_with_gates_and_runs(prompt_id)
 
 
-@router.get("/{prompt_id}/versions")
+@router.get("/{prompt_id}/versions", access=READ)
 def list_versions(prompt_id: str, query: VersionListParams) -> VersionPage:
     """List a prompt's versions, newest first."""
     return prompts().list_versions(prompt_id, query)
 
 
-@router.get("/{prompt_id}/versions/{number}")
+@router.get("/{prompt_id}/versions/{number}", access=FETCH)
 def get_version(prompt_id: str, number: int) -> PromptVersion:
     """Get one version."""
     return prompts().get_version(prompt_id, number)
 
 
-@router.get("/{prompt_id}/diff")
+@router.get("/{prompt_id}/diff", access=READ)
 def diff_versions(prompt_id: str, query: DiffParams) -> PromptDiff:
     """Diff two versions: content as a unified diff, config field by field."""
     return prompts().diff(prompt_id, query)
 
 
-@router.put("/{prompt_id}/labels/{label}")
+@router.put("/{prompt_id}/labels/{label}", access=EDIT)
 def move_label(prompt_id: str, label: str, body: LabelMove) -> Prompt:
     """Point a label at a version."""
     return GateService().move_label(prompt_id, label, body.version)
 
 
-@router.delete("/{prompt_id}/labels/{label}")
+@router.delete("/{prompt_id}/labels/{label}", access=EDIT)
 def remove_label(prompt_id: str, label: str) -> None:
     """Remove a label."""
     prompts().remove_label(prompt_id, label)
 
 
-@router.get("/{prompt_id}/gates")
+@router.get("/{prompt_id}/gates", access=READ)
 def list_gates(prompt_id: str) -> GateList:
     """The prompt's release gates."""
     return GateService().list(prompt_id)
 
 
-@router.put("/{prompt_id}/gates/{label}")
+@router.put("/{prompt_id}/gates/{label}", access=OWN)
 def gate_label(prompt_id: str, label: str, body: GateSet) -> Gate:
     """Protect a label: it moves only to versions with a passing run on the gate's dataset."""
     return GateService().put(prompt_id, label, body)
 
 
-@router.delete("/{prompt_id}/gates/{label}")
+@router.delete("/{prompt_id}/gates/{label}", access=OWN)
 def ungate_label(prompt_id: str, label: str) -> None:
     """Remove a label's gate."""
     GateService().remove(prompt_id, label)

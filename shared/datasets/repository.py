@@ -18,7 +18,7 @@ from shared.datasets.models import (
     DatasetListParams,
     DatasetUpdate,
 )
-from shared.db import indexed_collection, to_object_id, utc_now
+from shared.db import indexed_collection, owning_project, to_object_id, utc_now
 from shared.errors import Conflict
 from shared.pagination import PageParams, find_page
 
@@ -231,3 +231,8 @@ class DatasetRepository:
             {"_id": object_id}, {"$inc": {"case_count": -1}, "$set": {"updated_at": utc_now()}}
         )
         return True
+
+
+def dataset_project(dataset_id: str) -> str | None:
+    """The project the dataset belongs to; None when it does not exist."""
+    return owning_project("datasets", dataset_id)

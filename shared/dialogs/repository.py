@@ -8,7 +8,7 @@ from pymongo import ASCENDING, DESCENDING, IndexModel, ReturnDocument, UpdateOne
 from pymongo.collection import Collection
 from pymongo.errors import BulkWriteError
 
-from shared.db import indexed_collection, to_object_id, utc_now
+from shared.db import indexed_collection, owning_project, to_object_id, utc_now
 from shared.dialogs.models import (
     Dialog,
     DialogCreate,
@@ -277,3 +277,8 @@ class DialogRepository:
                 for dialog_id, turn_id in turns
             ]
             self.messages.delete_many({"$or": written})
+
+
+def dialog_project(dialog_id: str) -> str | None:
+    """The project the dialog belongs to; None when it does not exist."""
+    return owning_project("dialogs", dialog_id)

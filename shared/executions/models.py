@@ -128,6 +128,7 @@ ExecutionEvent = answer_stream_events(ExecutionMeta)
 
 
 class ExecutionListParams(PageParams):
+    project_id: str | None = None
     prompt_id: str | None = None
     version: VersionNumber | None = None
     status: ExecutionStatus | None = None

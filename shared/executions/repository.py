@@ -6,7 +6,7 @@ from typing import Any, ClassVar
 from pymongo import ASCENDING, DESCENDING, IndexModel, ReturnDocument
 from pymongo.collection import Collection
 
-from shared.db import indexed_collection, to_object_id, utc_now
+from shared.db import indexed_collection, owning_project, to_object_id, utc_now, within_projects
 from shared.executions.models import (
     Execution,
     ExecutionDraft,
@@ -80,14 +80,22 @@ class ExecutionRepository:
         document = object_id and self.collection.find_one({"_id": object_id})
         return _execution(document) if document else None
 
-    def search(self, params: ExecutionListParams) -> tuple[list[Execution], str | None, int] | None:
-        """A page of records, newest first; None when the prompt id cannot exist."""
-        query: dict[str, Any] = _time_range(params.since, params.until)
-        if params.prompt_id is not None:
-            prompt_id = to_object_id(params.prompt_id)
-            if prompt_id is None:
-                return None
-            query["prompt_id"] = prompt_id
+    def search(
+        self, params: ExecutionListParams, within: list[str] | None
+    ) -> tuple[list[Execution], str | None, int] | None:
+        """A page of records of the `within` projects (None: any), newest first; None when the
+        project or prompt id cannot exist."""
+        query: dict[str, Any] = {
+            **_time_range(params.since, params.until),
+            **within_projects(within),
+        }
+        for field in ("project_id", "prompt_id"):
+            value = getattr(params, field)
+            if value is not None:
+                object_id = to_object_id(value)
+                if object_id is None:
+                    return None
+                query.setdefault("$and", []).append({field: object_id})
         if params.version is not None:
             query["prompt_version"] = params.version
         if params.status is not None:
@@ -107,3 +115,8 @@ class ExecutionRepository:
         projection = {"_id": 0, **dict.fromkeys(RunFigures.model_fields, 1)}
         documents = self.collection.find(query, projection).sort("prompt_version", ASCENDING)
         return [RunFigures.model_validate(document) for document in documents]
+
+
+def execution_project(execution_id: str) -> str | None:
+    """The project the execution belongs to; None when it does not exist."""
+    return owning_project("executions", execution_id)

@@ -146,8 +146,9 @@ class ExecutionService:
             raise not_found("execution", execution_id)
         return execution
 
-    def search(self, params: ExecutionListParams) -> Page[Execution]:
-        return Page.of(self.executions.search(params), params)
+    def search(self, params: ExecutionListParams, within: list[str] | None) -> Page[Execution]:
+        """Records of the `within` projects (None: every project) matching the filters."""
+        return Page.of(self.executions.search(params, within), params)
 
     def stats(self, params: StatsParams) -> ExecutionStats:
         """Per-version count, error rate, latency percentiles, tokens and cost."""

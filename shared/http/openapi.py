@@ -34,6 +34,9 @@ class ErrorBody(BaseModel):
 
 _ERRORS = {
     400: "The body is missing or is not valid JSON.",
+    401: "No credentials, or a key or token that is unknown, expired or revoked (queue-triggered "
+    "functions: an unsigned or wrongly signed event).",
+    403: "Your role in the project does not allow this.",
     404: "No such resource (unknown or malformed id).",
     409: "The request conflicts with the current state (a duplicate name, dependents).",
     413: "The body is larger than MAX_BODY_BYTES.",
@@ -69,6 +72,10 @@ def _error_statuses(route: Route) -> list[int]:
     if route.path == "/readyz":
         return [500, 503]
     statuses = {404, 422, 500, 503}
+    if route.access.kind != "public":
+        statuses.add(401)
+    if route.access.kind in ("signed_in", "project"):
+        statuses.add(403)
     if route.body is not None:
         statuses |= {400, 413, 415}
     if route.method in {"POST", "PUT", "DELETE"}:
@@ -204,6 +211,7 @@ def _operation(
     }
     if parameters:
         operation["parameters"] = parameters
+    operation["security"] = [{"bearer": []}] if route.access.needs_caller else []
     if route.body is not None:
         operation["requestBody"] = {
             "required": True,
@@ -257,7 +265,17 @@ def openapi_document(
             for name, router in routers.items()
         ],
         "paths": paths,
-        "components": {"schemas": dict(sorted(schemas.items()))},
+        "components": {
+            "schemas": dict(sorted(schemas.items())),
+            "securitySchemes": {
+                "bearer": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "description": "A project API key (`ba_...`), the admin key, or a user's "
+                    "access token from the OpenID Connect provider.",
+                }
+            },
+        },
     }
 
 

@@ -1,10 +1,13 @@
 """One route table per function, dispatched in one place: errors, CORS, health and request ids.
 
-A handler declares what it needs by parameter: `request`, `body: SomeModel` (the JSON body,
-validated), `query: SomeModel` (the query string, validated) and path parameters by name (an
-`int` annotation makes the path segment numeric). It returns a pydantic model (rendered as JSON
-with the route's status), None (204) or a ready `Response`. The same declarations describe the
-route in the OpenAPI document.
+Every route declares who may call it (`shared.access.policy`): the caller is authenticated and
+the route's project checked here, before the handler runs, so no handler can forget to.
+
+A handler declares what it needs by parameter: `request`, `caller` (who is calling), `body:
+SomeModel` (the JSON body, validated), `query: SomeModel` (the query string, validated) and path
+parameters by name (an `int` annotation makes the path segment numeric). It returns a pydantic
+model (rendered as JSON with the route's status), None (204) or a ready `Response`. The same
+declarations describe the route in the OpenAPI document.
 """
 
 import asyncio
@@ -19,6 +22,8 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from shared.access.callers import Caller, authenticate
+from shared.access.policy import PUBLIC, Access
 from shared.db import DATABASE_UNAVAILABLE_ERRORS, ping_database
 from shared.errors import AppError, MethodNotAllowed, NotFound, ServiceUnavailable
 from shared.http.messages import Request, Response, json_response, no_content
@@ -39,6 +44,7 @@ class Route:
     method: str
     path: str
     handler: Handler
+    access: Access
     status: int = 200
     # For streamed routes: the type of the server-sent events, for the OpenAPI document.
     events: Any = None
@@ -49,6 +55,7 @@ class Route:
     path_types: dict[str, type] = field(init=False, default_factory=dict)
     is_async: bool = field(init=False, default=False)
     wants_request: bool = field(init=False, default=False)
+    wants_caller: bool = field(init=False, default=False)
 
     def __post_init__(self) -> None:
         hints = typing.get_type_hints(self.handler)
@@ -60,15 +67,32 @@ class Route:
         set_field(self, "query", hints.get("query"))
         set_field(self, "response", hints.get("return"))
         set_field(self, "is_async", inspect.iscoroutinefunction(self.handler))
-        set_field(self, "wants_request", "request" in inspect.signature(self.handler).parameters)
+        parameters = inspect.signature(self.handler).parameters
+        set_field(self, "wants_request", "request" in parameters)
+        set_field(self, "wants_caller", "caller" in parameters)
+        if self.wants_caller and not self.access.needs_caller:
+            raise TypeError(f"{self.method} {self.path} wants a caller its access does not have")
 
-    def arguments(self, request: Request, path_values: dict[str, str]) -> dict[str, Any]:
+    def admit(self, request: Request, path_values: dict[str, str]) -> dict[str, Any]:
+        """The handler's keyword arguments, once the caller may make this call (401, 403, 404)."""
+        caller = None
+        if self.access.needs_caller:
+            caller = authenticate(request.header("authorization"))
+        arguments = self.arguments(request, path_values, caller)
+        self.access.check(caller, arguments)
+        return arguments
+
+    def arguments(
+        self, request: Request, path_values: dict[str, str], caller: Caller | None
+    ) -> dict[str, Any]:
         """The handler's keyword arguments, parsed and validated from the request."""
         arguments: dict[str, Any] = {
             name: self.path_types[name](value) for name, value in path_values.items()
         }
         if self.wants_request:
             arguments["request"] = request
+        if self.wants_caller:
+            arguments["caller"] = caller
         if self.body is not None:
             arguments["body"] = request.body_as(self.body)
         if self.query is not None:
@@ -103,32 +127,32 @@ class Router:
     def __init__(self, name: str) -> None:
         self.name = name
         self.routes: list[Route] = [
-            Route("GET", "/healthz", _health),
-            Route("GET", "/readyz", _readiness),
+            Route("GET", "/healthz", _health, PUBLIC),
+            Route("GET", "/readyz", _readiness, PUBLIC),
         ]
 
     def route(
-        self, method: str, path: str, status: int = 200, events: Any = None
+        self, method: str, path: str, *, access: Access, status: int = 200, events: Any = None
     ) -> Callable[[Handler], Handler]:
         def register(handler: Handler) -> Handler:
-            self.routes.append(Route(method, path, handler, status, events))
+            self.routes.append(Route(method, path, handler, access, status, events))
             return handler
 
         return register
 
-    def get(self, path: str) -> Callable[[Handler], Handler]:
-        return self.route("GET", path)
+    def get(self, path: str, *, access: Access) -> Callable[[Handler], Handler]:
+        return self.route("GET", path, access=access)
 
     def post(
-        self, path: str, status: int = 200, events: Any = None
+        self, path: str, *, access: Access, status: int = 200, events: Any = None
     ) -> Callable[[Handler], Handler]:
-        return self.route("POST", path, status, events)
+        return self.route("POST", path, access=access, status=status, events=events)
 
-    def put(self, path: str) -> Callable[[Handler], Handler]:
-        return self.route("PUT", path)
+    def put(self, path: str, *, access: Access) -> Callable[[Handler], Handler]:
+        return self.route("PUT", path, access=access)
 
-    def delete(self, path: str) -> Callable[[Handler], Handler]:
-        return self.route("DELETE", path, 204)
+    def delete(self, path: str, *, access: Access) -> Callable[[Handler], Handler]:
+        return self.route("DELETE", path, access=access, status=204)
 
     def resolve(self, method: str, path: str) -> tuple[Route, dict[str, str]]:
         """The route and raw path values for a request; 404 or 405 when there is none."""
@@ -151,7 +175,7 @@ class Router:
             return finish(request, Response(204))
         try:
             route, path_values = self.resolve(request.method, request.path)
-            response = route.render(route.handler(**route.arguments(request, path_values)))
+            response = route.render(route.handler(**route.admit(request, path_values)))
         except Exception as exc:
             response = render_error(exc, request.request_id)
         return finish(request, response)
@@ -162,15 +186,20 @@ class Router:
             return finish(request, Response(204))
         try:
             route, path_values = self.resolve(request.method, request.path)
-            arguments = route.arguments(request, path_values)
             if route.is_async:
+                # Admission may read MongoDB (a key, a membership): never on the event loop.
+                arguments = await asyncio.to_thread(route.admit, request, path_values)
                 result = await route.handler(**arguments)
             else:
-                result = await asyncio.to_thread(route.handler, **arguments)
+                result = await asyncio.to_thread(_admitted_call, route, request, path_values)
             response = route.render(result)
         except Exception as exc:
             response = render_error(exc, request.request_id)
         return finish(request, response)
+
+
+def _admitted_call(route: Route, request: Request, path_values: dict[str, str]) -> Any:
+    return route.handler(**route.admit(request, path_values))
 
 
 def is_preflight(request: Request) -> bool:
@@ -212,7 +241,7 @@ def cors_headers(request: Request) -> dict[str, str]:
         return {}
     headers = {
         "Access-Control-Allow-Origin": "*" if "*" in allowed else origin,
-        "Access-Control-Expose-Headers": "ETag, X-Request-Id, Retry-After",
+        "Access-Control-Expose-Headers": "ETag, X-Request-Id, Retry-After, WWW-Authenticate",
         "Vary": "Origin",
     }
     if request.method == "OPTIONS":

@@ -6,7 +6,7 @@ from pymongo import ASCENDING, DESCENDING, IndexModel, ReturnDocument
 from pymongo.collection import Collection
 from pymongo.errors import DuplicateKeyError
 
-from shared.db import indexed_collection, to_object_id, utc_now
+from shared.db import indexed_collection, to_object_id, utc_now, within_projects
 from shared.errors import Conflict
 from shared.pagination import PageParams, find_page
 from shared.projects.models import Project, ProjectCreate, ProjectUpdate
@@ -44,8 +44,13 @@ class ProjectRepository:
         document = object_id and self.collection.find_one({"_id": object_id})
         return _project(document) if document else None
 
-    def search(self, params: PageParams) -> tuple[list[Project], str | None, int]:
-        documents, next_cursor, total = find_page(self.collection, {}, params)
+    def search(
+        self, params: PageParams, within: list[str] | None
+    ) -> tuple[list[Project], str | None, int]:
+        """A page of the `within` projects (None: every project), newest first."""
+        documents, next_cursor, total = find_page(
+            self.collection, within_projects(within, "_id"), params
+        )
         return [_project(document) for document in documents], next_cursor, total
 
     def update(self, project_id: str, changes: ProjectUpdate) -> Project | None:

@@ -13,8 +13,9 @@ class ProjectService:
     def create(self, data: ProjectCreate) -> Project:
         return self.projects.create(data)
 
-    def search(self, params: ProjectListParams) -> Page[Project]:
-        return Page.of(self.projects.search(params), params)
+    def search(self, params: ProjectListParams, within: list[str] | None) -> Page[Project]:
+        """The `within` projects (None: every project), newest first."""
+        return Page.of(self.projects.search(params, within), params)
 
     def get(self, project_id: str) -> Project:
         """One project; 404 when it does not exist."""

@@ -6,7 +6,7 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, StringConstraints, field_validator, model_validator
 
 from shared.deepseek.models import ModelConfig
-from shared.models import InputModel, Model, Name
+from shared.models import InputModel, LabelName, Model, Name
 from shared.pagination import PageParams
 from shared.prompts.templating import TemplateSyntaxError, template_variables
 
@@ -14,7 +14,6 @@ PromptType = Literal["text", "chat"]
 LATEST_LABEL = "latest"
 # What runs (executions, chat) use when they name no version or label, before `latest`.
 RUN_DEFAULT_LABEL = "production"
-LabelName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_-]{1,50}$")]
 Tag = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=50)]
 Category = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100)]
 TemplateText = Annotated[str, StringConstraints(min_length=1, max_length=100_000)]

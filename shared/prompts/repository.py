@@ -9,7 +9,7 @@ from pymongo import ASCENDING, DESCENDING, IndexModel, ReturnDocument
 from pymongo.collection import Collection
 from pymongo.errors import DuplicateKeyError
 
-from shared.db import indexed_collection, to_object_id, utc_now
+from shared.db import indexed_collection, owning_project, to_object_id, utc_now, within_projects
 from shared.errors import Conflict
 from shared.pagination import find_page
 from shared.prompts.models import (
@@ -162,9 +162,12 @@ class PromptRepository:
                 _versions_read.popitem(last=False)
         return found
 
-    def search(self, params: PromptListParams) -> tuple[list[PromptRecord], str | None, int] | None:
-        """A page of prompts matching the filters; None when the project id cannot exist."""
-        conditions: list[dict[str, Any]] = []
+    def search(
+        self, params: PromptListParams, within: list[str] | None
+    ) -> tuple[list[PromptRecord], str | None, int] | None:
+        """A page of prompts of the `within` projects (None: any) matching the filters; None when
+        the project id cannot exist."""
+        conditions: list[dict[str, Any]] = [within_projects(within)] if within is not None else []
         if params.project_id is not None:
             project_id = to_object_id(params.project_id)
             if project_id is None:
@@ -285,3 +288,8 @@ class PromptRepository:
         deleted = self.prompts.delete_many({"_id": {"$in": prompt_ids}}).deleted_count
         self.versions.delete_many({"prompt_id": {"$in": prompt_ids}})
         return deleted
+
+
+def prompt_project(prompt_id: str) -> str | None:
+    """The project the prompt belongs to; None when it does not exist."""
+    return owning_project("prompts", prompt_id)

@@ -93,8 +93,9 @@ class PromptService:
         record, version = self.prompts.create(data)
         return Prompt(**record.model_dump(), version=version)
 
-    def search(self, params: PromptListParams) -> Page[PromptRecord]:
-        return Page.of(self.prompts.search(params), params)
+    def search(self, params: PromptListParams, within: list[str] | None) -> Page[PromptRecord]:
+        """Prompts of the `within` projects (None: every project) matching the filters."""
+        return Page.of(self.prompts.search(params, within), params)
 
     def get_record(self, prompt_id: str) -> PromptRecord:
         record = self.prompts.get(prompt_id)

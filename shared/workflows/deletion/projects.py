@@ -1,5 +1,6 @@
 """Deleting a project, with everything in it when asked to cascade."""
 
+from shared.access.service import AccessService
 from shared.datasets.repository import DatasetRepository
 from shared.dialogs.repository import DialogRepository
 from shared.errors import Conflict, not_found
@@ -37,3 +38,4 @@ def delete_with_contents(project_id: str, params: ProjectDeleteParams) -> None:
     prompts.delete_project_prompts(project_id)
     if not projects.delete(project_id):
         raise not_found("project", project_id)
+    AccessService().delete_project(project_id)

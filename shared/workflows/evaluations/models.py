@@ -170,6 +170,7 @@ class CellRun(Model):
 
 
 class EvaluationListParams(PageParams):
+    project_id: str | None = None
     prompt_id: str | None = None
     dataset_id: str | None = None
     status: EvaluationStatus | None = None

@@ -12,7 +12,7 @@ from bson import ObjectId
 from pymongo import ASCENDING, ReturnDocument
 
 from shared.assertions.models import AssertionOutcome
-from shared.db import to_object_id, utc_now
+from shared.db import owning_project, to_object_id, utc_now, within_projects
 from shared.pagination import find_page
 from shared.workflows.evaluations.models import (
     Cell,
@@ -109,16 +109,17 @@ class EvaluationRepository(RunOutcomeRepository):
         return _evaluation(document) if document else None
 
     def search(
-        self, params: EvaluationListParams
+        self, params: EvaluationListParams, within: list[str] | None
     ) -> tuple[list[Evaluation], str | None, int] | None:
-        query: dict[str, Any] = {}
-        for field in ("prompt_id", "dataset_id"):
+        """A page of runs of the `within` projects (None: any); None when an id cannot exist."""
+        query: dict[str, Any] = within_projects(within)
+        for field in ("project_id", "prompt_id", "dataset_id"):
             value = getattr(params, field)
             if value is not None:
                 object_id = to_object_id(value)
                 if object_id is None:
                     return None
-                query[field] = object_id
+                query.setdefault("$and", []).append({field: object_id})
         if params.status is not None:
             query["status"] = params.status
         documents, next_cursor, total = find_page(self.runs, query, params)
@@ -291,3 +292,8 @@ class EvaluationRepository(RunOutcomeRepository):
 
 def _lease(seconds: float) -> datetime:
     return utc_now() + timedelta(seconds=seconds)
+
+
+def evaluation_project(evaluation_id: str) -> str | None:
+    """The project the evaluation belongs to; None when it does not exist."""
+    return owning_project("evaluations", evaluation_id)

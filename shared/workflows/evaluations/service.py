@@ -141,8 +141,9 @@ class EvaluationService:
             results_total=len(order),
         )
 
-    def search(self, params: EvaluationListParams) -> Page[Evaluation]:
-        return Page.of(self.evaluations.search(params), params)
+    def search(self, params: EvaluationListParams, within: list[str] | None) -> Page[Evaluation]:
+        """Runs of the `within` projects (None: every project) matching the filters."""
+        return Page.of(self.evaluations.search(params, within), params)
 
     def cancel(self, evaluation_id: str) -> Evaluation:
         """Stop handing out cells; cells already running finish and keep their results."""

@@ -1,0 +1,17 @@
+"""Secrets `make dev` makes on its first start and keeps in `.data/` for the next ones."""
+
+import secrets
+from pathlib import Path
+
+DATA_DIR = Path(__file__).resolve().parent.parent / ".data"
+SIGNING_KEY_FILE = DATA_DIR / "event-signing-key"
+ADMIN_KEY_FILE = DATA_DIR / "admin-api-key"
+
+
+def local_secret(path: Path, prefix: str = "") -> str:
+    """The secret kept in `path`: made once (readable by its owner only), then read back."""
+    if not path.exists():
+        DATA_DIR.mkdir(exist_ok=True)
+        path.write_text(prefix + secrets.token_urlsafe(32))
+        path.chmod(0o600)
+    return path.read_text().strip()
