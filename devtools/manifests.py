@@ -63,6 +63,10 @@ SETTINGS: dict[str, str] = {
     "LOG_LEVEL": "INFO",
     # The frontend's origin: set it here and run `make manifests` (never `*` when deployed).
     "CORS_ORIGINS": "https://app.example.com",
+    # The team's OpenID Connect provider, whose access tokens the frontend sends; the JWKS is
+    # discovered from the issuer (set OIDC_JWKS_URL to name it instead).
+    "OIDC_ISSUER": "https://login.example.com/",
+    "OIDC_AUDIENCE": "better-assistant",
 }
 
 # Read by functions-framework's CLI and its gunicorn configuration rather than by our settings.
@@ -101,9 +105,14 @@ class Function:
 
     @property
     def all_secrets(self) -> tuple[str, ...]:
-        """Its secrets, and the key that signs queue events when it publishes or consumes any."""
-        signs = self.consumes or self.publishes_to
-        return (*self.secrets, "event-signing-key") if signs else self.secrets
+        """Its secrets; the operators' admin key when it serves callers; the key that signs
+        queue events when it publishes or consumes any."""
+        secrets = [*self.secrets]
+        if not self.queue_triggered:
+            secrets.append("admin-api-key")
+        if self.consumes or self.publishes_to:
+            secrets.append("event-signing-key")
+        return tuple(secrets)
 
 
 def streaming(**changes: Any) -> Function:
@@ -419,6 +428,7 @@ def secret_variables_used(functions: Mapping[str, Function]) -> list[str]:
 _SECRET_EXAMPLES = {
     "MONGODB_URI": "mongodb://better-assistant:CHANGE-ME@mongo-1,mongo-2,mongo-3/?replicaSet=rs0",
     "EVENT_SIGNING_KEY": "CHANGE-ME-to-a-long-random-secret",
+    "ADMIN_API_KEY": "CHANGE-ME-to-a-long-random-secret",
 }
 
 

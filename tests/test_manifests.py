@@ -380,3 +380,20 @@ def test_deployed_functions_name_their_browser_origins_never_any() -> None:
     origins = {entry["environment"]["CORS_ORIGINS"] for entry in stack()["functions"].values()}
     assert origins == {settings["CORS_ORIGINS"]}
     assert "*" not in settings["CORS_ORIGINS"]
+
+
+def test_functions_that_serve_callers_get_the_admin_key_and_the_identity_provider() -> None:
+    """The queue-triggered ones authenticate events, not callers, so they get no admin key."""
+    settings = yaml.safe_load((KNATIVE_DIR / "settings.yaml").read_text())["data"]
+    assert settings["OIDC_ISSUER"].startswith("https://") and settings["OIDC_AUDIENCE"]
+    functions = stack()["functions"]
+    for name, entry in functions.items():
+        serves_callers = not FUNCTIONS[name].queue_triggered
+        assert ("admin-api-key" in entry["secrets"]) == serves_callers, name
+        assert entry["environment"]["OIDC_ISSUER"] == settings["OIDC_ISSUER"], name
+        (service,) = knative_files(FUNCTIONS)[f"{name}.yaml"]
+        variables = {
+            variable["name"]
+            for variable in service["spec"]["template"]["spec"]["containers"][0].get("env", [])
+        }
+        assert ("ADMIN_API_KEY" in variables) == serves_callers, name
