@@ -53,10 +53,17 @@ def stop(process: subprocess.Popen[bytes]) -> None:
 
 
 @contextmanager
-def running_function(name: str, env: dict[str, str] | None = None) -> Iterator[str]:
-    """One function as in its image, on a free port, with `env` over this process's environment."""
+def running_function(
+    name: str, env: dict[str, str] | None = None, root: Path | None = None
+) -> Iterator[str]:
+    """One function as in its image, on a free port, with `env` over this process's environment;
+    from another checkout (its `functions/` and `shared/`) when `root` names one."""
     port = free_port()
-    process = start_function(FUNCTIONS_DIR / name / "main.py", env or {}, port)
+    env = dict(env or {})
+    if root is not None:
+        env["PYTHONPATH"] = str(root)
+    functions_dir = FUNCTIONS_DIR if root is None else root / "functions"
+    process = start_function(functions_dir / name / "main.py", env, port)
     try:
         yield f"http://127.0.0.1:{port}"
     finally:
