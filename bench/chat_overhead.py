@@ -345,6 +345,8 @@ def main() -> None:
             "MONGODB_URI": mongo_uri,
             "MONGODB_DB": database,
             "HISTORY_QUEUE": "local",
+            # Every load request sends `Bearer bench`: to the chat function, the admin key.
+            "ADMIN_API_KEY": "bench",
         }
         served: list[Served] = []
         forwarder_port = free_port()

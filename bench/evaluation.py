@@ -90,10 +90,14 @@ def main() -> None:
             "EVALUATION_QUEUE": "local",
             "EVALUATION_MAX_CONCURRENCY": str(arguments.concurrency),
             "LOG_LEVEL": "WARNING",
+            "ADMIN_API_KEY": "bench",
         }
         os.environ.update(env)  # for the seeding here and the function started below
         prompt_id, dataset_id = seed(arguments.cells)
-        with running_function("evaluations") as base_url, httpx.Client(timeout=30) as http:
+        with (
+            running_function("evaluations") as base_url,
+            httpx.Client(timeout=30, headers={"Authorization": "Bearer bench"}) as http,
+        ):
             started = time.perf_counter()
             response = http.post(
                 f"{base_url}/",
