@@ -9,6 +9,7 @@ import httpx
 import pytest
 from pymongo.database import Database
 
+from devtools.embedded_mongo import free_port
 from devtools.fake_oidc import FakeOidcIssuer
 from shared.access.callers import KEY_CACHE_S
 from tests.conftest import bearer, configure
@@ -296,3 +297,12 @@ def test_tokens_are_refused_when_no_provider_is_configured(
     monkeypatch.delenv("OIDC_ISSUER")
     configure(monkeypatch)
     assert client.get("/projects", headers=headers).status_code == 401
+
+
+def test_an_unreachable_identity_provider_is_a_503_not_a_401(
+    client: httpx.Client, user_headers, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    configure(monkeypatch, OIDC_JWKS_URL=f"http://127.0.0.1:{free_port()}/jwks.json")
+    response = client.get("/projects", headers=user_headers("alice"))
+    assert response.status_code == 503
+    assert response.json()["error"]["code"] == "identity_provider_unavailable"
