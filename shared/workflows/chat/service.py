@@ -95,24 +95,23 @@ class ChatService:
         against the project's limits, and only then store a new dialog and build the call."""
         settings = get_settings()
         recent: list[Message] = []
-        new_dialog: DialogCreate | None = None
+        binding: Dialog | DialogCreate
         if request.dialog_id is not None:
             # The prompt's record comes through the prompt service's repository, so the
             # version lookup that follows may be served from memory.
-            dialog, recent, record = self.dialogs.get_for_turn(
+            binding, recent, record = self.dialogs.get_for_turn(
                 request.dialog_id, settings.chat_history_max_messages, self.prompts.prompts
             )
-            project = self.projects.get(dialog.project_id)
-            binding: Dialog | DialogCreate = dialog
+            project = self.projects.get(binding.project_id)
         else:
-            new_dialog = binding = DialogCreate(
+            binding = DialogCreate(
                 project_id=request.project_id or "",
                 prompt_id=request.prompt_id,
                 version=request.version,
                 label=request.label,
                 title=request.title or request.input[:_TITLE_LENGTH].strip() or None,
             )
-            project, record = self.dialogs.check_new(new_dialog)
+            project, record = self.dialogs.check_new(binding)
         version = self._bound_version(binding, record)
         history = history_window(recent, settings.chat_history_max_tokens)
         messages = compose_messages(version, request.variables, history, request.input)
@@ -124,8 +123,8 @@ class ChatService:
         )
         self.metering.admit(payer, project.limits)
         model = params.pop("model", None) or settings.deepseek_model
-        if new_dialog is not None:
-            dialog = self.dialogs.insert_checked(new_dialog)
+        # A new dialog is stored only once its first turn is admitted.
+        dialog = binding if isinstance(binding, Dialog) else self.dialogs.insert_checked(binding)
         return Turn(
             dialog=dialog,
             turn_id=uuid.uuid4().hex,
