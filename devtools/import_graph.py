@@ -39,6 +39,7 @@ LAYERS: dict[str, tuple[str, ...]] = {
         "shared.deepseek",
         "shared.queues",
         "shared.streaming",
+        "shared.metering",
     ),
     "domains": (
         "shared.projects",

@@ -36,6 +36,13 @@ class Unauthenticated(AppError):
     code = "unauthenticated"
 
 
+class PaymentRequired(AppError):
+    """Spending is refused until more is allowed (a project's monthly budget is spent)."""
+
+    status = 402
+    code = "payment_required"
+
+
 class Forbidden(AppError):
     status = 403
     code = "forbidden"
@@ -73,6 +80,15 @@ class UnsupportedMediaType(AppError):
 class ValidationFailed(AppError):
     status = 422
     code = "validation_failed"
+
+
+class TooManyRequests(AppError):
+    status = 429
+    code = "rate_limited"
+
+    def __init__(self, message: str, *, retry_after_s: int, details: Any = None) -> None:
+        super().__init__(message, details=details)
+        self.headers["Retry-After"] = str(retry_after_s)
 
 
 class ServiceUnavailable(AppError):

@@ -1,5 +1,6 @@
 """The `chat` function: one streamed turn of a dialog (ASGI, so one instance holds many streams)."""
 
+from shared.access.callers import Caller
 from shared.access.models import Permission
 from shared.access.policy import first_of, in_project, project, resource
 from shared.dialogs.repository import dialog_project
@@ -16,11 +17,13 @@ DIALOG_OR_PROJECT = first_of(
 )
 
 
-@router.post("/", events=ChatEvent, access=in_project(Permission.RUN, DIALOG_OR_PROJECT))
-async def chat(body: ChatRequest) -> Response:
+@router.post(
+    "/", events=ChatEvent, access=in_project(Permission.RUN, DIALOG_OR_PROJECT), metered=True
+)
+async def chat(body: ChatRequest, caller: Caller) -> Response:
     """Send the user's input; the answer streams back as server-sent events."""
     service = ChatService()
-    return EventStream(events=service.stream_events(await service.start(body)))
+    return EventStream(events=service.stream_events(await service.start(body, caller.actor)))
 
 
 handle = asgi_function(router)

@@ -37,10 +37,11 @@ IN_QUERY = first_of(
     "/",
     status=202,
     access=in_project(Permission.EDIT, resource("prompt", "prompt_id", prompt_project, "body")),
+    metered=True,
 )
-async def start_evaluation(body: EvaluationCreate) -> Evaluation:
+async def start_evaluation(body: EvaluationCreate, caller: Caller) -> Evaluation:
     """Start a run of cases x targets x repeat; answers at once, the cells run from the queue."""
-    return await EvaluationService().start(body)
+    return await EvaluationService().start(body, caller.actor)
 
 
 @router.get("/", access=in_project(Permission.READ, IN_QUERY))

@@ -27,18 +27,24 @@ PROMPT_IN_QUERY = resource("prompt", "prompt_id", prompt_project, "query")
 
 
 def executions() -> ExecutionService:
-    return ExecutionService(PromptService(ProjectService()))
+    projects = ProjectService()
+    return ExecutionService(PromptService(projects), projects)
 
 
 @router.post(
-    "/", status=201, events=ExecutionEvent, access=in_project(Permission.RUN, PROMPT_IN_BODY)
+    "/",
+    status=201,
+    events=ExecutionEvent,
+    access=in_project(Permission.RUN, PROMPT_IN_BODY),
+    metered=True,
 )
-async def create_execution(body: ExecutionCreate) -> Execution:
+async def create_execution(body: ExecutionCreate, caller: Caller) -> Execution:
     """Run a prompt; with `stream: true` the answer comes as server-sent events instead."""
     service = executions()
     if body.stream:
-        return EventStream(status=200, events=service.stream_events(await service.start(body)))
-    return await service.run_to_completion(body)
+        run = await service.start(body, caller.actor)
+        return EventStream(status=200, events=service.stream_events(run))
+    return await service.run_to_completion(body, caller.actor)
 
 
 @router.get("/", access=in_project(Permission.READ, first_of(project("query"), PROMPT_IN_QUERY)))

@@ -14,6 +14,7 @@ from shared.access.policy import SIGNED_IN, in_project, project
 from shared.access.service import AccessService
 from shared.http.flask_adapter import flask_function
 from shared.http.routing import Router
+from shared.metering.models import UsageParams, UsageReport
 from shared.pagination import Page
 from shared.projects.models import (
     Project,
@@ -59,6 +60,13 @@ def update_project(project_id: str, body: ProjectUpdate) -> Project:
 def delete_project(project_id: str, query: ProjectDeleteParams) -> None:
     """Delete a project; `cascade=true` also deletes its prompts."""
     delete_with_contents(project_id, query)
+
+
+@router.get("/{project_id}/usage", access=READ)
+def project_usage(project_id: str, query: UsageParams) -> UsageReport:
+    """Spend, tokens (cache hits apart) and calls over UTC days (`since`..`until`, at most 366),
+    by day and by key or user, and what is left of this month's budget."""
+    return ProjectService().usage(project_id, query)
 
 
 @router.get("/{project_id}/members", access=READ)

@@ -11,7 +11,7 @@ from collections.abc import Mapping, Sequence
 from shared.assertions.engine import check, errored
 from shared.assertions.models import AssertionResult, AssertionSpec, JudgeAssertion
 from shared.deepseek.answer import Answer, stream_answer
-from shared.deepseek.models import ChatCall
+from shared.deepseek.models import ChatCall, UsageHook
 from shared.errors import AppError
 from shared.settings import get_settings
 
@@ -69,12 +69,13 @@ async def judge(
     input: str | None = None,
     expected: str | None = None,
     history: Sequence[Mapping[str, str]] = (),
+    on_usage: UsageHook | None = None,
 ) -> AssertionResult:
     """Have the judge model grade `output`; an upstream failure or an unparseable verdict is an
-    error result carrying its code."""
+    error result carrying its code. `on_usage` meters the grading call."""
     model = spec.model or get_settings().deepseek_model
     messages = judge_messages(spec, output, input, expected, history)
-    answer = Answer(ChatCall(model, messages, JUDGE_PARAMS))
+    answer = Answer(ChatCall(model, messages, JUDGE_PARAMS), on_usage=on_usage)
     try:
         async for _ in stream_answer(answer):
             pass
@@ -102,14 +103,17 @@ async def assess(
     input: str | None = None,
     expected: str | None = None,
     history: Sequence[Mapping[str, str]] = (),
+    on_usage: UsageHook | None = None,
 ) -> list[AssertionResult]:
-    """Every assertion in order: the deterministic ones checked here, `judge` ones graded."""
+    """Every assertion in order: the deterministic ones checked here, `judge` ones graded (and
+    their calls metered by `on_usage`)."""
     results = []
     for spec in assertions:
         if isinstance(spec, JudgeAssertion):
-            results.append(
-                await judge(spec, output, input=input, expected=expected, history=history)
+            graded = await judge(
+                spec, output, input=input, expected=expected, history=history, on_usage=on_usage
             )
+            results.append(graded)
         else:
             results.append(check(spec, output, latency_ms, cost))
     return results

@@ -14,7 +14,7 @@ import anyio
 
 from shared.deepseek.client import get_deepseek
 from shared.deepseek.events import DoneData, ErrorData
-from shared.deepseek.models import ChatCall, Delta, Finish
+from shared.deepseek.models import ChatCall, Delta, Finish, UsageHook
 from shared.errors import AppError
 from shared.settings import get_settings
 
@@ -33,6 +33,8 @@ class Answer:
     latency_ms: float | None = None
     status: AnswerStatus = "running"
     error: ErrorData | None = None
+    # Records what the call cost once its final usage is in (the project's usage ledger).
+    on_usage: UsageHook | None = None
 
     @property
     def text(self) -> str:
@@ -62,7 +64,10 @@ class Answer:
 
 
 async def stream_answer(answer: Answer) -> AsyncIterator[Delta]:
-    """The answer's deltas as they arrive, recorded into `answer`; failures are re-raised."""
+    """The answer's deltas as they arrive, recorded into `answer`; failures are re-raised.
+
+    Every DeepSeek call goes through here, so this is where a finished call's usage is metered.
+    """
     started = time.perf_counter()
     try:
         async for item in get_deepseek().stream(answer.call):
@@ -73,7 +78,6 @@ async def stream_answer(answer: Answer) -> AsyncIterator[Delta]:
                 answer.ttft_ms = round((time.perf_counter() - started) * 1000, 3)
             (answer.output if item.kind == "content" else answer.reasoning).append(item.text)
             yield item
-        answer.status = "ok"
     except AppError as exc:
         answer.status, answer.error = "error", ErrorData(code=exc.code, message=exc.message)
         raise
@@ -89,6 +93,19 @@ async def stream_answer(answer: Answer) -> AsyncIterator[Delta]:
         raise
     finally:
         answer.latency_ms = round((time.perf_counter() - started) * 1000, 3)
+    answer.status = "ok"
+    if answer.on_usage is not None and answer.finish is not None:
+        await _record_usage(answer, answer.finish, answer.on_usage)
+
+
+async def _record_usage(answer: Answer, finish: Finish, on_usage: UsageHook) -> None:
+    """Shielded, so a caller going away now still leaves the cost in the ledger; a failure to
+    record is logged and never turns the answer into an error."""
+    with anyio.CancelScope(shield=True):
+        try:
+            await on_usage(finish.usage, answer.cost)
+        except Exception:
+            logger.exception("the usage of a finished call was not recorded")
 
 
 async def answer_events(

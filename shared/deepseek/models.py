@@ -1,5 +1,6 @@
 """What a DeepSeek call takes and gives back, independent of the SDK."""
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
@@ -78,6 +79,10 @@ class Usage(Model):
             + self.completion_tokens * price.output
         ) / 1_000_000
         return round(dollars, 10)
+
+
+# Records a finished call's final usage and its cost in USD (None: the model has no price).
+UsageHook = Callable[[Usage, float | None], Awaitable[None]]
 
 
 @dataclass(frozen=True, slots=True)

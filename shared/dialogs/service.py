@@ -17,7 +17,7 @@ from shared.dialogs.models import (
 from shared.dialogs.repository import DialogRepository, JoinedRecords
 from shared.errors import ValidationFailed, not_found, validation_failed
 from shared.pagination import Page
-from shared.projects.models import ProjectLookup
+from shared.projects.models import Project, ProjectLookup
 from shared.prompts.models import PromptRecord, VersionSelector
 
 _BINDING_FIELDS = {"prompt_id", "version", "label"}
@@ -39,14 +39,19 @@ class DialogService:
 
     def create(self, data: DialogCreate) -> Dialog:
         """Start a dialog in an existing project, bound to a prompt of that project if given."""
-        return self.create_for_turn(data)[0]
+        self.check_new(data)
+        return self.insert_checked(data)
 
-    def create_for_turn(self, data: DialogCreate) -> tuple[Dialog, PromptRecord | None]:
-        """`create`, with the bound prompt's record it read (None when unbound) for the turn
-        that follows."""
-        self.projects.get(data.project_id)
-        record = self._check_binding(data.project_id, data)
-        return self.dialogs.create(data), record
+    def check_new(self, data: DialogCreate) -> tuple[Project, PromptRecord | None]:
+        """What a new dialog would be in: its project (404) and its bound prompt's record (404,
+        422; None when unbound), read so that a first turn is admitted before anything is
+        stored."""
+        project = self.projects.get(data.project_id)
+        return project, self._check_binding(data.project_id, data)
+
+    def insert_checked(self, data: DialogCreate) -> Dialog:
+        """Store a dialog `check_new` accepted."""
+        return self.dialogs.create(data)
 
     def search(self, params: DialogListParams) -> Page[Dialog]:
         """A project's dialogs, latest activity first."""

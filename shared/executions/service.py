@@ -8,6 +8,7 @@ from typing import Any, Protocol
 
 import anyio
 
+from shared.access.models import Actor
 from shared.deepseek.answer import Answer, answer_events, stream_answer
 from shared.deepseek.errors import UpstreamError
 from shared.deepseek.models import ChatCall, merged_params
@@ -27,7 +28,10 @@ from shared.executions.models import (
     VersionStats,
 )
 from shared.executions.repository import ExecutionRepository
+from shared.metering.models import Payer
+from shared.metering.service import Metering, bounded_params
 from shared.pagination import Page
+from shared.projects.models import ProjectLookup
 from shared.prompts.models import LATEST_LABEL, RUN_DEFAULT_LABEL, PromptRecord, PromptVersion
 from shared.prompts.rendering import render_messages
 from shared.settings import get_settings
@@ -53,17 +57,31 @@ class Run:
 
 
 class ExecutionService:
-    def __init__(self, prompts: PromptsToRun) -> None:
+    def __init__(self, prompts: PromptsToRun, projects: ProjectLookup) -> None:
         self.executions = ExecutionRepository()
         self.prompts = prompts
+        self.projects = projects
+        self.metering = Metering()
 
-    def prepare(self, data: ExecutionCreate, source: str = "api") -> Run:
-        """Resolve the prompt version, render it and store the record as running."""
+    def prepare(
+        self,
+        data: ExecutionCreate,
+        actor: Actor | None,
+        source: str = "api",
+        is_request: bool = True,
+    ) -> Run:
+        """Resolve the prompt version, render it, admit the call against the project's limits
+        (`is_request`: it counts towards the caller's rate) and store the record as running."""
         record, version = self.prompts.version_to_run(data.prompt_id, data.version, data.label)
         number = version.version
         history = [turn.model_dump() for turn in data.history]
         messages = render_messages(version, data.variables, data.input, history)
-        params = merged_params(version.config, data.config)
+        payer = Payer(record.project_id, actor)
+        limits = self.projects.get(record.project_id).limits
+        params = bounded_params(
+            merged_params(version.config, data.config), limits, ("body", "config")
+        )
+        self.metering.admit(payer, limits, is_request=is_request)
         model = params.pop("model", None) or get_settings().deepseek_model
         execution = self.executions.insert(
             ExecutionDraft(
@@ -79,11 +97,18 @@ class ExecutionService:
                 source=source,
             )
         )
-        return Run(execution, Answer(ChatCall(model, messages, params)))
+        call = ChatCall(model, messages, params)
+        return Run(execution, Answer(call, on_usage=self.metering.recorder(payer)))
 
-    async def start(self, data: ExecutionCreate, source: str = "api") -> Run:
+    async def start(
+        self,
+        data: ExecutionCreate,
+        actor: Actor | None,
+        source: str = "api",
+        is_request: bool = True,
+    ) -> Run:
         """`prepare` off the event loop."""
-        return await anyio.to_thread.run_sync(self.prepare, data, source)
+        return await anyio.to_thread.run_sync(self.prepare, data, actor, source, is_request)
 
     async def record_outcome(self, run: Run) -> None:
         """Complete the stored record with what the answer brought back."""
@@ -103,9 +128,9 @@ class ExecutionService:
         finished = await anyio.to_thread.run_sync(self.executions.finish, run.record.id, outcome)
         run.record = finished or run.record
 
-    async def run_to_completion(self, data: ExecutionCreate) -> Execution:
+    async def run_to_completion(self, data: ExecutionCreate, actor: Actor) -> Execution:
         """Run without streaming to the caller; an upstream failure is raised after recording."""
-        run = await self.start(data)
+        run = await self.start(data, actor)
         try:
             await self._complete(run)
         except UpstreamError as exc:
@@ -113,10 +138,13 @@ class ExecutionService:
             raise
         return run.record
 
-    async def run_recorded(self, data: ExecutionCreate, source: str) -> Execution:
-        """Run to the end and return the record, whose status and error say how it ended;
-        only a run that cannot start (a missing variable, version or prompt) raises."""
-        run = await self.start(data, source)
+    async def run_recorded(
+        self, data: ExecutionCreate, actor: Actor | None, source: str
+    ) -> Execution:
+        """Run to the end and return the record, whose status and error say how it ended; only
+        a run that cannot start (a missing variable, version or prompt, a spent budget) raises.
+        Billed to `actor`, it does not count towards their rate: it is no request of theirs."""
+        run = await self.start(data, actor, source, is_request=False)
         with contextlib.suppress(UpstreamError):
             await self._complete(run)
         return run.record

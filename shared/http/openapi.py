@@ -36,14 +36,22 @@ _ERRORS = {
     400: "The body is missing or is not valid JSON.",
     401: "No credentials, or a key or token that is unknown, expired or revoked (queue-triggered "
     "functions: an unsigned or wrongly signed event).",
+    402: "`budget_exceeded`: the project's monthly budget is spent (`details`: budget_usd, "
+    "spent_usd, month); nothing was called or stored.",
     403: "Your role in the project does not allow this.",
     404: "No such resource (unknown or malformed id).",
     409: "The request conflicts with the current state (a duplicate name, dependents).",
     413: "The body is larger than MAX_BODY_BYTES.",
     415: "The body is not application/json.",
     422: "Validation failed: `details` lists every failing field as {loc, msg, type}.",
+    429: "`rate_limited`: over the project's requests_per_minute for this key or user; retry "
+    "after the `Retry-After` seconds.",
     500: "Unexpected failure; `details.request_id` identifies it in the logs.",
     503: "MongoDB is unreachable; retry shortly.",
+}
+_RETRY_AFTER = {
+    "description": "Seconds until the caller's window has room again.",
+    "schema": {"type": "integer"},
 }
 _REQUEST_ID = {
     "description": "The request id: yours when you sent a sane X-Request-Id, else a fresh one.",
@@ -80,6 +88,8 @@ def _error_statuses(route: Route) -> list[int]:
         statuses |= {400, 413, 415}
     if route.method in {"POST", "PUT", "DELETE"}:
         statuses.add(409)
+    if route.metered:
+        statuses |= {402, 429}
     return sorted(statuses)
 
 
@@ -218,13 +228,19 @@ def _operation(
             "content": {"application/json": {"schema": refs[(id(route.body), "validation")]}},
         }
     operation["responses"] = _success(route, refs) | {
-        str(status): {
-            "description": _ERRORS[status],
-            "content": {"application/json": {"schema": {"$ref": _REF.format(model="ErrorBody")}}},
-        }
-        for status in _error_statuses(route)
+        str(status): _error_response(status) for status in _error_statuses(route)
     }
     return operation
+
+
+def _error_response(status: int) -> dict[str, Any]:
+    response: dict[str, Any] = {
+        "description": _ERRORS[status],
+        "content": {"application/json": {"schema": {"$ref": _REF.format(model="ErrorBody")}}},
+    }
+    if status == 429:
+        response["headers"] = {"Retry-After": _RETRY_AFTER}
+    return response
 
 
 def _check_annotations(function: str, route: Route) -> None:

@@ -48,6 +48,9 @@ class Route:
     status: int = 200
     # For streamed routes: the type of the server-sent events, for the OpenAPI document.
     events: Any = None
+    # The route calls DeepSeek, admitted against the project's limits: it may answer 402 (the
+    # month's budget is spent) and 429 (the caller's rate), for the OpenAPI document.
+    metered: bool = False
     pattern: re.Pattern[str] = field(init=False)
     body: type[BaseModel] | None = field(init=False, default=None)
     query: type[BaseModel] | None = field(init=False, default=None)
@@ -132,10 +135,17 @@ class Router:
         ]
 
     def route(
-        self, method: str, path: str, *, access: Access, status: int = 200, events: Any = None
+        self,
+        method: str,
+        path: str,
+        *,
+        access: Access,
+        status: int = 200,
+        events: Any = None,
+        metered: bool = False,
     ) -> Callable[[Handler], Handler]:
         def register(handler: Handler) -> Handler:
-            self.routes.append(Route(method, path, handler, access, status, events))
+            self.routes.append(Route(method, path, handler, access, status, events, metered))
             return handler
 
         return register
@@ -144,9 +154,17 @@ class Router:
         return self.route("GET", path, access=access)
 
     def post(
-        self, path: str, *, access: Access, status: int = 200, events: Any = None
+        self,
+        path: str,
+        *,
+        access: Access,
+        status: int = 200,
+        events: Any = None,
+        metered: bool = False,
     ) -> Callable[[Handler], Handler]:
-        return self.route("POST", path, access=access, status=status, events=events)
+        return self.route(
+            "POST", path, access=access, status=status, events=events, metered=metered
+        )
 
     def put(self, path: str, *, access: Access) -> Callable[[Handler], Handler]:
         return self.route("PUT", path, access=access)

@@ -1,6 +1,8 @@
 """What a team does with projects."""
 
 from shared.errors import not_found
+from shared.metering.models import UsageParams, UsageReport
+from shared.metering.service import Metering
 from shared.pagination import Page
 from shared.projects.models import Project, ProjectCreate, ProjectListParams, ProjectUpdate
 from shared.projects.repository import ProjectRepository
@@ -29,3 +31,8 @@ class ProjectService:
         if project is None:
             raise not_found("project", project_id)
         return project
+
+    def usage(self, project_id: str, params: UsageParams) -> UsageReport:
+        """What the project's calls cost over a range of UTC days, and its month's budget."""
+        project = self.get(project_id)
+        return Metering().report(project.id, project.limits, params)

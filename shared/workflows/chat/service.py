@@ -10,12 +10,15 @@ from typing import Any
 
 import anyio
 
+from shared.access.models import Actor
 from shared.db import utc_now
 from shared.deepseek.answer import Answer, answer_events
 from shared.deepseek.models import ChatCall, merged_params
 from shared.dialogs.models import Dialog, DialogCreate, Message
 from shared.dialogs.service import DialogService
 from shared.errors import not_found
+from shared.metering.models import Payer
+from shared.metering.service import Metering, bounded_params
 from shared.projects.service import ProjectService
 from shared.prompts.models import PromptRecord, PromptVersion
 from shared.prompts.rendering import render_messages
@@ -82,56 +85,71 @@ class Turn:
 
 class ChatService:
     def __init__(self) -> None:
-        projects = ProjectService()
-        self.prompts = PromptService(projects)
-        self.dialogs = DialogService(projects, self.prompts)
+        self.projects = ProjectService()
+        self.prompts = PromptService(self.projects)
+        self.dialogs = DialogService(self.projects, self.prompts)
+        self.metering = Metering()
 
-    def prepare(self, request: ChatRequest) -> Turn:
-        """Open (or start) the dialog, load its prompt and history, and build the call."""
+    def prepare(self, request: ChatRequest, actor: Actor) -> Turn:
+        """Open the dialog (or check a new one), load its prompt and history, admit the call
+        against the project's limits, and only then store a new dialog and build the call."""
         settings = get_settings()
         recent: list[Message] = []
+        binding: Dialog | DialogCreate
         if request.dialog_id is not None:
             # The prompt's record comes through the prompt service's repository, so the
             # version lookup that follows may be served from memory.
-            dialog, recent, record = self.dialogs.get_for_turn(
+            binding, recent, record = self.dialogs.get_for_turn(
                 request.dialog_id, settings.chat_history_max_messages, self.prompts.prompts
             )
+            project = self.projects.get(binding.project_id)
         else:
-            dialog, record = self.dialogs.create_for_turn(
-                DialogCreate(
-                    project_id=request.project_id or "",
-                    prompt_id=request.prompt_id,
-                    version=request.version,
-                    label=request.label,
-                    title=request.title or request.input[:_TITLE_LENGTH].strip() or None,
-                )
+            binding = DialogCreate(
+                project_id=request.project_id or "",
+                prompt_id=request.prompt_id,
+                version=request.version,
+                label=request.label,
+                title=request.title or request.input[:_TITLE_LENGTH].strip() or None,
             )
-        version = self._bound_version(dialog, record)
+            project, record = self.dialogs.check_new(binding)
+        version = self._bound_version(binding, record)
         history = history_window(recent, settings.chat_history_max_tokens)
         messages = compose_messages(version, request.variables, history, request.input)
-        params = merged_params(version.config if version else {}, request.config)
+        payer = Payer(project.id, actor)
+        params = bounded_params(
+            merged_params(version.config if version else {}, request.config),
+            project.limits,
+            ("body", "config"),
+        )
+        self.metering.admit(payer, project.limits)
         model = params.pop("model", None) or settings.deepseek_model
+        # A new dialog is stored only once its first turn is admitted.
+        dialog = binding if isinstance(binding, Dialog) else self.dialogs.insert_checked(binding)
         return Turn(
             dialog=dialog,
             turn_id=uuid.uuid4().hex,
             user_input=request.input,
             user_at=utc_now(),
             prompt_version=version.version if version else None,
-            answer=Answer(ChatCall(model, messages, params)),
+            answer=Answer(
+                ChatCall(model, messages, params), on_usage=self.metering.recorder(payer)
+            ),
         )
 
-    def _bound_version(self, dialog: Dialog, record: PromptRecord | None) -> PromptVersion | None:
+    def _bound_version(
+        self, binding: Dialog | DialogCreate, record: PromptRecord | None
+    ) -> PromptVersion | None:
         """The version the dialog's prompt binding names right now (labels can move), from the
         prompt's record read with the dialog."""
-        if dialog.prompt_id is None:
+        if binding.prompt_id is None:
             return None
         if record is None:  # the bound prompt was deleted
-            raise not_found("prompt", dialog.prompt_id)
-        return self.prompts.version_of(record, dialog.version, dialog.label)
+            raise not_found("prompt", binding.prompt_id)
+        return self.prompts.version_of(record, binding.version, binding.label)
 
-    async def start(self, request: ChatRequest) -> Turn:
+    async def start(self, request: ChatRequest, actor: Actor) -> Turn:
         """`prepare` off the event loop."""
-        return await anyio.to_thread.run_sync(self.prepare, request)
+        return await anyio.to_thread.run_sync(self.prepare, request, actor)
 
     def stream_events(self, turn: Turn) -> AsyncIterator[tuple[str, dict[str, Any]]]:
         meta = ChatMeta(

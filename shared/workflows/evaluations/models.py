@@ -6,6 +6,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field
 
+from shared.access.models import Actor
 from shared.assertions.models import AssertionOutcome, AssertionResult, AssertionSpec
 from shared.datasets.models import Assertions, Case, Tags
 from shared.deepseek.models import ModelConfig, Usage
@@ -75,6 +76,8 @@ class Evaluation(Model):
     repeat: int
     concurrency: int
     case_count: int
+    # Who started the run: its calls are billed to them (None: a run from before it was kept).
+    started_by: Actor | None = None
     status: EvaluationStatus
     total: int
     progress: Progress
@@ -95,6 +98,7 @@ class EvaluationDraft(Model):
     repeat: int
     concurrency: int
     case_count: int
+    started_by: Actor
 
 
 class CellDraft(Model):

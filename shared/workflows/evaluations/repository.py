@@ -13,6 +13,7 @@ from pymongo import ASCENDING, ReturnDocument
 
 from shared.assertions.models import AssertionOutcome
 from shared.db import owning_project, to_object_id, utc_now, within_projects
+from shared.executions.models import ExecutionError
 from shared.pagination import find_page
 from shared.workflows.evaluations.models import (
     Cell,
@@ -241,6 +242,24 @@ class EvaluationRepository(RunOutcomeRepository):
         if not cancelled.modified_count:
             return None
         return self._count(cell.evaluation_id, {"cancelled": 1})
+
+    def fail_remaining(self, evaluation_id: str, error: ExecutionError) -> Evaluation | None:
+        """Record every cell of a run that no worker has taken yet as an error that never ran
+        (the project's budget is spent), and count them; the run as counted."""
+        object_id = to_object_id(evaluation_id)
+        failed = self.cells.update_many(
+            {"evaluation_id": object_id, "state": {"$in": ["pending", "dispatched"]}},
+            {
+                "$set": {
+                    "state": "done",
+                    "status": "error",
+                    "passed": None,
+                    "error": error.model_dump(),
+                    "finished_at": utc_now(),
+                }
+            },
+        ).modified_count
+        return self._count(evaluation_id, {"done": failed, "errors": failed})
 
     def _count(self, evaluation_id: str, increments: dict[str, int]) -> Evaluation | None:
         document = self.runs.find_one_and_update(

@@ -5,9 +5,13 @@ from typing import Any
 
 import anyio
 
+from shared.access.models import Actor
 from shared.datasets.models import Case
 from shared.datasets.repository import DatasetRepository
+from shared.deepseek.models import merged_params
 from shared.errors import Conflict, ValidationFailed, not_found
+from shared.metering.models import Limits, Payer
+from shared.metering.service import Metering, bounded_params
 from shared.pagination import Page
 from shared.projects.service import ProjectService
 from shared.prompts.models import PromptRecord
@@ -46,27 +50,35 @@ class EvaluationService:
     def __init__(self) -> None:
         self.evaluations = EvaluationRepository()
         self.datasets = DatasetRepository()
-        self.prompts = PromptService(ProjectService())
+        self.projects = ProjectService()
+        self.prompts = PromptService(self.projects)
 
-    async def start(self, data: EvaluationCreate) -> Evaluation:
+    async def start(self, data: EvaluationCreate, actor: Actor) -> Evaluation:
         """Store the run and its cells, hand the first cells to the queue, and return at once."""
         with anyio.CancelScope(shield=True):  # cells taken must reach the queue
-            run, first_cells = await anyio.to_thread.run_sync(self._create_and_take_first, data)
+            run, first_cells = await anyio.to_thread.run_sync(
+                self._create_and_take_first, data, actor
+            )
             await hand_out(first_cells)
         return run
 
-    def _create_and_take_first(self, data: EvaluationCreate) -> tuple[Evaluation, list[CellEvent]]:
-        run = self.create(data)
+    def _create_and_take_first(
+        self, data: EvaluationCreate, actor: Actor
+    ) -> tuple[Evaluation, list[CellEvent]]:
+        run = self.create(data, actor)
         return run, take_pending(self.evaluations, run.id, run.concurrency)
 
-    def create(self, data: EvaluationCreate) -> Evaluation:
+    def create(self, data: EvaluationCreate, actor: Actor) -> Evaluation:
         """The run as queued: targets resolved to versions now, cases snapshotted, the matrix
-        of cases x targets x repetitions expanded into cells."""
+        of cases x targets x repetitions expanded into cells; admitted against the project's
+        limits (a target asking for too much output, a spent budget, the caller's rate) before
+        anything is stored. Its calls are billed to `actor`."""
         record = self.prompts.get_record(data.prompt_id)
         dataset = self.datasets.get(data.dataset_id)
         if dataset is None or dataset.project_id != record.project_id:
             raise not_found("dataset", data.dataset_id)
-        targets = self._targets(record, data.targets)
+        limits = self.projects.get(record.project_id).limits
+        targets = self._targets(record, data.targets, limits)
         cases = self.datasets.all_cases(data.dataset_id, data.case_tags)
         if not cases:
             raise ValidationFailed(
@@ -81,6 +93,7 @@ class EvaluationService:
                 code="too_many_cells",
                 details={"cells": total, "max": MAX_CELLS},
             )
+        Metering().admit(Payer(record.project_id, actor), limits)
         cells = _cells(cases, targets, data.repeat)
         concurrency = min(data.concurrency, get_settings().evaluation_max_concurrency)
         return self.evaluations.create(
@@ -94,15 +107,22 @@ class EvaluationService:
                 repeat=data.repeat,
                 concurrency=concurrency,
                 case_count=len(cases),
+                started_by=actor,
             ),
             cells,
         )
 
-    def _targets(self, record: PromptRecord, wanted: list[TargetCreate]) -> list[Target]:
-        """Each target at the version its selector names now (a label may move during the run)."""
+    def _targets(
+        self, record: PromptRecord, wanted: list[TargetCreate], limits: Limits
+    ) -> list[Target]:
+        """Each target at the version its selector names now (a label may move during the run);
+        422 for one whose output may be longer than the project allows."""
         targets = []
         for index, target in enumerate(wanted):
-            number = self.prompts.number_to_run(record, target.version, target.label)
+            version = self.prompts.version_of(record, target.version, target.label)
+            number = version.version
+            location = ("body", "targets", index, "config")
+            bounded_params(merged_params(version.config, target.config), limits, location)
             config = target.config.model_dump(exclude_unset=True) if target.config else None
             targets.append(
                 Target(

@@ -24,6 +24,7 @@ from shared.deepseek.models import ModelConfig
 from shared.errors import AppError
 from shared.executions.models import ExecutionCreate, ExecutionError
 from shared.executions.service import ExecutionService
+from shared.metering.models import BUDGET_EXCEEDED, Payer
 from shared.projects.service import ProjectService
 from shared.prompts.service import PromptService
 from shared.queues.publishers import publisher_for
@@ -41,6 +42,7 @@ from shared.workflows.evaluations.repository import EvaluationRepository
 from shared.workflows.evaluations.results import summarize, target_results, verdict
 
 logger = logging.getLogger("better_assistant.evaluations")
+_NOT_RUN = "Not run: the project's monthly budget was spent."
 
 
 def take_pending(
@@ -190,6 +192,11 @@ class EvaluationWorker:
         done = CellOutcome(
             evaluation_id=run_id, cell_id=event.cell_id, outcome="done", passed=result.passed
         )
+        if result.error is not None and result.error.code == BUDGET_EXCEEDED:
+            # The budget refused this cell, so it refuses the rest: stop dispatching, and
+            # record what is left as not run; cells already running finish and are counted.
+            not_run = ExecutionError(code=BUDGET_EXCEEDED, message=_NOT_RUN)
+            counted = self.evaluations.fail_remaining(run_id, not_run) or counted
         progress = counted.progress
         if progress.done + progress.cancelled >= progress.total:
             self._complete(counted)
@@ -218,10 +225,10 @@ class EvaluationWorker:
             history=case.history,
             config=ModelConfig.model_validate(target.config) if target.config else None,
         )
+        projects = ProjectService()
+        executions = ExecutionService(PromptService(projects), projects)
         try:
-            execution = await ExecutionService(PromptService(ProjectService())).run_recorded(
-                request, source="evaluation"
-            )
+            execution = await executions.run_recorded(request, run.started_by, "evaluation")
         except AppError as exc:
             # The run could not even start: a variable the case lacks, a deleted version.
             error = ExecutionError(code=exc.code, message=exc.message)
@@ -250,6 +257,8 @@ class EvaluationWorker:
             input=case.input,
             expected=case.expected,
             history=[turn.model_dump() for turn in case.history],
+            # Grading calls are billed like the cell's own call.
+            on_usage=executions.metering.recorder(Payer(run.project_id, run.started_by)),
         )
         return CellRun(
             **execution_fields,
