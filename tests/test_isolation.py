@@ -685,7 +685,7 @@ def test_unsigned_and_forged_events_are_refused_and_write_nothing(
     assert snapshot(database) != stored
 
 
-# --- lists across projects -----------------------------------------------------------------
+# --- lists and references across projects ---------------------------------------------------
 
 
 def test_lists_without_a_project_show_only_the_callers_projects(
@@ -707,3 +707,44 @@ def test_lists_without_a_project_show_only_the_callers_projects(
                 assert seeded.project not in response.text and MARK not in response.text
     viewer = anonymous.get("/executions", headers=callers["viewer key"].headers)
     assert [item["id"] for item in viewer.json()["items"]] == [seeded.execution]
+
+
+def test_another_projects_resources_named_in_a_body_look_missing(
+    client: httpx.Client, anonymous: httpx.Client, database: Database, queues: StubGateway
+) -> None:
+    """An owner of another project names the seeded prompt or dataset from its own project's
+    resources: the answer is the one a missing id gets, and nothing is stored."""
+    seeded = seed(client)
+    theirs = seeded.other_project
+    owner = bearer(new_key(client, theirs, "owner")["key"])
+    own_prompt = created(
+        client.post(
+            "/prompts",
+            json={"project_id": theirs, "name": "own", "type": "text", "template": "{{question}}"},
+        )
+    )["id"]
+    own_dialog = created(client.post("/dialogs", json={"project_id": theirs}))["id"]
+    calls = [
+        ("POST", "/dialogs", {"project_id": theirs, "prompt_id": seeded.prompt}),
+        ("PUT", f"/dialogs/{own_dialog}", {"prompt_id": seeded.prompt}),
+        ("POST", "/chat", {"project_id": theirs, "prompt_id": seeded.prompt, "input": "Hi"}),
+        (
+            "POST",
+            "/evaluations",
+            {"prompt_id": own_prompt, "dataset_id": seeded.dataset, "targets": [{}]},
+        ),
+        (
+            "PUT",
+            f"/prompts/{own_prompt}/gates/release",
+            {"dataset_id": seeded.dataset, "min_pass_rate": 0.5},
+        ),
+    ]
+    stored = snapshot(database)
+    for method, path, body in calls:
+        named = anonymous.request(method, path, json=body, headers=owner)
+        text = json.dumps(body).replace(seeded.prompt, MISSING_ID)
+        missing = json.loads(text.replace(seeded.dataset, MISSING_ID))
+        absent = anonymous.request(method, path, json=missing, headers=owner)
+        assert named.status_code == absent.status_code == 404, (path, named.text)
+        assert error_of(named) == error_of(absent), path
+        assert snapshot(database) == stored, path
