@@ -10,6 +10,7 @@ behind the test's back.
 """
 
 import json
+import logging
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -26,9 +27,11 @@ from devtools.gateway import function_names, load_router
 from shared.access.models import ROLES_WITH, Permission, Role
 from shared.access.policy import Access, AccessKind
 from shared.http.routing import Route
+from shared.projects.service import ProjectService
 from shared.queues.signatures import SIGNATURE_HEADER, sign_data
 from shared.settings import get_settings
-from tests.conftest import TEST_ADMIN_KEY, bearer, configure
+from tests.conftest import TEST_ADMIN_KEY, TEST_SIGNING_KEY, bearer, configure
+from tests.test_executions import fake
 from tests.test_history_publishers import StubGateway
 from tests.test_history_writer import make_turn
 
@@ -709,21 +712,20 @@ def test_lists_without_a_project_show_only_the_callers_projects(
     assert [item["id"] for item in viewer.json()["items"]] == [seeded.execution]
 
 
-def test_another_projects_resources_named_in_a_body_look_missing(
+def test_another_projects_resources_named_from_ones_own_look_missing(
     client: httpx.Client, anonymous: httpx.Client, database: Database, queues: StubGateway
 ) -> None:
-    """An owner of another project names the seeded prompt or dataset from its own project's
-    resources: the answer is the one a missing id gets, and nothing is stored."""
+    """An owner of another project names the seeded prompt, dataset, case or key next to its
+    own project's resources (in a body, or below its own resource in a path): the answer is
+    the one a missing id gets, and nothing is stored."""
     seeded = seed(client)
     theirs = seeded.other_project
     owner = bearer(new_key(client, theirs, "owner")["key"])
-    own_prompt = created(
-        client.post(
-            "/prompts",
-            json={"project_id": theirs, "name": "own", "type": "text", "template": "{{question}}"},
-        )
-    )["id"]
+    prompt = {"project_id": theirs, "name": "own", "type": "text", "template": "{{question}}"}
+    own_prompt = created(client.post("/prompts", json=prompt))["id"]
     own_dialog = created(client.post("/dialogs", json={"project_id": theirs}))["id"]
+    own_dataset = created(client.post("/datasets", json={"project_id": theirs, "name": "own"}))
+    cases = f"/datasets/{own_dataset['id']}/cases"
     calls = [
         ("POST", "/dialogs", {"project_id": theirs, "prompt_id": seeded.prompt}),
         ("PUT", f"/dialogs/{own_dialog}", {"prompt_id": seeded.prompt}),
@@ -738,13 +740,83 @@ def test_another_projects_resources_named_in_a_body_look_missing(
             f"/prompts/{own_prompt}/gates/release",
             {"dataset_id": seeded.dataset, "min_pass_rate": 0.5},
         ),
+        ("PUT", f"{cases}/{seeded.case}", {"expected": "Changed"}),
+        ("DELETE", f"{cases}/{seeded.case}", None),
+        ("DELETE", f"/projects/{theirs}/keys/{seeded.spare_key}", None),
     ]
     stored = snapshot(database)
     for method, path, body in calls:
         named = anonymous.request(method, path, json=body, headers=owner)
-        text = json.dumps(body).replace(seeded.prompt, MISSING_ID)
-        missing = json.loads(text.replace(seeded.dataset, MISSING_ID))
-        absent = anonymous.request(method, path, json=missing, headers=owner)
+        text = json.dumps([path, body])
+        for identifier in (seeded.prompt, seeded.dataset, seeded.case, seeded.spare_key):
+            text = text.replace(identifier, MISSING_ID)
+        missing_path, missing_body = json.loads(text)
+        absent = anonymous.request(method, missing_path, json=missing_body, headers=owner)
         assert named.status_code == absent.status_code == 404, (path, named.text)
         assert error_of(named) == error_of(absent), path
         assert snapshot(database) == stored, path
+
+
+# --- secrets ---------------------------------------------------------------------------------
+
+DEEPSEEK_SECRET = "sk-isolation-deepseek-secret"
+
+
+def test_secrets_reach_neither_logs_nor_answers(
+    client: httpx.Client,
+    anonymous: httpx.Client,
+    oidc: FakeOidcIssuer,
+    queues: StubGateway,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """With every logger at DEBUG: calls with a key, the admin key and a token, succeeding and
+    failing (401s, DeepSeek errors, a broken stream, an unexpected exception) log no key,
+    token, signing key or DeepSeek key, and answer none back; a key is listed by its prefix."""
+    configure(monkeypatch, DEEPSEEK_API_KEY=DEEPSEEK_SECRET)
+    caplog.set_level(logging.DEBUG)
+    caplog.set_level(logging.DEBUG, logger="better_assistant")
+    seeded = seed(client)
+    issued = new_key(client, seeded.project, "owner")
+    revoked = new_key(client, seeded.project, "owner")
+    assert client.delete(f"/projects/{seeded.project}/keys/{revoked['id']}").status_code == 204
+    member = client.put(f"/projects/{seeded.project}/members/owner-user", json={"role": "owner"})
+    assert member.status_code == 200
+    token, expired = oidc.mint("owner-user"), oidc.mint("owner-user", expires_in_s=-60)
+    unknown_key = "ba_" + "x" * 43
+    key, user, admin = bearer(issued["key"]), bearer(token), bearer(TEST_ADMIN_KEY)
+
+    def execute(headers: dict[str, str], user_input: str, **fields: object) -> httpx.Response:
+        body = {"prompt_id": seeded.prompt, "variables": {"question": "q"}, **fields}
+        return anonymous.post("/executions", json={**body, "input": user_input}, headers=headers)
+
+    def fail(*_: object) -> None:
+        raise RuntimeError("the service failed")
+
+    turn = {"dialog_id": seeded.dialog, "input": "Hi", "variables": {"question": "q"}}
+    answers = [
+        anonymous.get(f"/prompts/{seeded.prompt}", headers=key),
+        execute(key, "Hello"),
+        execute(user, fake(status=401)),
+        execute(admin, fake(status=500)),
+        execute(key, fake(cut_after_chunks=1, tokens=4), stream=True),
+        anonymous.post("/chat", json=turn, headers=user),
+        anonymous.get(f"/projects/{seeded.project}/keys", headers=admin),
+        *(
+            anonymous.get("/projects", headers=bearer(refused))
+            for refused in (revoked["key"], expired, unknown_key, TEST_ADMIN_KEY + "x")
+        ),
+    ]
+    monkeypatch.setattr(ProjectService, "get", fail)
+    answers.append(anonymous.get(f"/projects/{seeded.project}", headers=key))
+
+    statuses = [answer.status_code for answer in answers]
+    assert statuses == [200, 201, 502, 503, 200, 200, 200, 401, 401, 401, 401, 500]
+    assert "unhandled error" in caplog.text and "the service failed" in caplog.text
+    secrets = [issued["key"], revoked["key"], token, expired, unknown_key]
+    for secret in [*secrets, TEST_ADMIN_KEY, TEST_SIGNING_KEY, DEEPSEEK_SECRET]:
+        assert secret not in caplog.text
+        for answer in answers:
+            assert secret not in answer.text and secret not in str(answer.headers)
+    listed = answers[6].json()["items"]
+    assert issued["prefix"] in [item["prefix"] for item in listed]
