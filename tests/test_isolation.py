@@ -19,6 +19,7 @@ from typing import Any, get_args
 
 import httpx
 import pytest
+from bson import ObjectId
 from pydantic import SecretStr
 from pymongo.database import Database
 
@@ -78,17 +79,7 @@ class Seed:
         }
 
     def ids(self) -> list[str]:
-        return [
-            self.project,
-            self.prompt,
-            self.dataset,
-            self.spare_dataset,
-            self.case,
-            self.dialog,
-            self.execution,
-            self.evaluation,
-            self.spare_key,
-        ]
+        return list(vars(self).values())
 
 
 @dataclass
@@ -273,12 +264,11 @@ class Credential:
     is_key: bool = False
 
 
-MEMBER_ROLES = list(Role)
 CALLERS = [
     "another project's owner key",
     "a user of another project",
-    *(f"{role} key" for role in MEMBER_ROLES),
-    *(f"{role} user" for role in MEMBER_ROLES),
+    *(f"{role} key" for role in Role),
+    *(f"{role} user" for role in Role),
 ]
 
 
@@ -422,51 +412,39 @@ def credentials(
     soon = (datetime.now(UTC) + timedelta(hours=1)).isoformat()
     expired = new_key(client, pid, "owner", expires_at=soon)
     database.api_keys.update_one(
-        {"name": expired["name"], "expires_at": {"$ne": None}},
+        {"_id": ObjectId(expired["id"])},
         {"$set": {"expires_at": datetime.now(UTC) - timedelta(seconds=1)}},
     )
-    for role in MEMBER_ROLES:
+    for role in Role:
         created(client.put(f"/projects/{pid}/members/{role}-user", json={"role": role}), 200)
     created(
         client.put(f"/projects/{seeded.other_project}/members/outsider", json={"role": "owner"}),
         200,
     )
-    found = {
-        "no credentials": Credential("no credentials", {}),
-        "revoked key": Credential("revoked key", bearer(revoked["key"])),
-        "expired key": Credential("expired key", bearer(expired["key"])),
-        "expired token": Credential(
-            "expired token", bearer(oidc.mint("owner-user", expires_in_s=-60))
-        ),
-        "token of another issuer": Credential(
-            "token of another issuer", bearer(stranger.mint("owner-user"))
-        ),
-        "token for another audience": Credential(
+    found = [
+        Credential("no credentials", {}),
+        Credential("revoked key", bearer(revoked["key"])),
+        Credential("expired key", bearer(expired["key"])),
+        Credential("expired token", bearer(oidc.mint("owner-user", expires_in_s=-60))),
+        Credential("token of another issuer", bearer(stranger.mint("owner-user"))),
+        Credential(
             "token for another audience", bearer(oidc.mint("owner-user", audience="elsewhere"))
         ),
-        "another project's owner key": Credential(
+        Credential(
             "another project's owner key",
             bearer(new_key(client, seeded.other_project, "owner")["key"]),
             role=Role.OWNER,
             is_key=True,
         ),
-        "a user of another project": Credential(
-            "a user of another project", bearer(oidc.mint("outsider")), role=Role.OWNER
-        ),
-    }
-    for role in MEMBER_ROLES:
-        found[f"{role} key"] = Credential(
-            f"{role} key",
-            bearer(new_key(client, pid, role)["key"]),
-            role=role,
-            in_seeded_project=True,
-            is_key=True,
-        )
-        found[f"{role} user"] = Credential(
-            f"{role} user", bearer(oidc.mint(f"{role}-user")), role=role, in_seeded_project=True
-        )
-    assert found.keys() >= set(CALLERS)
-    return found
+        Credential("a user of another project", bearer(oidc.mint("outsider")), role=Role.OWNER),
+    ]
+    for role in Role:
+        key = new_key(client, pid, role)["key"]
+        found.append(Credential(f"{role} key", bearer(key), role, True, is_key=True))
+        found.append(Credential(f"{role} user", bearer(oidc.mint(f"{role}-user")), role, True))
+    by_name = {credential.name: credential for credential in found}
+    assert by_name.keys() >= set(CALLERS)
+    return by_name
 
 
 def snapshot(database: Database) -> dict[str, list[dict]]:
@@ -503,9 +481,7 @@ def error_of(response: httpx.Response) -> dict:
     return json.loads(OBJECT_ID.sub("<id>", json.dumps(response.json()["error"])))
 
 
-def refusal_problems(
-    key: RouteKey, credential: Credential, status: int, response: httpx.Response
-) -> list[str]:
+def refusal_problems(credential: Credential, status: int, response: httpx.Response) -> list[str]:
     """How a refused call's answer differs from what the rules say."""
     if response.status_code != status:
         return [f"{response.status_code} instead of {status}: {response.text[:300]}"]
@@ -549,7 +525,7 @@ def test_refused_calls_answer_by_the_rules_and_change_nothing(
                 continue
             refused += 1
             response = send(anonymous, key, request, seeded, credential.headers)
-            problems = refusal_problems(key, credential, status, response)
+            problems = refusal_problems(credential, status, response)
             if status == 404 and not problems:
                 missing_request, missing = as_missing(request, seeded)
                 absent = send(anonymous, key, missing_request, missing, credential.headers)
