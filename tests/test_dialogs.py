@@ -93,12 +93,13 @@ def test_a_bound_prompt_must_exist_in_the_same_project(
     assert unknown.status_code == 404
     assert unknown.json()["error"]["details"]["kind"] == "prompt"
     other_project = client.post("/projects", json={"name": "Other"}).json()
+    prompt_id = make_prompt()["id"]
     elsewhere = client.post(
-        "/dialogs", json={"project_id": other_project["id"], "prompt_id": make_prompt()["id"]}
+        "/dialogs", json={"project_id": other_project["id"], "prompt_id": prompt_id}
     )
-    assert elsewhere.status_code == 422
-    assert elsewhere.json()["error"]["code"] == "prompt_in_other_project"
-    assert elsewhere.json()["error"]["details"][0]["loc"] == ["body", "prompt_id"]
+    # Exactly as a missing prompt: the other project's prompt is not revealed.
+    assert elsewhere.status_code == 404
+    assert elsewhere.text == unknown.text.replace(MISSING_ID, prompt_id)
     assert database.dialogs.count_documents({}) == 0
 
 
@@ -260,8 +261,8 @@ def test_update_refuses_invalid_bindings(client: httpx.Client, project: dict, ma
         json={"project_id": other["id"], "name": "p", "type": "text", "template": "x"},
     ).json()
     refused = client.put(f"/dialogs/{dialog['id']}", json={"prompt_id": foreign["id"]})
-    assert refused.status_code == 422
-    assert refused.json()["error"]["code"] == "prompt_in_other_project"
+    assert refused.status_code == 404
+    assert refused.json()["error"]["details"] == {"kind": "prompt", "id": foreign["id"]}
     assert client.put(f"/dialogs/{dialog['id']}", json={"prompt_id": MISSING_ID}).status_code == 404
     assert client.put(f"/dialogs/{dialog['id']}", json={"owner": "me"}).status_code == 422
     assert client.get(f"/dialogs/{dialog['id']}").json()["prompt_id"] is None

@@ -15,7 +15,7 @@ from shared.dialogs.models import (
     PromptBinding,
 )
 from shared.dialogs.repository import DialogRepository, JoinedRecords
-from shared.errors import ValidationFailed, not_found, validation_failed
+from shared.errors import not_found, validation_failed
 from shared.pagination import Page
 from shared.projects.models import Project, ProjectLookup
 from shared.prompts.models import PromptRecord, VersionSelector
@@ -110,23 +110,14 @@ class DialogService:
             raise not_found("dialog", dialog_id)
 
     def _check_binding(self, project_id: str, binding: PromptBinding) -> PromptRecord | None:
-        """A bound prompt exists (404), is in the dialog's project (422), and so does a chosen
-        version or label (404); the prompt's record, None when unbound."""
+        """A bound prompt exists in the dialog's project, and so does a chosen version or label
+        (404); the prompt's record, None when unbound. Another project's prompt is answered as a
+        missing one, so a caller learns nothing of projects they are not in."""
         if binding.prompt_id is None:
             return None
         record = self.prompts.get_record(binding.prompt_id)
         if record.project_id != project_id:
-            raise ValidationFailed(
-                "The prompt belongs to another project.",
-                code="prompt_in_other_project",
-                details=[
-                    {
-                        "loc": ["body", "prompt_id"],
-                        "msg": "the prompt belongs to another project",
-                        "type": "prompt_in_other_project",
-                    }
-                ],
-            )
+            raise not_found("prompt", binding.prompt_id)
         if binding.version is not None or binding.label is not None:
             selector = VersionSelector(version=binding.version, label=binding.label)
             self.prompts.resolve_version_number(record, selector)
