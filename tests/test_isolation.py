@@ -127,6 +127,7 @@ EXAMPLES: dict[RouteKey, Example] = {
     ),
     ("projects", "GET", "/{project_id}/keys"): Example(Permission.OWN),
     ("projects", "DELETE", "/{project_id}/keys/{key_id}"): Example(Permission.OWN),
+    ("projects", "GET", "/{project_id}/usage"): Example(Permission.READ),
     ("prompts", "GET", "/"): Example(
         Permission.FETCH_PROMPTS, lambda s: Call(params={"project_id": s.project})
     ),
