@@ -12,6 +12,8 @@ import httpx
 
 from bench.harness import HEADER, load, running_function
 from devtools.embedded_mongo import EmbeddedMongo
+from shared.access.callers import Caller
+from shared.access.models import Actor
 from shared.projects.models import ProjectCreate
 from shared.projects.service import ProjectService
 from shared.prompts.models import PromptCreate
@@ -35,7 +37,8 @@ def seed_prompt() -> str:
                 ],
                 config={"model": "deepseek-v4-flash", "temperature": 0.3},
                 labels=["production"],
-            )
+            ),
+            Caller(Actor(kind="admin", id="admin", name="bench")),
         )
         prompt_id = prompt.id
     return prompt_id
