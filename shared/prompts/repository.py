@@ -307,36 +307,48 @@ class PromptRepository:
         return _record(document) if document else None
 
     def change_label(
-        self, prompt_id: str, label: str, before: int | None, after: int | None, by: Actor
-    ) -> PromptRecord | None:
-        """Point a label at `after` (None: remove it) if it still points at `before` (None:
-        unset), recording who did it; None when it no longer does or the prompt is gone.
+        self, prompt_id: str, label: str, version: int | None, by: Actor
+    ) -> tuple[PromptRecord, int | None] | None:
+        """Point a label at `version` (None: remove it), recording who did it; the record after
+        and where the label pointed before (a label already there is left alone, unrecorded);
+        None when the prompt does not exist.
 
-        Comparing and setting in one update makes each record's `from_version` exact under
-        concurrent moves: the caller re-reads and tries again.
+        Each attempt reads the prompt and writes only if no other label change was written
+        since (the `label_changes` counter), else reads again. So a record's `from_version` is
+        exact and its `at` later than every earlier change's, even when a label goes back and
+        forth while a writer waits: comparing the label's value alone would let that writer
+        through with a stale `at`, out of order in the history.
         """
         object_id = to_object_id(prompt_id)
-        if object_id is None:
-            return None
         field = f"labels.{label}"
-        move = _label_move(object_id, label, before, after, by)
-        change: dict[str, Any] = {
-            "$set": {"updated_at": move["at"]},
-            "$push": {"pending_label_moves": move},
-        }
-        if after is None:
-            change["$unset"] = {field: ""}
-        else:
-            change["$set"][field] = after
-        document = self.prompts.find_one_and_update(
-            {"_id": object_id, field: before if before is not None else {"$exists": False}},
-            change,
-            return_document=ReturnDocument.AFTER,
-        )
-        if document is None:
-            return None
-        self._copy_label_moves(object_id, document["pending_label_moves"])
-        return _record(document)
+        while True:
+            document = object_id and self.prompts.find_one({"_id": object_id})
+            if not document:
+                return None
+            before = document.get("labels", {}).get(label)
+            if before == version:
+                return _record(document), before
+            changes = document.get("label_changes")
+            unchanged = {"$exists": False} if changes is None else changes
+            move = _label_move(object_id, label, before, version, by)
+            change: dict[str, Any] = {
+                "$set": {"updated_at": move["at"]},
+                "$inc": {"label_changes": 1},
+                "$push": {"pending_label_moves": move},
+            }
+            if version is None:
+                change["$unset"] = {field: ""}
+            else:
+                change["$set"][field] = version
+            document = self.prompts.find_one_and_update(
+                # Prompts made before the counter existed have none until their first change.
+                {"_id": object_id, "label_changes": unchanged},
+                change,
+                return_document=ReturnDocument.AFTER,
+            )
+            if document is not None:
+                self._copy_label_moves(object_id, document["pending_label_moves"])
+                return _record(document), before
 
     def _copy_label_moves(self, prompt_id: ObjectId, moves: list[dict[str, Any]]) -> None:
         """Copy pending label moves into the history, then drop them from the prompt."""

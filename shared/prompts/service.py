@@ -268,24 +268,21 @@ class PromptService:
         self._may_change_labels(caller, record.project_id, [label])
         target = self.get_version(prompt_id, version)
         guard.check(record, label, version)
-        while (current := record.labels.get(label)) != version:
-            moved = self.prompts.change_label(prompt_id, label, current, version, caller.actor)
-            if moved is not None:
-                return Prompt(**moved.model_dump(), version=target)
-            # Moved by someone else meanwhile: read where it points now (404 once deleted).
-            record = self.get_record(prompt_id)
-        return Prompt(**record.model_dump(), version=target)
+        changed = self.prompts.change_label(prompt_id, label, version, caller.actor)
+        if changed is None:
+            raise not_found("prompt", prompt_id)
+        return Prompt(**changed[0].model_dump(), version=target)
 
     def remove_label(self, prompt_id: str, label: str, caller: Caller) -> None:
         """Remove a label; a protected one only by an owner (403)."""
         label = settable_label(label)
         record = self.get_record(prompt_id)
         self._may_change_labels(caller, record.project_id, [label])
-        while (current := record.labels.get(label)) is not None:
-            if self.prompts.change_label(prompt_id, label, current, None, caller.actor):
-                return
-            record = self.get_record(prompt_id)
-        raise not_found("label", f"{prompt_id}@{label}")
+        changed = self.prompts.change_label(prompt_id, label, None, caller.actor)
+        if changed is None:
+            raise not_found("prompt", prompt_id)
+        if changed[1] is None:
+            raise not_found("label", f"{prompt_id}@{label}")
 
     def label_history(
         self, prompt_id: str, label: str, params: LabelHistoryParams
