@@ -341,7 +341,7 @@ class PromptRepository:
             else:
                 change["$set"][field] = version
             document = self.prompts.find_one_and_update(
-                # Prompts made before the counter existed have none until their first change.
+                # A prompt has no counter until its first label change.
                 {"_id": object_id, "label_changes": unchanged},
                 change,
                 return_document=ReturnDocument.AFTER,

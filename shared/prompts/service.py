@@ -99,10 +99,8 @@ class PromptService:
         return Prompt(**record.model_dump(), version=version)
 
     def _may_change_labels(self, caller: Caller, project_id: str, labels: list[str]) -> None:
-        """Refuse (403) a caller who is not an owner of the project any of its protected labels.
-
-        Also answers 404 when the project does not exist.
-        """
+        """Refuse (403) changing any of the project's protected labels unless the caller owns
+        the project; 404 when the project does not exist."""
         project = self.projects.get(project_id)
         protected = [label for label in labels if label in project.protected_labels]
         if not protected or caller.may(Permission.OWN, project_id):
