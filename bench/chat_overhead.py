@@ -118,6 +118,8 @@ def percentile(values: list[float], fraction: float) -> float:
 def seed(mongo_uri: str, database: str, dialogs: int) -> tuple[str, list[str]]:
     """A project with a chat prompt and `dialogs` dialogs bound to it, each with some history."""
     os.environ.update(MONGODB_URI=mongo_uri, MONGODB_DB=database)
+    from shared.access.callers import Caller
+    from shared.access.models import Actor
     from shared.db import utc_now
     from shared.dialogs.models import DialogCreate
     from shared.dialogs.service import DialogService
@@ -138,7 +140,8 @@ def seed(mongo_uri: str, database: str, dialogs: int) -> tuple[str, list[str]]:
                 {"role": "system", "content": "You are {{persona}}, helping with {{topic}}."}
             ],
             labels=["production"],
-        )
+        ),
+        Caller(Actor(kind="admin", id="admin", name="bench")),
     )
     dialog_ids = []
     for index in range(dialogs):

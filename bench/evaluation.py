@@ -18,6 +18,8 @@ import httpx
 from bench.harness import running_function
 from devtools.embedded_mongo import EmbeddedMongo
 from devtools.fake_deepseek import FakeDeepSeek, Scenario
+from shared.access.callers import Caller
+from shared.access.models import Actor
 from shared.datasets.models import CaseCreate, DatasetCreate
 from shared.datasets.service import DatasetService
 from shared.projects.models import ProjectCreate
@@ -44,7 +46,8 @@ def seed(cases: int) -> tuple[str, str]:
                 {"role": "system", "content": "You answer {{product}} questions briefly."},
                 {"role": "user", "content": "{{question}}"},
             ],
-        )
+        ),
+        Caller(Actor(kind="admin", id="admin", name="bench")),
     )
     dataset = DatasetService(ProjectService()).create(
         DatasetCreate(

@@ -36,6 +36,7 @@ def seed_prompt() -> tuple[str, str]:
     """A prompt with a production label among a few dozen others, as a real project has, and a
     runner key of its project."""
     project = ProjectService().create(ProjectCreate(name="bench"))
+    operator = Caller(Actor(kind="admin", id="admin", name="bench"))
     prompt_id = ""
     for index in range(30):
         prompt = PromptService(ProjectService()).create(
@@ -49,10 +50,10 @@ def seed_prompt() -> tuple[str, str]:
                 ],
                 config={"model": "deepseek-v4-flash", "temperature": 0.3},
                 labels=["production"],
-            )
+            ),
+            operator,
         )
         prompt_id = prompt.id
-    operator = Caller(Actor(kind="admin", id="admin", name="bench"))
     key = AccessService().create_key(
         project.id, ApiKeyCreate(name="bench app", role=Role.RUNNER), operator
     )

@@ -5,12 +5,14 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 from pymongo.database import Database
 
+from shared.access.models import Actor
 from shared.projects.service import ProjectService
 from shared.prompts.models import PromptUpdate
 from shared.prompts.service import PromptService
 from tests.conftest import ADMIN_HEADERS
 
 WRITERS = 12
+WRITER = Actor(kind="admin", id="admin", name="test")
 
 
 def test_concurrent_http_updates_number_versions_without_gaps_or_duplicates(
@@ -46,7 +48,8 @@ def test_concurrent_service_updates_with_identical_content_create_one_version(
     with ThreadPoolExecutor(8) as pool:
         results = list(
             pool.map(
-                lambda _: PromptService(ProjectService()).update(prompt["id"], change), range(8)
+                lambda _: PromptService(ProjectService()).update(prompt["id"], change, WRITER),
+                range(8),
             )
         )
 

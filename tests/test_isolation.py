@@ -153,6 +153,7 @@ EXAMPLES: dict[RouteKey, Example] = {
         Permission.EDIT, lambda s: Call(json={"version": 2})
     ),
     ("prompts", "DELETE", "/{prompt_id}/labels/{label}"): Example(Permission.EDIT),
+    ("prompts", "GET", "/{prompt_id}/labels/{label}/history"): Example(Permission.READ),
     ("prompts", "GET", "/{prompt_id}/gates"): Example(Permission.READ),
     ("prompts", "PUT", "/{prompt_id}/gates/{label}"): Example(
         Permission.OWN,

@@ -10,6 +10,8 @@ from shared.pagination import Page
 from shared.projects.service import ProjectService
 from shared.prompts.models import (
     DiffParams,
+    LabelChange,
+    LabelHistoryParams,
     LabelMove,
     Prompt,
     PromptCreate,
@@ -48,9 +50,9 @@ def list_prompts(query: PromptListParams, caller: Caller) -> Page[PromptRecord]:
 
 
 @router.post("/", status=201, access=in_project(Permission.EDIT, project("body")))
-def create_prompt(body: PromptCreate) -> Prompt:
-    """Create a prompt with its version 1."""
-    return prompts().create(body)
+def create_prompt(body: PromptCreate, caller: Caller) -> Prompt:
+    """Create a prompt with its version 1; starting with a protected label needs an owner."""
+    return prompts().create(body, caller)
 
 
 @router.get("/{prompt_id}", access=FETCH)
@@ -64,9 +66,9 @@ def get_prompt(request: Request, prompt_id: str, query: VersionSelector) -> Prom
 
 
 @router.put("/{prompt_id}", access=EDIT)
-def update_prompt(prompt_id: str, body: PromptUpdate) -> PromptUpdated:
+def update_prompt(prompt_id: str, body: PromptUpdate, caller: Caller) -> PromptUpdated:
     """Update metadata in place; content or config changes create a new version."""
-    return prompts().update(prompt_id, body)
+    return prompts().update(prompt_id, body, caller.actor)
 
 
 @router.delete("/{prompt_id}", access=OWN)
@@ -94,15 +96,21 @@ def diff_versions(prompt_id: str, query: DiffParams) -> PromptDiff:
 
 
 @router.put("/{prompt_id}/labels/{label}", access=EDIT)
-def move_label(prompt_id: str, label: str, body: LabelMove) -> Prompt:
-    """Point a label at a version."""
-    return GateService().move_label(prompt_id, label, body.version)
+def move_label(prompt_id: str, label: str, body: LabelMove, caller: Caller) -> Prompt:
+    """Point a label at a version; a protected label needs an owner, a gated one a passing run."""
+    return GateService().move_label(prompt_id, label, body.version, caller)
 
 
 @router.delete("/{prompt_id}/labels/{label}", access=EDIT)
-def remove_label(prompt_id: str, label: str) -> None:
-    """Remove a label."""
-    prompts().remove_label(prompt_id, label)
+def remove_label(prompt_id: str, label: str, caller: Caller) -> None:
+    """Remove a label; a protected label needs an owner."""
+    prompts().remove_label(prompt_id, label, caller)
+
+
+@router.get("/{prompt_id}/labels/{label}/history", access=READ)
+def label_history(prompt_id: str, label: str, query: LabelHistoryParams) -> Page[LabelChange]:
+    """Every change of a label: from and to which version, by whom and when; newest first."""
+    return prompts().label_history(prompt_id, label, query)
 
 
 @router.get("/{prompt_id}/gates", access=READ)

@@ -5,6 +5,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field, StringConstraints, field_validator, model_validator
 
+from shared.access.models import Actor
 from shared.deepseek.models import ModelConfig
 from shared.models import InputModel, LabelName, Model, Name
 from shared.pagination import PageParams
@@ -130,6 +131,8 @@ class PromptVersion(Model):
     config: dict[str, Any]
     commit_message: str | None
     created_at: datetime
+    # None for versions made before creators were recorded.
+    created_by: Actor | None = None
 
 
 class PromptRecord(Model):
@@ -144,6 +147,8 @@ class PromptRecord(Model):
     latest_version: int
     created_at: datetime
     updated_at: datetime
+    # None for prompts made before creators were recorded.
+    created_by: Actor | None = None
 
     def version_for_label(self, label: str) -> int | None:
         return self.latest_version if label == LATEST_LABEL else self.labels.get(label)
@@ -195,6 +200,20 @@ class VersionPage(Model):
 
 class LabelMove(InputModel):
     version: VersionNumber
+
+
+class LabelChange(Model):
+    """One change of a label, as its history keeps it."""
+
+    label: str
+    from_version: int | None = Field(description="Where the label pointed before; null: unset")
+    to_version: int | None = Field(description="Where it points after; null: removed")
+    by: Actor
+    at: datetime
+
+
+class LabelHistoryParams(PageParams):
+    pass
 
 
 class DiffParams(Model):

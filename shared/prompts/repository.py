@@ -1,19 +1,32 @@
-"""Storage of prompts (metadata) and their immutable, gap-free numbered versions."""
+"""Storage of prompts (metadata), their immutable, gap-free numbered versions, and the history of
+their labels.
 
+A label change and its history record are written without a transaction (SecantusDB has none):
+the change itself `$push`es the record onto the prompt's `pending_label_moves` in the same
+single-document update, so a move that happened always carries its record. The record is then
+copied into `label_moves` under its own `_id` (a second copy is a duplicate key, ignored) and
+pulled from the prompt. A process that dies in between leaves the record pending, and the next
+change or history read of that prompt copies it: no move is lost and none is recorded twice.
+"""
+
+import contextlib
 import re
 import threading
 from collections import OrderedDict
 from typing import Any, ClassVar
 
+from bson import ObjectId
 from pymongo import ASCENDING, DESCENDING, IndexModel, ReturnDocument
 from pymongo.collection import Collection
 from pymongo.errors import DuplicateKeyError
 
+from shared.access.models import Actor
 from shared.db import indexed_collection, owning_project, to_object_id, utc_now, within_projects
 from shared.errors import Conflict
-from shared.pagination import find_page
+from shared.pagination import PageParams, find_page
 from shared.prompts.models import (
     LATEST_LABEL,
+    LabelChange,
     PromptContent,
     PromptCreate,
     PromptListParams,
@@ -33,6 +46,7 @@ def _record(document: dict[str, Any]) -> PromptRecord:
         latest_version=document["latest_version"],
         created_at=document["created_at"],
         updated_at=document["updated_at"],
+        created_by=document.get("created_by"),
     )
 
 
@@ -46,6 +60,25 @@ def _version(document: dict[str, Any]) -> PromptVersion:
 _VERSIONS_KEPT = 256
 _versions_read: OrderedDict[tuple[str, str, int], PromptVersion] = OrderedDict()
 _versions_lock = threading.Lock()
+
+
+def _label_move(
+    prompt_id: ObjectId, label: str, before: int | None, after: int | None, by: Actor
+) -> dict[str, Any]:
+    """A label change as stored; its `_id` is chosen here so copying it twice is harmless."""
+    return {
+        "_id": ObjectId(),
+        "prompt_id": prompt_id,
+        "label": label,
+        "from_version": before,
+        "to_version": after,
+        "by": by.model_dump(),
+        "at": utc_now(),
+    }
+
+
+def _label_change(document: dict[str, Any]) -> LabelChange:
+    return LabelChange(**{k: v for k, v in document.items() if k not in ("_id", "prompt_id")})
 
 
 def _name_taken(name: str) -> Conflict:
@@ -70,18 +103,34 @@ class PromptRepository:
             [("prompt_id", ASCENDING), ("version", DESCENDING)], unique=True, name="unique_version"
         ),
     ]
+    LABEL_MOVE_INDEXES: ClassVar[list[IndexModel]] = [
+        IndexModel(
+            [
+                ("prompt_id", ASCENDING),
+                ("label", ASCENDING),
+                ("at", DESCENDING),
+                ("_id", DESCENDING),
+            ],
+            name="label_newest_first",
+        ),
+    ]
 
     def __init__(self) -> None:
         self.prompts: Collection = indexed_collection("prompts", self.PROMPT_INDEXES)
         self.versions: Collection = indexed_collection("prompt_versions", self.VERSION_INDEXES)
+        self.label_moves: Collection = indexed_collection("label_moves", self.LABEL_MOVE_INDEXES)
         # Prompts this repository (one per request) has found: their versions may come from
         # memory. A prompt deleted since cannot be served: its record would be read again first.
         self._records_read: set[str] = set()
 
-    def create(self, data: PromptCreate) -> tuple[PromptRecord, PromptVersion]:
-        """Insert a prompt with version 1; a name taken in the project is a conflict."""
+    def create(self, data: PromptCreate, by: Actor) -> tuple[PromptRecord, PromptVersion]:
+        """Insert a prompt with version 1 and the history of the labels it starts with; a name
+        taken in the project is a conflict."""
         now = utc_now()
+        prompt_id = ObjectId()
+        moves = [_label_move(prompt_id, label, None, 1, by) for label in data.labels]
         document = {
+            "_id": prompt_id,
             "project_id": to_object_id(data.project_id),
             "name": data.name,
             "category": data.category,
@@ -90,6 +139,8 @@ class PromptRepository:
             "latest_version": 1,
             "created_at": now,
             "updated_at": now,
+            "created_by": by.model_dump(),
+            "pending_label_moves": moves,
         }
         try:
             self.prompts.insert_one(document)
@@ -102,12 +153,14 @@ class PromptRepository:
             "variables": data.variables(),
             "commit_message": data.commit_message,
             "created_at": now,
+            "created_by": by.model_dump(),
         }
         try:
             self.versions.insert_one(version)
         except Exception:
             self.prompts.delete_one({"_id": document["_id"]})
             raise
+        self._copy_label_moves(prompt_id, moves)
         return _record(document), _version(version)
 
     def get(self, prompt_id: str) -> PromptRecord | None:
@@ -201,7 +254,7 @@ class PromptRepository:
         return [_version(document) for document in cursor]
 
     def add_version(
-        self, prompt_id: str, content: PromptContent, commit_message: str | None
+        self, prompt_id: str, content: PromptContent, commit_message: str | None, by: Actor
     ) -> tuple[PromptVersion, bool]:
         """Append a version unless the content equals the newest one; (version, created).
 
@@ -226,6 +279,7 @@ class PromptRepository:
                 "variables": content.variables(),
                 "commit_message": commit_message,
                 "created_at": utc_now(),
+                "created_by": by.model_dump(),
             }
             try:
                 self.versions.insert_one(document)
@@ -252,25 +306,89 @@ class PromptRepository:
             raise _name_taken(fields["name"]) from exc
         return _record(document) if document else None
 
-    def set_label(self, prompt_id: str, label: str, version: int) -> PromptRecord | None:
-        return self.update_metadata(prompt_id, {f"labels.{label}": version})
+    def change_label(
+        self, prompt_id: str, label: str, version: int | None, by: Actor
+    ) -> tuple[PromptRecord, int | None] | None:
+        """Point a label at `version` (None: remove it), recording who did it; the record after
+        and where the label pointed before (a label already there is left alone, unrecorded);
+        None when the prompt does not exist.
 
-    def remove_label(self, prompt_id: str, label: str) -> PromptRecord | None:
-        """Drop a label; None when the prompt does not carry it."""
+        Each attempt reads the prompt and writes only if no other label change was written
+        since (the `label_changes` counter), else reads again. So a record's `from_version` is
+        exact and its `at` later than every earlier change's, even when a label goes back and
+        forth while a writer waits: comparing the label's value alone would let that writer
+        through with a stale `at`, out of order in the history.
+        """
         object_id = to_object_id(prompt_id)
-        document = object_id and self.prompts.find_one_and_update(
-            {"_id": object_id, f"labels.{label}": {"$exists": True}},
-            {"$unset": {f"labels.{label}": ""}, "$set": {"updated_at": utc_now()}},
-            return_document=ReturnDocument.AFTER,
+        field = f"labels.{label}"
+        while True:
+            document = object_id and self.prompts.find_one({"_id": object_id})
+            if not document:
+                return None
+            before = document.get("labels", {}).get(label)
+            if before == version:
+                return _record(document), before
+            changes = document.get("label_changes")
+            unchanged = {"$exists": False} if changes is None else changes
+            move = _label_move(object_id, label, before, version, by)
+            change: dict[str, Any] = {
+                "$set": {"updated_at": move["at"]},
+                "$inc": {"label_changes": 1},
+                "$push": {"pending_label_moves": move},
+            }
+            if version is None:
+                change["$unset"] = {field: ""}
+            else:
+                change["$set"][field] = version
+            document = self.prompts.find_one_and_update(
+                # A prompt has no counter until its first label change.
+                {"_id": object_id, "label_changes": unchanged},
+                change,
+                return_document=ReturnDocument.AFTER,
+            )
+            if document is not None:
+                self._copy_label_moves(object_id, document["pending_label_moves"])
+                return _record(document), before
+
+    def _copy_label_moves(self, prompt_id: ObjectId, moves: list[dict[str, Any]]) -> None:
+        """Copy pending label moves into the history, then drop them from the prompt."""
+        if not moves:
+            return
+        for move in moves:
+            # A duplicate was copied already: by a writer that died before pulling it, or by a
+            # concurrent history read.
+            with contextlib.suppress(DuplicateKeyError):
+                self.label_moves.insert_one(move)
+        self.prompts.update_one(
+            {"_id": prompt_id},
+            {"$pull": {"pending_label_moves": {"_id": {"$in": [m["_id"] for m in moves]}}}},
         )
-        return _record(document) if document else None
+
+    def label_history(
+        self, prompt_id: str, label: str, params: PageParams
+    ) -> tuple[list[LabelChange], str | None, int] | None:
+        """A page of a label's changes, newest first; None when the prompt does not exist."""
+        object_id = to_object_id(prompt_id)
+        document = object_id and self.prompts.find_one(
+            {"_id": object_id}, {"pending_label_moves": 1}
+        )
+        if not document:
+            return None
+        # A change whose writer died before copying it is copied now, so the page shows it.
+        self._copy_label_moves(object_id, document.get("pending_label_moves", []))
+        documents, next_cursor, total = find_page(
+            self.label_moves, {"prompt_id": object_id, "label": label}, params, sort_field="at"
+        )
+        return [_label_change(document) for document in documents], next_cursor, total
 
     def delete(self, prompt_id: str) -> bool:
-        """Delete a prompt, then its versions (a crash in between leaves no visible prompt)."""
+        """Delete a prompt, then its versions and label history (a crash in between leaves no
+        visible prompt)."""
         object_id = to_object_id(prompt_id)
         if object_id is None or not self.prompts.delete_one({"_id": object_id}).deleted_count:
             return False
         self.versions.delete_many({"prompt_id": object_id})
+        self.label_moves.delete_many({"prompt_id": object_id})
         return True
 
     def count_in_project(self, project_id: str) -> int:
@@ -278,7 +396,8 @@ class PromptRepository:
         return self.prompts.count_documents({"project_id": object_id}) if object_id else 0
 
     def delete_project_prompts(self, project_id: str) -> int:
-        """Delete every prompt of a project with its versions; the number of prompts removed."""
+        """Delete every prompt of a project with its versions and label history; the number of
+        prompts removed."""
         object_id = to_object_id(project_id)
         prompt_ids = [
             doc["_id"] for doc in self.prompts.find({"project_id": object_id}, {"_id": 1})
@@ -287,6 +406,7 @@ class PromptRepository:
             return 0
         deleted = self.prompts.delete_many({"_id": {"$in": prompt_ids}}).deleted_count
         self.versions.delete_many({"prompt_id": {"$in": prompt_ids}})
+        self.label_moves.delete_many({"prompt_id": {"$in": prompt_ids}})
         return deleted
 
 

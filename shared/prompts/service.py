@@ -6,7 +6,9 @@ from typing import Any, Protocol
 
 from pydantic import TypeAdapter, ValidationError
 
-from shared.errors import Conflict, not_found, validation_failed
+from shared.access.callers import Caller
+from shared.access.models import Actor, Permission, Role
+from shared.errors import Conflict, Forbidden, not_found, validation_failed
 from shared.pagination import Page
 from shared.projects.models import ProjectLookup
 from shared.prompts.models import (
@@ -14,6 +16,8 @@ from shared.prompts.models import (
     RUN_DEFAULT_LABEL,
     DiffParams,
     FieldChange,
+    LabelChange,
+    LabelHistoryParams,
     LabelName,
     Prompt,
     PromptContent,
@@ -87,11 +91,25 @@ class PromptService:
         self.prompts = PromptRepository()
         self.projects = projects
 
-    def create(self, data: PromptCreate) -> Prompt:
-        """Create a prompt and its version 1 in an existing project."""
-        self.projects.get(data.project_id)
-        record, version = self.prompts.create(data)
+    def create(self, data: PromptCreate, caller: Caller) -> Prompt:
+        """Create a prompt and its version 1 in an existing project; starting with a protected
+        label is setting it, so it needs an owner too."""
+        self._may_change_labels(caller, data.project_id, data.labels)
+        record, version = self.prompts.create(data, caller.actor)
         return Prompt(**record.model_dump(), version=version)
+
+    def _may_change_labels(self, caller: Caller, project_id: str, labels: list[str]) -> None:
+        """Refuse (403) changing any of the project's protected labels unless the caller owns
+        the project; 404 when the project does not exist."""
+        project = self.projects.get(project_id)
+        protected = [label for label in labels if label in project.protected_labels]
+        if not protected or caller.may(Permission.OWN, project_id):
+            return
+        raise Forbidden(
+            f"Label {protected[0]!r} is protected in this project: only an owner may set, "
+            "move or remove it.",
+            details={"label": protected[0], "required_role": Role.OWNER.value},
+        )
 
     def search(self, params: PromptListParams, within: list[str] | None) -> Page[PromptRecord]:
         """Prompts of the `within` projects (None: every project) matching the filters."""
@@ -158,8 +176,8 @@ class PromptService:
             return None, etag
         return Prompt(**record.model_dump(), version=self.get_version(prompt_id, number)), etag
 
-    def update(self, prompt_id: str, changes: PromptUpdate) -> PromptUpdated:
-        """Apply metadata in place; content or config changes append a version."""
+    def update(self, prompt_id: str, changes: PromptUpdate, by: Actor) -> PromptUpdated:
+        """Apply metadata in place; content or config changes append a version made `by`."""
         record = self.get_record(prompt_id)
         latest = self.get_version(prompt_id, record.latest_version)
         # Validated before anything is written: a request that fails changes nothing.
@@ -169,7 +187,7 @@ class PromptService:
             record = self.prompts.update_metadata(prompt_id, metadata) or record
         if content is None:
             return PromptUpdated(**record.model_dump(), version=latest, created_version=False)
-        version, created = self.prompts.add_version(prompt_id, content, changes.commit_message)
+        version, created = self.prompts.add_version(prompt_id, content, changes.commit_message, by)
         record = self.get_record(prompt_id)
         return PromptUpdated(**record.model_dump(), version=version, created_version=created)
 
@@ -235,20 +253,47 @@ class PromptService:
             variables_removed=[v for v in before.variables if v not in after.variables],
         )
 
-    def move_label(self, prompt_id: str, label: str, version: int, guard: LabelGuard) -> Prompt:
-        """Point a label at an existing version (how teams promote and roll back), unless
-        `guard` refuses the move (409)."""
+    def move_label(
+        self, prompt_id: str, label: str, version: int, guard: LabelGuard, caller: Caller
+    ) -> Prompt:
+        """Point a label at an existing version (how teams promote and roll back), unless the
+        label is protected and the caller no owner (403) or `guard` refuses the move (409).
+
+        A move to where the label already points changes nothing and is not recorded.
+        """
         label = settable_label(label)
         record = self.get_record(prompt_id)
+        self._may_change_labels(caller, record.project_id, [label])
         target = self.get_version(prompt_id, version)
         guard.check(record, label, version)
-        record = self.prompts.set_label(prompt_id, label, version)
-        if record is None:
+        changed = self.prompts.change_label(prompt_id, label, version, caller.actor)
+        if changed is None:
             raise not_found("prompt", prompt_id)
-        return Prompt(**record.model_dump(), version=target)
+        return Prompt(**changed[0].model_dump(), version=target)
 
-    def remove_label(self, prompt_id: str, label: str) -> None:
+    def remove_label(self, prompt_id: str, label: str, caller: Caller) -> None:
+        """Remove a label; a protected one only by an owner (403)."""
         label = settable_label(label)
-        self.get_record(prompt_id)
-        if self.prompts.remove_label(prompt_id, label) is None:
+        record = self.get_record(prompt_id)
+        self._may_change_labels(caller, record.project_id, [label])
+        changed = self.prompts.change_label(prompt_id, label, None, caller.actor)
+        if changed is None:
+            raise not_found("prompt", prompt_id)
+        if changed[1] is None:
             raise not_found("label", f"{prompt_id}@{label}")
+
+    def label_history(
+        self, prompt_id: str, label: str, params: LabelHistoryParams
+    ) -> Page[LabelChange]:
+        """Every change of a label (who, when, from and to which version), newest first."""
+        label = checked_label(label)
+        if label == LATEST_LABEL:
+            raise Conflict(
+                "'latest' always follows the newest version: its history is the version list, "
+                "GET /prompts/{id}/versions.",
+                code="reserved_label",
+            )
+        found = self.prompts.label_history(prompt_id, label, params)
+        if found is None:
+            raise not_found("prompt", prompt_id)
+        return Page.of(found, params)

@@ -2,6 +2,7 @@
 
 from functools import cached_property
 
+from shared.access.callers import Caller
 from shared.datasets.repository import DatasetRepository
 from shared.errors import Conflict, not_found
 from shared.projects.service import ProjectService
@@ -31,10 +32,10 @@ class GateService:
     def evaluations(self) -> RunOutcomeRepository:
         return RunOutcomeRepository()
 
-    def move_label(self, prompt_id: str, label: str, version: int) -> Prompt:
+    def move_label(self, prompt_id: str, label: str, version: int, caller: Caller) -> Prompt:
         """Point a label at a version; a gated label moves only to a version with a passing
-        evaluation run (409 otherwise)."""
-        return self.prompts.move_label(prompt_id, label, version, guard=self)
+        evaluation run (409 otherwise), a protected one only by an owner (403)."""
+        return self.prompts.move_label(prompt_id, label, version, guard=self, caller=caller)
 
     def put(self, prompt_id: str, label: str, data: GateSet) -> Gate:
         """Protect a label: from now on it moves only to versions that pass `data`'s dataset
