@@ -77,7 +77,7 @@ class ExecutionService:
         history = [turn.model_dump() for turn in data.history]
         messages = render_messages(version, data.variables, data.input, history)
         payer = Payer(record.project_id, actor)
-        limits = self.projects.get(record.project_id).limits
+        limits = self.projects.get_recent(record.project_id).limits
         params = bounded_params(
             merged_params(version.config, data.config), limits, ("body", "config")
         )

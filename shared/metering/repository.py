@@ -1,18 +1,17 @@
-"""Storage of what calls cost (`usage_ledger`, `usage_months`) and of request windows
-(`rate_windows`).
+"""Storage of what calls cost (`usage_ledger`) and of request windows (`rate_windows`).
 
-Every write is one atomic single-document update (`$inc` upserts, conditional updates), so any
+Every write is an atomic single-document update (`$inc` upserts, conditional updates), so any
 number of replicas share the figures without transactions.
 """
 
 from datetime import date, datetime, timedelta
 from typing import Any, ClassVar
 
-from pymongo import ASCENDING, IndexModel
+from pymongo import ASCENDING, IndexModel, UpdateOne
 from pymongo.collection import Collection
 from pymongo.errors import DuplicateKeyError
 
-from shared.db import get_database, indexed_collection, to_object_id
+from shared.db import indexed_collection, to_object_id
 from shared.metering.models import ActorUsage, Charge, DayUsage, Payer, Tokens
 
 _FIGURES = ("spend_usd", "prompt_cache_hit", "prompt_cache_miss", "completion", "calls")
@@ -48,7 +47,9 @@ def _figures(document: dict[str, Any]) -> dict[str, Any]:
 
 class UsageLedger:
     """Per project, UTC day and actor: spend, tokens (cache hits apart) and calls; and per project
-    and month the spend alone, so that a budget check is one read by id."""
+    and month the spend alone, so that a budget check is one read by id. Both live in one
+    collection, so counting a call is one round trip; a month's document has no `day`, so the
+    day queries never see it."""
 
     INDEXES: ClassVar[list[IndexModel]] = [
         IndexModel([("project_id", ASCENDING), ("day", ASCENDING)], name="project_days"),
@@ -56,15 +57,14 @@ class UsageLedger:
 
     def __init__(self) -> None:
         self.days: Collection = indexed_collection("usage_ledger", self.INDEXES)
-        # Read and written by id only.
-        self.months: Collection = get_database()["usage_months"]
 
     def add(self, payer: Payer, day: date, charge: Charge) -> None:
         """Count one finished call on its day (UTC) and month."""
         project_id = to_object_id(payer.project_id)
         month = month_of(day)
+        actor = payer.actor
         # The month first: it is what budget checks read.
-        self.months.update_one(
+        month_total = UpdateOne(
             {"_id": _key(payer.project_id, month)},
             {
                 "$inc": {"spend_usd": charge.spend_usd, "calls": 1},
@@ -72,8 +72,7 @@ class UsageLedger:
             },
             upsert=True,
         )
-        actor = payer.actor
-        self.days.update_one(
+        day_figures = UpdateOne(
             {
                 "_id": _key(
                     payer.project_id,
@@ -96,10 +95,11 @@ class UsageLedger:
             },
             upsert=True,
         )
+        self.days.bulk_write([month_total, day_figures], ordered=True)
 
     def month_spend(self, project_id: str, month: str) -> float:
         """USD spent by the project in a month (YYYY-MM)."""
-        document = self.months.find_one({"_id": _key(project_id, month)}, {"spend_usd": 1})
+        document = self.days.find_one({"_id": _key(project_id, month)}, {"spend_usd": 1})
         return round(document["spend_usd"], 10) if document else 0.0
 
     def _match(self, project_id: str, since: date, until: date) -> dict[str, Any]:

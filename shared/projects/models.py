@@ -59,3 +59,7 @@ class ProjectLookup(Protocol):
     """What other domains ask of projects: one by id, a 404 when it does not exist."""
 
     def get(self, project_id: str) -> Project: ...
+
+    def get_recent(self, project_id: str) -> Project:
+        """As `get`, possibly as read a few seconds ago (for limits on every call's path)."""
+        ...

@@ -1,11 +1,20 @@
 """What a team does with projects."""
 
+import time
+
 from shared.errors import not_found
 from shared.metering.models import UsageParams, UsageReport
 from shared.metering.service import Metering
 from shared.pagination import Page
 from shared.projects.models import Project, ProjectCreate, ProjectListParams, ProjectUpdate
 from shared.projects.repository import ProjectRepository
+from shared.settings import get_settings
+
+# Every call to DeepSeek reads its project's limits: a replica reads a project at most this often
+# for that, so a change of limits reaches every replica within it (this one's at once).
+RECENT_PROJECT_S = 5.0
+_RECENT_LIMIT = 10_000
+_recent: dict[tuple[str, str], tuple[float, Project]] = {}
 
 
 class ProjectService:
@@ -26,7 +35,20 @@ class ProjectService:
             raise not_found("project", project_id)
         return project
 
+    def get_recent(self, project_id: str) -> Project:
+        """One project as read at most RECENT_PROJECT_S ago; 404 when it does not exist."""
+        key = (get_settings().mongodb_db, project_id)
+        kept = _recent.get(key)
+        if kept is not None and time.monotonic() - kept[0] <= RECENT_PROJECT_S:
+            return kept[1]
+        project = self.get(project_id)
+        if len(_recent) >= _RECENT_LIMIT:
+            _recent.clear()
+        _recent[key] = (time.monotonic(), project)
+        return project
+
     def update(self, project_id: str, changes: ProjectUpdate) -> Project:
+        _recent.pop((get_settings().mongodb_db, project_id), None)
         project = self.projects.update(project_id, changes)
         if project is None:
             raise not_found("project", project_id)

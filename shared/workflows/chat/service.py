@@ -102,7 +102,7 @@ class ChatService:
             binding, recent, record = self.dialogs.get_for_turn(
                 request.dialog_id, settings.chat_history_max_messages, self.prompts.prompts
             )
-            project = self.projects.get(binding.project_id)
+            project = self.projects.get_recent(binding.project_id)
         else:
             binding = DialogCreate(
                 project_id=request.project_id or "",

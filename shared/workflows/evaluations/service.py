@@ -77,7 +77,7 @@ class EvaluationService:
         dataset = self.datasets.get(data.dataset_id)
         if dataset is None or dataset.project_id != record.project_id:
             raise not_found("dataset", data.dataset_id)
-        limits = self.projects.get(record.project_id).limits
+        limits = self.projects.get_recent(record.project_id).limits
         targets = self._targets(record, data.targets, limits)
         cases = self.datasets.all_cases(data.dataset_id, data.case_tags)
         if not cases:
