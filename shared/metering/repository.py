@@ -45,6 +45,46 @@ def _figures(document: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def _charge_updates(payer: Payer, day: date, charge: Charge) -> list[UpdateOne]:
+    """The updates that count one finished call on its day (UTC) and month."""
+    project_id = to_object_id(payer.project_id)
+    month = month_of(day)
+    actor = payer.actor
+    # The month first: it is what budget checks read.
+    month_total = UpdateOne(
+        {"_id": _key(payer.project_id, month)},
+        {
+            "$inc": {"spend_usd": charge.spend_usd, "calls": 1},
+            "$setOnInsert": {"project_id": project_id, "month": month},
+        },
+        upsert=True,
+    )
+    day_figures = UpdateOne(
+        {
+            "_id": _key(
+                payer.project_id,
+                day.isoformat(),
+                actor.kind if actor else "none",
+                actor.id if actor else "",
+            )
+        },
+        {
+            "$inc": {
+                "spend_usd": charge.spend_usd,
+                "prompt_cache_hit": charge.prompt_cache_hit,
+                "prompt_cache_miss": charge.prompt_cache_miss,
+                "completion": charge.completion,
+                "calls": 1,
+            },
+            # The latest name the actor went by (a key can be renamed, a user's name change).
+            "$set": {"actor": actor.model_dump() if actor else None},
+            "$setOnInsert": {"project_id": project_id, "day": day.isoformat()},
+        },
+        upsert=True,
+    )
+    return [month_total, day_figures]
+
+
 class UsageLedger:
     """Per project, UTC day and actor: spend, tokens (cache hits apart) and calls; and per project
     and month the spend alone, so that a budget check is one read by id. Both live in one
@@ -58,44 +98,11 @@ class UsageLedger:
     def __init__(self) -> None:
         self.days: Collection = indexed_collection("usage_ledger", self.INDEXES)
 
-    def add(self, payer: Payer, day: date, charge: Charge) -> None:
-        """Count one finished call on its day (UTC) and month."""
-        project_id = to_object_id(payer.project_id)
-        month = month_of(day)
-        actor = payer.actor
-        # The month first: it is what budget checks read.
-        month_total = UpdateOne(
-            {"_id": _key(payer.project_id, month)},
-            {
-                "$inc": {"spend_usd": charge.spend_usd, "calls": 1},
-                "$setOnInsert": {"project_id": project_id, "month": month},
-            },
-            upsert=True,
+    def add_many(self, charges: list[tuple[Payer, date, Charge]]) -> None:
+        """Count finished calls, each on its day (UTC) and month, in one round trip."""
+        self.days.bulk_write(
+            [update for charge in charges for update in _charge_updates(*charge)], ordered=True
         )
-        day_figures = UpdateOne(
-            {
-                "_id": _key(
-                    payer.project_id,
-                    day.isoformat(),
-                    actor.kind if actor else "none",
-                    actor.id if actor else "",
-                )
-            },
-            {
-                "$inc": {
-                    "spend_usd": charge.spend_usd,
-                    "prompt_cache_hit": charge.prompt_cache_hit,
-                    "prompt_cache_miss": charge.prompt_cache_miss,
-                    "completion": charge.completion,
-                    "calls": 1,
-                },
-                # The latest name the actor went by (a key can be renamed, a user's name change).
-                "$set": {"actor": actor.model_dump() if actor else None},
-                "$setOnInsert": {"project_id": project_id, "day": day.isoformat()},
-            },
-            upsert=True,
-        )
-        self.days.bulk_write([month_total, day_figures], ordered=True)
 
     def month_spend(self, project_id: str, month: str) -> float:
         """USD spent by the project in a month (YYYY-MM)."""

@@ -15,8 +15,7 @@ import math
 from datetime import date, timedelta
 from typing import Any
 
-import anyio
-
+from shared.batching import Batcher
 from shared.db import utc_now
 from shared.deepseek.models import Usage, UsageHook
 from shared.errors import PaymentRequired, TooManyRequests, ValidationFailed
@@ -34,6 +33,15 @@ from shared.metering.models import (
 from shared.metering.repository import RateWindows, UsageLedger, month_of
 
 RATE_WINDOW = timedelta(minutes=1)
+
+
+def _add_charges(charges: list[tuple[Payer, date, Charge]]) -> list[None]:
+    UsageLedger().add_many(charges)
+    return [None] * len(charges)
+
+
+# Calls that finish while the ledger is being written go together into the next write.
+_charges: Batcher[tuple[Payer, date, Charge], None] = Batcher(_add_charges, max_batch=100)
 Location = tuple[str | int, ...]
 
 
@@ -114,7 +122,7 @@ class Metering:
                 prompt_cache_miss=usage.prompt_cache_miss_tokens,
                 completion=usage.completion_tokens,
             )
-            await anyio.to_thread.run_sync(self.ledger.add, payer, utc_now().date(), charge)
+            await _charges.submit((payer, utc_now().date(), charge))
 
         return record
 
