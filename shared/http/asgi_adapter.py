@@ -12,7 +12,13 @@ from starlette.responses import StreamingResponse
 
 from shared.errors import PayloadTooLarge
 from shared.http.messages import EventStream, Request, Response
-from shared.http.routing import Router, finish, new_request_id, render_error
+from shared.http.routing import (
+    Router,
+    finish,
+    freeze_imported_objects,
+    new_request_id,
+    render_error,
+)
 from shared.http.sse import STREAM_HEADERS, encode_stream
 from shared.settings import get_settings
 
@@ -43,6 +49,7 @@ def to_starlette(response: Response) -> StarletteResponse:
 
 def asgi_function(router: Router) -> Callable[[StarletteRequest], Awaitable[StarletteResponse]]:
     """The `handle` target functions-framework serves with each Starlette request."""
+    freeze_imported_objects()
 
     async def handle(request: StarletteRequest) -> StarletteResponse:
         path = "/" + request.path_params.get("path", "")

@@ -11,6 +11,7 @@ declarations describe the route in the OpenAPI document.
 """
 
 import asyncio
+import gc
 import inspect
 import logging
 import re
@@ -214,6 +215,17 @@ class Router:
         except Exception as exc:
             response = render_error(exc, request.request_id)
         return finish(request, response)
+
+
+def freeze_imported_objects() -> None:
+    """Take what the function's imports allocated out of the garbage collector's sight.
+
+    Those objects live as long as the process, yet every full collection walks them all: with
+    the OIDC library and its crypto bindings loaded, the chat function spent 8 more ms of CPU per
+    request and stalled one stream in a hundred for 250 ms. Called once, when the function's
+    handler is built, after its imports.
+    """
+    gc.freeze()
 
 
 def _admitted_call(route: Route, request: Request, path_values: dict[str, str]) -> Any:
