@@ -71,6 +71,20 @@ def utc_now() -> datetime:
     return now.replace(microsecond=now.microsecond // 1000 * 1000)
 
 
+def id_conditions(**ids: str | None) -> list[dict[str, Any]] | None:
+    """A `{field: ObjectId}` condition per id given (None values are skipped); None when one of
+    them cannot be an id, so that nothing can match."""
+    conditions = []
+    for field, value in ids.items():
+        if value is None:
+            continue
+        object_id = to_object_id(value)
+        if object_id is None:
+            return None
+        conditions.append({field: object_id})
+    return conditions
+
+
 def within_projects(project_ids: list[str] | None, field: str = "project_id") -> dict[str, Any]:
     """A filter keeping the given projects' documents; None keeps every project's."""
     if project_ids is None:

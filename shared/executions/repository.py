@@ -6,7 +6,14 @@ from typing import Any, ClassVar
 from pymongo import ASCENDING, DESCENDING, IndexModel, ReturnDocument
 from pymongo.collection import Collection
 
-from shared.db import indexed_collection, owning_project, to_object_id, utc_now, within_projects
+from shared.db import (
+    id_conditions,
+    indexed_collection,
+    owning_project,
+    to_object_id,
+    utc_now,
+    within_projects,
+)
 from shared.executions.models import (
     Execution,
     ExecutionDraft,
@@ -89,13 +96,12 @@ class ExecutionRepository:
             **_time_range(params.since, params.until),
             **within_projects(within),
         }
-        for field in ("project_id", "prompt_id"):
-            value = getattr(params, field)
-            if value is not None:
-                object_id = to_object_id(value)
-                if object_id is None:
-                    return None
-                query.setdefault("$and", []).append({field: object_id})
+        # Apart from `within`'s condition on the same field.
+        conditions = id_conditions(project_id=params.project_id, prompt_id=params.prompt_id)
+        if conditions is None:
+            return None
+        if conditions:
+            query["$and"] = conditions
         if params.version is not None:
             query["prompt_version"] = params.version
         if params.status is not None:

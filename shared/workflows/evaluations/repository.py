@@ -12,7 +12,7 @@ from bson import ObjectId
 from pymongo import ASCENDING, ReturnDocument
 
 from shared.assertions.models import AssertionOutcome
-from shared.db import owning_project, to_object_id, utc_now, within_projects
+from shared.db import id_conditions, owning_project, to_object_id, utc_now, within_projects
 from shared.executions.models import ExecutionError
 from shared.pagination import find_page
 from shared.workflows.evaluations.models import (
@@ -114,13 +114,14 @@ class EvaluationRepository(RunOutcomeRepository):
     ) -> tuple[list[Evaluation], str | None, int] | None:
         """A page of runs of the `within` projects (None: any); None when an id cannot exist."""
         query: dict[str, Any] = within_projects(within)
-        for field in ("project_id", "prompt_id", "dataset_id"):
-            value = getattr(params, field)
-            if value is not None:
-                object_id = to_object_id(value)
-                if object_id is None:
-                    return None
-                query.setdefault("$and", []).append({field: object_id})
+        # Apart from `within`'s condition on the same field.
+        conditions = id_conditions(
+            project_id=params.project_id, prompt_id=params.prompt_id, dataset_id=params.dataset_id
+        )
+        if conditions is None:
+            return None
+        if conditions:
+            query["$and"] = conditions
         if params.status is not None:
             query["status"] = params.status
         documents, next_cursor, total = find_page(self.runs, query, params)
