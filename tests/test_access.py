@@ -306,3 +306,19 @@ def test_an_unreachable_identity_provider_is_a_503_not_a_401(
     response = client.get("/projects", headers=user_headers("alice"))
     assert response.status_code == 503
     assert response.json()["error"]["code"] == "identity_provider_unavailable"
+
+
+def test_deleting_a_project_forgets_its_keys_members_and_usage(
+    client: httpx.Client, project: dict, key_headers, user_headers, make_prompt, database: Database
+) -> None:
+    prompt = make_prompt()
+    runner = key_headers(project, "runner")
+    run = {"prompt_id": prompt["id"], "variables": {"question": "why?"}}
+    assert client.post("/executions", json=run, headers=runner).status_code == 201
+    members = f"/projects/{project['id']}/members"
+    assert client.put(f"{members}/dora", json={"role": "viewer"}).status_code == 200
+    assert database.usage_ledger.count_documents({}) > 0
+    assert client.delete(f"/projects/{project['id']}?cascade=true").status_code == 204
+    for collection in ("api_keys", "members", "usage_ledger"):
+        assert database[collection].count_documents({}) == 0, collection
+    assert client.get("/prompts", headers=user_headers("dora")).json()["items"] == []

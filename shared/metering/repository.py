@@ -104,6 +104,9 @@ class UsageLedger:
             [update for charge in charges for update in _charge_updates(*charge)], ordered=True
         )
 
+    def delete_project(self, project_id: str) -> None:
+        self.days.delete_many({"project_id": to_object_id(project_id)})
+
     def month_spend(self, project_id: str, month: str) -> float:
         """USD spent by the project in a month (YYYY-MM)."""
         document = self.days.find_one({"_id": _key(project_id, month)}, {"spend_usd": 1})

@@ -4,6 +4,7 @@ from shared.access.service import AccessService
 from shared.datasets.repository import DatasetRepository
 from shared.dialogs.repository import DialogRepository
 from shared.errors import Conflict, not_found
+from shared.metering.repository import UsageLedger
 from shared.projects.models import ProjectDeleteParams
 from shared.projects.repository import ProjectRepository
 from shared.projects.service import ProjectService
@@ -39,3 +40,4 @@ def delete_with_contents(project_id: str, params: ProjectDeleteParams) -> None:
     if not projects.delete(project_id):
         raise not_found("project", project_id)
     AccessService().delete_project(project_id)
+    UsageLedger().delete_project(project_id)
