@@ -54,7 +54,7 @@ def seed_prompt() -> tuple[str, str]:
             operator,
         )
         prompt_id = prompt.id
-    key = AccessService().create_key(
+    key = AccessService(ProjectService()).create_key(
         project.id, ApiKeyCreate(name="bench app", role=Role.RUNNER), operator
     )
     return prompt_id, key.key

@@ -62,12 +62,12 @@ def main() -> None:
             os.environ["EVENT_SIGNING_KEY"] = local_secret(SIGNING_KEY_FILE)
             get_settings.cache_clear()
             logger.info("no EVENT_SIGNING_KEY: queue events are signed with %s", SIGNING_KEY_FILE)
-        admin_key = "$ADMIN_API_KEY"
         if not get_settings().admin_api_keys:
-            admin_key = local_secret(ADMIN_KEY_FILE, prefix="ba_admin_")
-            os.environ["ADMIN_API_KEY"] = admin_key
+            os.environ["ADMIN_API_KEY"] = local_secret(ADMIN_KEY_FILE, prefix="ba_admin_")
             get_settings.cache_clear()
             logger.info("no ADMIN_API_KEY: the admin key is kept in %s", ADMIN_KEY_FILE)
+        # The first key, wherever it came from (the environment, `.env`, or the one made here).
+        admin_key = get_settings().admin_api_keys[0].get_secret_value()
         gateway = build_gateway()
         for name in function_names():
             logger.info("function %-16s http://%s:%d/%s", name, host, port, name)

@@ -12,6 +12,8 @@ from pymongo.database import Database
 from devtools.embedded_mongo import free_port
 from devtools.fake_oidc import FakeOidcIssuer
 from shared.access.callers import KEY_CACHE_S
+from shared.access.models import Role
+from shared.access.service import AccessService
 from tests.conftest import bearer, configure
 
 
@@ -322,3 +324,47 @@ def test_deleting_a_project_forgets_its_keys_members_and_usage(
     for collection in ("api_keys", "members", "usage_ledger"):
         assert database[collection].count_documents({}) == 0, collection
     assert client.get("/prompts", headers=user_headers("dora")).json()["items"] == []
+
+
+def test_keys_and_members_need_a_project_that_exists_even_for_the_admin_key(
+    client: httpx.Client, database: Database
+) -> None:
+    missing = "/projects/6b0731e5942f52642075caa9"
+    assert client.post(f"{missing}/keys", json={"name": "n", "role": "viewer"}).status_code == 404
+    assert client.get(f"{missing}/keys").status_code == 404
+    assert client.put(f"{missing}/members/alice", json={"role": "owner"}).status_code == 404
+    assert client.get(f"{missing}/members").status_code == 404
+    assert database.api_keys.count_documents({}) == database.members.count_documents({}) == 0
+
+
+def test_an_expiry_without_a_time_zone_is_refused(client: httpx.Client, project: dict) -> None:
+    body = {"name": "n", "role": "viewer", "expires_at": "2031-01-01T00:00:00"}
+    response = client.post(f"/projects/{project['id']}/keys", json=body)
+    assert response.status_code == 422
+    assert response.json()["error"]["details"][0]["loc"] == ["body", "expires_at"]
+
+
+def test_two_owners_demoting_each_other_at_once_leave_an_owner(
+    client: httpx.Client, user_headers, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Both demotions pass the last-owner check before either writes: the second one to land
+    is undone (409), so the project keeps an owner."""
+    alice = user_headers("alice")
+    project_id = client.post("/projects", json={"name": "Pair"}, headers=alice).json()["id"]
+    members = f"/projects/{project_id}/members"
+    assert client.put(f"{members}/bob", json={"role": "owner"}).status_code == 200
+    checked = AccessService._refuse_last_owner
+
+    def bob_demoted_meanwhile(
+        service: AccessService, project_id: str, issuer: str, user_id: str
+    ) -> bool:
+        was_owner = checked(service, project_id, issuer, user_id)
+        service.members.put(project_id, issuer, "bob", Role.VIEWER)
+        return was_owner
+
+    monkeypatch.setattr(AccessService, "_refuse_last_owner", bob_demoted_meanwhile)
+    response = client.put(f"{members}/alice", json={"role": "viewer"})
+    assert response.status_code == 409
+    assert response.json()["error"]["code"] == "last_owner"
+    roles = {m["user_id"]: m["role"] for m in client.get(members).json()["items"]}
+    assert roles == {"alice": "owner", "bob": "viewer"}

@@ -148,3 +148,18 @@ def test_an_owner_sets_protected_labels_and_limits(client: httpx.Client, project
     for bad in ({"limits": {"max_output_tokens": 0}}, {"protected_labels": ["no spaces"]}):
         assert client.put(f"/projects/{project['id']}", json=bad).status_code == 422
     assert client.get(f"/projects/{project['id']}").json() == stored
+
+
+def test_limits_change_only_where_given(client: httpx.Client, project: dict) -> None:
+    path = f"/projects/{project['id']}"
+    first = {"limits": {"monthly_budget_usd": 50, "max_output_tokens": 1000}}
+    assert client.put(path, json=first).status_code == 200
+    assert client.put(path, json={"limits": {"requests_per_minute": 60}}).status_code == 200
+    assert client.get(path).json()["limits"] == {
+        "monthly_budget_usd": 50,
+        "max_output_tokens": 1000,
+        "requests_per_minute": 60,
+    }
+    assert client.put(path, json={"limits": {"monthly_budget_usd": None}}).status_code == 200
+    assert client.get(path).json()["limits"]["monthly_budget_usd"] is None
+    assert client.get(path).json()["limits"]["max_output_tokens"] == 1000

@@ -32,6 +32,10 @@ READ = in_project(Permission.READ, project())
 OWN = in_project(Permission.OWN, project())
 
 
+def access() -> AccessService:
+    return AccessService(ProjectService())
+
+
 @router.get("/", access=SIGNED_IN)
 def list_projects(query: ProjectListParams, caller: Caller) -> Page[Project]:
     """List the projects you can read, newest first."""
@@ -72,37 +76,37 @@ def project_usage(project_id: str, query: UsageParams) -> UsageReport:
 @router.get("/{project_id}/members", access=READ)
 def list_members(project_id: str) -> MemberList:
     """The project's members and their roles, in the order they were added."""
-    return AccessService().list_members(project_id)
+    return access().list_members(project_id)
 
 
 @router.put("/{project_id}/members/{user_id}", access=OWN)
 def set_member(project_id: str, user_id: str, body: MemberSet) -> Member:
     """Add a user (their OpenID Connect `sub`) to the project, or change their role."""
-    return AccessService().set_member(project_id, user_id, body.role)
+    return access().set_member(project_id, user_id, body.role)
 
 
 @router.delete("/{project_id}/members/{user_id}", access=OWN)
 def remove_member(project_id: str, user_id: str) -> None:
     """Remove a member; the last owner stays."""
-    AccessService().remove_member(project_id, user_id)
+    access().remove_member(project_id, user_id)
 
 
 @router.post("/{project_id}/keys", status=201, access=OWN)
 def create_key(project_id: str, body: ApiKeyCreate, caller: Caller) -> ApiKeyCreated:
     """Create an API key with a role in the project; its secret `key` is shown only here."""
-    return AccessService().create_key(project_id, body, caller)
+    return access().create_key(project_id, body, caller)
 
 
 @router.get("/{project_id}/keys", access=OWN)
 def list_keys(project_id: str) -> ApiKeyList:
     """The project's live keys, without their secrets."""
-    return AccessService().list_keys(project_id)
+    return access().list_keys(project_id)
 
 
 @router.delete("/{project_id}/keys/{key_id}", access=OWN)
 def revoke_key(project_id: str, key_id: str) -> None:
     """Revoke a key: refused everywhere within seconds."""
-    AccessService().revoke_key(project_id, key_id)
+    access().revoke_key(project_id, key_id)
 
 
 handle = flask_function(router)

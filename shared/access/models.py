@@ -4,7 +4,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Literal
 
-from pydantic import Field
+from pydantic import AwareDatetime, Field
 
 from shared.models import InputModel, Model, Name
 
@@ -52,7 +52,8 @@ class Actor(Model):
 class ApiKeyCreate(InputModel):
     name: Name
     role: Role
-    expires_at: datetime | None = None
+    # With its time zone (`Z` or an offset), so it names one instant.
+    expires_at: AwareDatetime | None = None
 
 
 class ApiKey(Model):

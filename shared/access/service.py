@@ -1,6 +1,7 @@
 """What a project's owners do about access: its API keys and its members."""
 
 import secrets
+from typing import Protocol
 
 from shared.access.callers import API_KEY_PREFIX, Caller, hash_key
 from shared.access.models import (
@@ -37,13 +38,37 @@ def _issuer() -> str:
     return issuer
 
 
+def _last_owner() -> Conflict:
+    return Conflict(
+        "A project keeps at least one owner; make another member owner first.",
+        code="last_owner",
+    )
+
+
+class Identified(Protocol):
+    id: str
+
+
+class ExistingProjects(Protocol):
+    """How access finds a project: its canonical id, a 404 when it does not exist."""
+
+    def get(self, project_id: str) -> Identified: ...
+
+
 class AccessService:
-    def __init__(self) -> None:
+    def __init__(self, projects: ExistingProjects) -> None:
+        self.projects = projects
         self.keys = ApiKeyRepository()
         self.members = MemberRepository()
 
+    def _existing(self, project_id: str) -> str:
+        # The admin key passes the access check for any id; a key or member is only ever
+        # stored under a project that exists, by its canonical id.
+        return self.projects.get(project_id).id
+
     def create_key(self, project_id: str, data: ApiKeyCreate, caller: Caller) -> ApiKeyCreated:
         """A new key of the project; its secret is in this answer and nowhere else."""
+        project_id = self._existing(project_id)
         if data.expires_at is not None and data.expires_at <= utc_now():
             raise ValidationFailed(
                 "A key cannot expire in the past.",
@@ -62,13 +87,17 @@ class AccessService:
         return ApiKeyCreated(**key.model_dump(), key=secret)
 
     def list_keys(self, project_id: str) -> ApiKeyList:
-        return ApiKeyList(items=self.keys.live_in(project_id))
+        """The project's live keys, without their secrets."""
+        return ApiKeyList(items=self.keys.live_in(self._existing(project_id)))
 
     def revoke_key(self, project_id: str, key_id: str) -> None:
-        if not self.keys.revoke(project_id, key_id):
+        """Refuse the key from now on (every replica within KEY_CACHE_S)."""
+        if not self.keys.revoke(self._existing(project_id), key_id):
             raise not_found("key", key_id)
 
     def list_members(self, project_id: str) -> MemberList:
+        """The project's members, in the order they were added."""
+        project_id = self._existing(project_id)
         issuer = get_settings().oidc_issuer
         return MemberList(items=self.members.members(project_id, issuer) if issuer else [])
 
@@ -78,31 +107,47 @@ class AccessService:
             self.members.put(project_id, caller.user.issuer, caller.user.user_id, Role.OWNER)
 
     def set_member(self, project_id: str, user_id: str, role: Role) -> Member:
+        """Give a user a role in the project; 409 when that would leave it without an owner."""
+        project_id = self._existing(project_id)
         issuer = _issuer()
         if len(user_id) > MAX_USER_ID_LENGTH:
             raise ValidationFailed(
                 f"A user id is at most {MAX_USER_ID_LENGTH} characters.",
                 details=[{"loc": ["path", "user_id"], "msg": "too long"}],
             )
-        if role != Role.OWNER:
-            self._keep_an_owner(project_id, issuer, user_id)
-        return self.members.put(project_id, issuer, user_id, role)
+        if role == Role.OWNER:
+            return self.members.put(project_id, issuer, user_id, role)
+        was_owner = self._refuse_last_owner(project_id, issuer, user_id)
+        member = self.members.put(project_id, issuer, user_id, role)
+        if was_owner:
+            self._restore_if_ownerless(project_id, issuer, user_id)
+        return member
 
     def remove_member(self, project_id: str, user_id: str) -> None:
+        """Take a user out of the project; the last owner stays (409)."""
+        project_id = self._existing(project_id)
         issuer = _issuer()
-        self._keep_an_owner(project_id, issuer, user_id)
+        was_owner = self._refuse_last_owner(project_id, issuer, user_id)
         if not self.members.remove(project_id, issuer, user_id):
             raise not_found("member", user_id)
+        if was_owner:
+            self._restore_if_ownerless(project_id, issuer, user_id)
 
-    def _keep_an_owner(self, project_id: str, issuer: str, user_id: str) -> None:
-        if (
-            self.members.role(project_id, issuer, user_id) == Role.OWNER
-            and self.members.owners(project_id, issuer) <= 1
-        ):
-            raise Conflict(
-                "A project keeps at least one owner; make another member owner first.",
-                code="last_owner",
-            )
+    def _refuse_last_owner(self, project_id: str, issuer: str, user_id: str) -> bool:
+        """409 when the user is the project's only owner; whether they are an owner."""
+        if self.members.role(project_id, issuer, user_id) != Role.OWNER:
+            return False
+        if self.members.owners(project_id, issuer) <= 1:
+            raise _last_owner()
+        return True
+
+    def _restore_if_ownerless(self, project_id: str, issuer: str, user_id: str) -> None:
+        """Undo a demotion or removal that left no owner: two owners demoting each other at
+        once both pass the check before either writes. Both are undone (409) rather than
+        neither, so a project never stays without an owner."""
+        if self.members.owners(project_id, issuer) == 0:
+            self.members.put(project_id, issuer, user_id, Role.OWNER)
+            raise _last_owner()
 
     def delete_project(self, project_id: str) -> None:
         """Forget a deleted project's keys and members."""

@@ -33,7 +33,7 @@ class ProjectUpdate(InputModel):
     description: Description | None = None
     # Moving or removing a protected label needs an owner.
     protected_labels: ProtectedLabels | None = None
-    # Replaces the limits as a whole; only an owner may change them.
+    # Only the limits given change (null lifts one); only an owner may change them.
     limits: ProjectLimits | None = None
 
 

@@ -58,7 +58,11 @@ class ProjectRepository:
         object_id = to_object_id(project_id)
         if object_id is None:
             return None
-        fields = changes.model_dump(exclude_unset=True, exclude_none=True)
+        fields = changes.model_dump(exclude_unset=True, exclude_none=True, exclude={"limits"})
+        if changes.limits is not None:
+            # Only the limits given change; an explicit null lifts one.
+            given = changes.limits.model_dump(include=changes.limits.model_fields_set)
+            fields |= {f"limits.{name}": value for name, value in given.items()}
         try:
             document = self.collection.find_one_and_update(
                 {"_id": object_id},

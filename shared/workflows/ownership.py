@@ -17,5 +17,5 @@ def create_owned_project(data: ProjectCreate, caller: Caller) -> Project:
     if caller.user is not None and creators and caller.user.user_id not in creators:
         raise Forbidden("Creating projects is restricted to the users PROJECT_CREATORS names.")
     project = ProjectService().create(data)
-    AccessService().add_owner(project.id, caller)
+    AccessService(ProjectService()).add_owner(project.id, caller)
     return project

@@ -39,5 +39,5 @@ def delete_with_contents(project_id: str, params: ProjectDeleteParams) -> None:
     prompts.delete_project_prompts(project_id)
     if not projects.delete(project_id):
         raise not_found("project", project_id)
-    AccessService().delete_project(project_id)
+    AccessService(ProjectService()).delete_project(project_id)
     UsageLedger().delete_project(project_id)
