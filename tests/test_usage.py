@@ -8,7 +8,7 @@ import pytest
 from pymongo.database import Database
 
 from devtools.fake_deepseek import FakeDeepSeek, Scenario
-from tests.test_chat import chat
+from tests.test_chat import chat, wait_for
 from tests.test_datasets import create_dataset
 from tests.test_evaluations import finished
 from tests.test_executions import fake, read_events
@@ -166,3 +166,24 @@ def test_the_range_is_checked_and_only_its_days_are_summed(
     # Reading usage is reading the project: a viewer may, a runner key may not.
     assert client.get(path, headers=key_headers(project, "viewer")).status_code == 200
     assert client.get(path, headers=key_headers(project, "runner")).status_code == 403
+
+
+def test_a_stream_cut_off_before_its_usage_is_counted_from_what_was_sent_and_received(
+    client: httpx.Client, project: dict, database: Database, fake_deepseek: FakeDeepSeek
+) -> None:
+    """DeepSeek bills the tokens it streamed even when the caller leaves before the final usage
+    chunk, so leaving early must not be a way around the budget."""
+    body = {"project_id": project["id"], "input": "long " + fake(tokens=200, token_interval_s=0.05)}
+    with client.stream("POST", "/chat", json=body) as response:
+        received = 0
+        for line in response.iter_lines():
+            if line.startswith("event: content"):
+                received += 1
+                if received == 3:
+                    break
+    wait_for(lambda: database.usage_ledger.find_one({"day": {"$exists": True}}), 5)
+    report = usage(client, project)
+    assert report["calls"] == 1
+    assert report["tokens"]["prompt_cache_miss"] > 0
+    assert 0 < report["tokens"]["completion"] < 200
+    assert report["spend_usd"] > 0

@@ -5,6 +5,7 @@ the upstream fails or the caller goes away; this is that shared piece.
 """
 
 import logging
+import math
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
@@ -14,13 +15,15 @@ import anyio
 
 from shared.deepseek.client import get_deepseek
 from shared.deepseek.events import DoneData, ErrorData
-from shared.deepseek.models import ChatCall, Delta, Finish, UsageHook
+from shared.deepseek.models import ChatCall, Delta, Finish, Usage, UsageHook
 from shared.errors import AppError
 from shared.settings import get_settings
 
 logger = logging.getLogger("better_assistant")
 
 AnswerStatus = Literal["running", "ok", "error", "cancelled"]
+# DeepSeek's rule of thumb for English text; used only for calls cut off before their usage.
+CHARACTERS_PER_TOKEN = 4
 
 
 @dataclass
@@ -49,9 +52,27 @@ class Answer:
         """USD from the usage and the configured price of the model (None if unpriced)."""
         if self.finish is None:
             return None
+        return self.cost_of(self.finish.usage, self.finish.model)
+
+    def cost_of(self, usage: Usage, reported_model: str | None = None) -> float | None:
+        """USD for `usage` at the price of the model called (None if unpriced)."""
         prices = get_settings().deepseek_prices
-        price = prices.get(self.call.model) or prices.get(self.finish.model)
-        return self.finish.usage.cost(price) if price else None
+        price = prices.get(self.call.model) or prices.get(reported_model or "")
+        return usage.cost(price) if price else None
+
+    def estimated_usage(self) -> Usage:
+        """What a call cut off before DeepSeek's final usage chunk used, from the characters
+        sent and received; every prompt token counts as a cache miss, the dearer side."""
+        sent = sum(len(message.get("content") or "") for message in self.call.messages)
+        received = len(self.text) + len(self.reasoning_text or "")
+        prompt = math.ceil(sent / CHARACTERS_PER_TOKEN)
+        completion = math.ceil(received / CHARACTERS_PER_TOKEN)
+        return Usage(
+            prompt_tokens=prompt,
+            completion_tokens=completion,
+            total_tokens=prompt + completion,
+            prompt_cache_miss_tokens=prompt,
+        )
 
     def done(self) -> DoneData:
         return DoneData(
@@ -80,6 +101,7 @@ async def stream_answer(answer: Answer) -> AsyncIterator[Delta]:
             yield item
     except AppError as exc:
         answer.status, answer.error = "error", ErrorData(code=exc.code, message=exc.message)
+        await _record_cut_off(answer)
         raise
     except BaseException as exc:
         if isinstance(exc, (GeneratorExit, anyio.get_cancelled_exc_class())):
@@ -90,20 +112,30 @@ async def stream_answer(answer: Answer) -> AsyncIterator[Delta]:
             answer.error = ErrorData(
                 code="internal_error", message="The answer failed unexpectedly."
             )
+        await _record_cut_off(answer)
         raise
     finally:
         answer.latency_ms = round((time.perf_counter() - started) * 1000, 3)
     answer.status = "ok"
     if answer.on_usage is not None and answer.finish is not None:
-        await _record_usage(answer, answer.finish, answer.on_usage)
+        await _record_usage(answer.on_usage, answer.finish.usage, answer.cost)
 
 
-async def _record_usage(answer: Answer, finish: Finish, on_usage: UsageHook) -> None:
+async def _record_cut_off(answer: Answer) -> None:
+    """A call that streamed tokens and was cut off before its final usage chunk (the caller
+    left, the stream broke) is still billed by DeepSeek: count its estimated usage."""
+    if answer.on_usage is None or answer.finish is not None or answer.ttft_ms is None:
+        return
+    usage = answer.estimated_usage()
+    await _record_usage(answer.on_usage, usage, answer.cost_of(usage))
+
+
+async def _record_usage(on_usage: UsageHook, usage: Usage, cost: float | None) -> None:
     """Shielded, so a caller going away now still leaves the cost in the ledger; a failure to
     record is logged and never turns the answer into an error."""
     with anyio.CancelScope(shield=True):
         try:
-            await on_usage(finish.usage, answer.cost)
+            await on_usage(usage, cost)
         except Exception:
             logger.exception("the usage of a finished call was not recorded")
 
