@@ -1,13 +1,17 @@
 """Users' access tokens: JWTs from the team's OpenID Connect provider, checked against its JWKS."""
 
+import gc
+import importlib
 from dataclasses import dataclass
-from typing import Any
-
-import httpx
-import jwt
+from functools import cache
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
 
 from shared.clients import process_client
 from shared.errors import ServiceUnavailable, Unauthenticated
+
+if TYPE_CHECKING:
+    import jwt
 
 # Asymmetric only: with a JWKS, a symmetric algorithm would let anyone sign with the public key.
 ALGORITHMS = ["RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "EdDSA"]
@@ -22,6 +26,18 @@ class VerifiedUser:
     user_id: str
     name: str | None
     email: str | None
+
+
+@cache
+def _imported(name: str) -> ModuleType:
+    """A library only token verification needs (PyJWT, httpx), imported by the first token to
+    verify: with its crypto bindings and CLI, each takes 150 ms or more to import, a cold start
+    that callers with keys (apps, CI) never need to pay. What it allocated is then frozen like
+    the function's own imports (`freeze_imported_objects` in shared/http/routing.py), so full
+    garbage collections do not walk it."""
+    module = importlib.import_module(name)
+    gc.freeze()
+    return module
 
 
 def invalid_token(message: str) -> Unauthenticated:
@@ -46,16 +62,17 @@ class TokenVerifier:
         self._jwks_url = jwks_url
         self._keys: jwt.PyJWKClient | None = None
 
-    def _signing_keys(self) -> jwt.PyJWKClient:
+    def _signing_keys(self) -> "jwt.PyJWKClient":
         if self._keys is None:
             url = self._jwks_url or self._discover_jwks_url()
-            self._keys = jwt.PyJWKClient(
+            self._keys = _imported("jwt").PyJWKClient(
                 url, cache_keys=True, lifespan=JWKS_CACHE_S, timeout=PROVIDER_TIMEOUT_S
             )
         return self._keys
 
     def _discover_jwks_url(self) -> str:
         url = f"{self.issuer.rstrip('/')}/.well-known/openid-configuration"
+        httpx = _imported("httpx")
         try:
             response = httpx.get(url, timeout=PROVIDER_TIMEOUT_S)
             response.raise_for_status()
@@ -65,6 +82,7 @@ class TokenVerifier:
 
     def verify(self, token: str) -> VerifiedUser:
         """The user a valid token names; 401 for any token that is not."""
+        jwt = _imported("jwt")
         try:
             key = self._signing_keys().get_signing_key_from_jwt(token)
             claims: dict[str, Any] = jwt.decode(
