@@ -28,6 +28,7 @@ LAYERS: dict[str, tuple[str, ...]] = {
         "shared.db",
         "shared.pagination",
         "shared.batching",
+        "shared.caching",
         "shared.stats",
     ),
     # `shared.streaming` is where `shared.deepseek.events` was before the floors were drawn;

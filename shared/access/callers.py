@@ -2,13 +2,12 @@
 
 import hashlib
 import hmac
-import threading
-import time
 from dataclasses import dataclass, field
 
 from shared.access.models import ROLES_WITH, Actor, Permission, Role, StoredKey
 from shared.access.repository import ApiKeyRepository, MemberRepository
 from shared.access.tokens import VerifiedUser, invalid_token, token_verifier
+from shared.caching import ExpiringCache
 from shared.db import utc_now
 from shared.errors import Unauthenticated
 from shared.settings import get_settings
@@ -16,7 +15,8 @@ from shared.settings import get_settings
 API_KEY_PREFIX = "ba_"
 # A revoked key stops working on every replica within this; it bounds how stale a cached key is.
 KEY_CACHE_S = 5.0
-_KEY_CACHE_LIMIT = 10_000
+# Past this many, the users this process remembers are forgotten at once (memory stays flat).
+_REMEMBERED_USERS = 10_000
 
 
 @dataclass
@@ -76,10 +76,11 @@ def authenticate(authorization: str | None) -> Caller:
     credential = credential.strip()
     if scheme.lower() != "bearer" or not credential:
         raise unauthenticated()
-    if _is_admin_key(credential):
+    credential_hash = hash_key(credential)
+    if _is_admin_key(credential_hash):
         return Caller(Actor(kind="admin", id="admin", name="admin key"))
     if credential.startswith(API_KEY_PREFIX):
-        key = _KEYS.find(hash_key(credential))
+        key = _valid_key(credential_hash)
         return Caller(Actor(kind="key", id=key.id, name=key.name), key=key)
     settings = get_settings()
     if credential.count(".") == 2 and settings.oidc_issuer and settings.oidc_audience:
@@ -92,52 +93,34 @@ def authenticate(authorization: str | None) -> Caller:
     raise invalid_token("The credential is not a key or token this deployment accepts.")
 
 
-def _is_admin_key(credential: str) -> bool:
-    # Comparing digests of equal length keeps the comparison's time independent of the key.
-    digest = hashlib.sha256(credential.encode()).digest()
+def _is_admin_key(credential_hash: str) -> bool:
+    # Comparing hashes of equal length keeps the comparison's time independent of the key.
     return any(
-        hmac.compare_digest(digest, hashlib.sha256(key.get_secret_value().encode()).digest())
+        hmac.compare_digest(credential_hash, hash_key(key.get_secret_value()))
         for key in get_settings().admin_api_keys
     )
 
 
-class _KeyCache:
-    """Keys by hash, each re-read from MongoDB at most every KEY_CACHE_S seconds per process."""
+def _valid_key(key_hash: str) -> StoredKey:
+    """The key with this hash, re-read from MongoDB at most every KEY_CACHE_S seconds per
+    process; 401 when it is unknown, revoked or expired."""
+    key = _KEYS.get(key_hash, lambda: _read_key(key_hash))
+    if key.revoked:
+        raise invalid_token("The API key has been revoked.")
+    if key.expires_at is not None and key.expires_at <= utc_now():
+        raise invalid_token("The API key has expired.")
+    return key
 
-    def __init__(self) -> None:
-        self._entries: dict[str, tuple[float, StoredKey]] = {}
-        self._lock = threading.Lock()
 
-    def find(self, key_hash: str) -> StoredKey:
-        now = time.monotonic()
-        entry = self._entries.get(key_hash)
-        if entry is None or now - entry[0] > KEY_CACHE_S:
-            key = self._read(key_hash)
-            with self._lock:
-                if len(self._entries) >= _KEY_CACHE_LIMIT:
-                    self._entries.clear()
-                self._entries[key_hash] = (now, key)
-        else:
-            key = entry[1]
-        if key.revoked:
-            raise invalid_token("The API key has been revoked.")
-        if key.expires_at is not None and key.expires_at <= utc_now():
-            raise invalid_token("The API key has expired.")
-        return key
-
-    def _read(self, key_hash: str) -> StoredKey:
-        repository = ApiKeyRepository()
-        key = repository.by_hash(key_hash)
-        if key is None:
-            # Not cached: a key created a moment ago on another replica must work at once.
-            raise invalid_token("The API key is not valid.")
-        if not key.revoked:
-            repository.mark_used(key.id)
-        return key
-
-    def clear(self) -> None:
-        with self._lock:
-            self._entries.clear()
+def _read_key(key_hash: str) -> StoredKey:
+    repository = ApiKeyRepository()
+    key = repository.by_hash(key_hash)
+    if key is None:
+        # Not kept: a key created a moment ago on another replica must work at once.
+        raise invalid_token("The API key is not valid.")
+    if not key.revoked:
+        repository.mark_used(key.id)
+    return key
 
 
 class _SeenUsers:
@@ -151,10 +134,10 @@ class _SeenUsers:
         if seen in self._seen:
             return
         MemberRepository().remember_user(user.issuer, user.user_id, user.name, user.email)
-        if len(self._seen) >= _KEY_CACHE_LIMIT:
+        if len(self._seen) >= _REMEMBERED_USERS:
             self._seen.clear()
         self._seen.add(seen)
 
 
-_KEYS = _KeyCache()
+_KEYS: ExpiringCache[str, StoredKey] = ExpiringCache(KEY_CACHE_S)
 _USERS = _SeenUsers()

@@ -1,7 +1,6 @@
 """What a team does with projects."""
 
-import time
-
+from shared.caching import ExpiringCache
 from shared.errors import not_found
 from shared.metering.models import UsageParams, UsageReport
 from shared.metering.service import Metering
@@ -13,8 +12,7 @@ from shared.settings import get_settings
 # Every call to DeepSeek reads its project's limits: a replica reads a project at most this often
 # for that, so a change of limits reaches every replica within it (this one's at once).
 RECENT_PROJECT_S = 5.0
-_RECENT_LIMIT = 10_000
-_recent: dict[tuple[str, str], tuple[float, Project]] = {}
+_recent: ExpiringCache[tuple[str, str], Project] = ExpiringCache(RECENT_PROJECT_S)
 
 
 class ProjectService:
@@ -37,18 +35,10 @@ class ProjectService:
 
     def get_recent(self, project_id: str) -> Project:
         """One project as read at most RECENT_PROJECT_S ago; 404 when it does not exist."""
-        key = (get_settings().mongodb_db, project_id)
-        kept = _recent.get(key)
-        if kept is not None and time.monotonic() - kept[0] <= RECENT_PROJECT_S:
-            return kept[1]
-        project = self.get(project_id)
-        if len(_recent) >= _RECENT_LIMIT:
-            _recent.clear()
-        _recent[key] = (time.monotonic(), project)
-        return project
+        return _recent.get((get_settings().mongodb_db, project_id), lambda: self.get(project_id))
 
     def update(self, project_id: str, changes: ProjectUpdate) -> Project:
-        _recent.pop((get_settings().mongodb_db, project_id), None)
+        _recent.forget((get_settings().mongodb_db, project_id))
         project = self.projects.update(project_id, changes)
         if project is None:
             raise not_found("project", project_id)
