@@ -37,6 +37,7 @@ def test_create_renders_the_contract(client: httpx.Client, project: dict) -> Non
         "version",
         "label",
         "title",
+        "variables",
         "message_count",
         "created_at",
         "updated_at",

@@ -515,3 +515,32 @@ def test_disconnect_before_the_first_token_is_recorded_as_cancelled(
         lambda: database.executions.find_one({"status": "cancelled"}), 5
     )
     assert record["output"] == ""
+
+
+def test_earlier_turns_follow_the_prompts_opening_and_precede_its_input_message(
+    client: httpx.Client, make_prompt, fake_deepseek: FakeDeepSeek
+) -> None:
+    few_shot = make_prompt(
+        type="chat",
+        template=None,
+        messages=[
+            {"role": "system", "content": "Classify."},
+            {"role": "user", "content": "Example: refund late"},
+            {"role": "assistant", "content": "billing"},
+            {"role": "user", "content": "Ticket: {{input}}"},
+            {"role": "assistant", "content": "Label:"},
+        ],
+    )
+    history = [
+        {"role": "user", "content": "Ticket: app crash"},
+        {"role": "assistant", "content": "bug"},
+    ]
+    record = run(client, few_shot, input="card declined", history=history).json()
+    assert record["messages"] == [
+        {"role": "system", "content": "Classify."},
+        {"role": "user", "content": "Example: refund late"},
+        {"role": "assistant", "content": "billing"},
+        *history,
+        {"role": "user", "content": "Ticket: card declined"},
+        {"role": "assistant", "content": "Label:"},
+    ]

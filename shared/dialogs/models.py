@@ -6,6 +6,7 @@ from typing import Any, Literal
 from pydantic import Field, model_validator
 
 from shared.deepseek.models import Usage
+from shared.executions.inputs import Variables, WithVariables
 from shared.models import InputModel, Model, Name
 from shared.pagination import PageParams
 from shared.prompts.models import LabelName, VersionChoice, VersionNumber
@@ -26,15 +27,19 @@ class PromptBinding(VersionChoice):
         return self
 
 
-class DialogCreate(PromptBinding):
+class DialogCreate(PromptBinding, WithVariables):
+    """A new dialog; its `variables` fill the prompt's templates at every turn."""
+
     project_id: str
     title: Name | None = None
 
 
 class DialogUpdate(InputModel):
-    """Change the title and/or the bound prompt (`prompt_id: null` unbinds it)."""
+    """Change the title, the bound prompt (`prompt_id: null` unbinds it) and/or the saved
+    variables (replaced as a whole)."""
 
     title: Name | None = None
+    variables: Variables | None = None
     prompt_id: str | None = None
     version: VersionNumber | None = None
     label: LabelName | None = None
@@ -47,6 +52,7 @@ class Dialog(Model):
     version: int | None
     label: str | None
     title: str | None
+    variables: dict[str, Any]
     message_count: int
     created_at: datetime
     updated_at: datetime

@@ -41,6 +41,7 @@ def _dialog(document: dict[str, Any]) -> Dialog:
         version=document.get("version"),
         label=document.get("label"),
         title=document.get("title"),
+        variables=document.get("variables") or {},
         message_count=document.get("message_count", 0),
         created_at=document["created_at"],
         updated_at=document["updated_at"],
@@ -101,6 +102,7 @@ class DialogRepository:
             "project_id": to_object_id(data.project_id),
             **_binding(data.model_dump(include={"prompt_id", "version", "label"})),
             "title": data.title,
+            "variables": data.variables,
             "message_count": 0,
             "created_at": now,
             "updated_at": now,
@@ -124,7 +126,8 @@ class DialogRepository:
         return [_dialog(document) for document in documents], next_cursor, total
 
     def update(self, dialog_id: str, fields: dict[str, Any]) -> Dialog | None:
-        """Set the given fields (title, prompt binding); None when the dialog does not exist."""
+        """Set the given fields (title, prompt binding, variables); None when the dialog does
+        not exist."""
         object_id = to_object_id(dialog_id)
         document = object_id and self.dialogs.find_one_and_update(
             {"_id": object_id},
@@ -132,6 +135,13 @@ class DialogRepository:
             return_document=ReturnDocument.AFTER,
         )
         return _dialog(document) if document else None
+
+    def remember_variables(self, dialog_id: str, variables: dict[str, Any]) -> None:
+        """Set these of the dialog's variables, keeping the others (a turn's new values)."""
+        self.dialogs.update_one(
+            {"_id": to_object_id(dialog_id)},
+            {"$set": {f"variables.{name}": value for name, value in variables.items()}},
+        )
 
     def delete(self, dialog_id: str) -> bool:
         """Delete a dialog, then its messages (a crash in between leaves no visible dialog)."""

@@ -82,13 +82,15 @@ class DialogService:
         return found
 
     def update(self, dialog_id: str, changes: DialogUpdate) -> Dialog:
-        """Change the title and/or the binding; `prompt_id: null` unbinds, a version or label
-        alone re-selects on the bound prompt."""
+        """Change the title, the binding and/or the saved variables (replaced as a whole);
+        `prompt_id: null` unbinds, a version or label alone re-selects on the bound prompt."""
         dialog = self.get(dialog_id)
         given = changes.model_dump(exclude_unset=True)
         fields: dict[str, Any] = {}
         if "title" in given:
             fields["title"] = changes.title
+        if "variables" in given:
+            fields["variables"] = changes.variables or {}
         if given.keys() & _BINDING_FIELDS:
             binding = _binding(
                 prompt_id=changes.prompt_id if "prompt_id" in given else dialog.prompt_id,
@@ -103,6 +105,17 @@ class DialogService:
         if updated is None:
             raise not_found("dialog", dialog_id)
         return updated
+
+    def remember_variables(self, dialog: Dialog, variables: dict[str, Any]) -> None:
+        """Save a turn's variables into its dialog, merged over those it has; no write when
+        they change nothing."""
+        changed = {
+            name: value
+            for name, value in variables.items()
+            if name not in dialog.variables or dialog.variables[name] != value
+        }
+        if changed:
+            self.dialogs.remember_variables(dialog.id, changed)
 
     def delete(self, dialog_id: str) -> None:
         """Delete a dialog and its messages."""

@@ -5,7 +5,7 @@ Datasets store the same for each case, so these stay light to import: no DeepSee
 
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, StringConstraints, field_validator
+from pydantic import AfterValidator, Field, StringConstraints
 
 from shared.models import InputModel
 
@@ -25,16 +25,19 @@ def _check_keys(value: Any) -> None:
             _check_keys(item)
 
 
+def _safe_values(variables: dict[str, Any]) -> dict[str, Any]:
+    _check_keys(variables)
+    return variables
+
+
+# Template variables: JSON values, stored as given.
+Variables = Annotated[dict[VariableName, Any], AfterValidator(_safe_values)]
+
+
 class WithVariables(InputModel):
-    """A request carrying template variables: JSON values, stored as given."""
+    """A request carrying template variables."""
 
-    variables: dict[VariableName, Any] = Field(default_factory=dict)
-
-    @field_validator("variables")
-    @classmethod
-    def _safe_values(cls, variables: dict[str, Any]) -> dict[str, Any]:
-        _check_keys(variables)
-        return variables
+    variables: Variables = Field(default_factory=dict)
 
 
 class HistoryTurn(InputModel):

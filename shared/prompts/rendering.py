@@ -1,12 +1,19 @@
-"""A prompt version plus variables and a user input, as the messages sent to the model."""
+"""A prompt version plus variables, earlier turns and a user input, as the messages sent to the
+model.
+
+One rule for every run — an execution, a chat turn, an evaluation cell: the prompt's messages
+are the conversation's opening, the earlier turns follow, and the turn itself comes last. The
+turn is the user's input: it fills the first message that uses `{{input}}` (that message, and
+any after it, come after the history), or, when no message uses it, follows as a user message.
+So no message is sent twice, and nothing written for the first turn is repeated after later
+ones.
+"""
 
 from collections.abc import Mapping, Sequence
 
 from shared.prompts.models import PromptVersion
-from shared.prompts.templating import render_templates
+from shared.prompts.templating import render_templates, template_variables
 
-# A template that uses {{input}} places the user's input itself; otherwise it follows as a
-# final user turn.
 INPUT_VARIABLE = "input"
 
 
@@ -18,38 +25,33 @@ def render_messages(
 ) -> list[dict[str, str]]:
     """The chat messages for one run; a 422 names every missing variable.
 
-    A text prompt is the user message, or the system message when the input follows it.
-    Earlier turns (`history`) come after the prompt's leading system messages.
+    A text prompt is the system message when an input follows it, else the user message itself.
     """
-    rendered = _rendered(version, variables, user_input)
-    if not history:
-        return rendered
-    leading = 0
-    while leading < len(rendered) and rendered[leading]["role"] == "system":
-        leading += 1
-    turns = [{"role": turn["role"], "content": turn["content"]} for turn in history]
-    return [*rendered[:leading], *turns, *rendered[leading:]]
+    opening, turn = _opening_and_turn(version, variables, user_input)
+    earlier = [{"role": message["role"], "content": message["content"]} for message in history]
+    return [*opening, *earlier, *turn]
 
 
-def _rendered(
+def _opening_and_turn(
     version: PromptVersion, variables: Mapping[str, object], user_input: str | None
-) -> list[dict[str, str]]:
-    places_input = INPUT_VARIABLE in version.variables
+) -> tuple[list[dict[str, str]], list[dict[str, str]]]:
     values = dict(variables)
-    if user_input is not None and places_input:
+    if user_input is not None:
         values[INPUT_VARIABLE] = user_input
-    appended_input = user_input if user_input is not None and not places_input else None
     if version.template is not None:
         [text] = render_templates([version.template], values)
-        if appended_input is None:
-            return [{"role": "user", "content": text}]
-        return [{"role": "system", "content": text}, {"role": "user", "content": appended_input}]
+        if user_input is None or INPUT_VARIABLE in version.variables:
+            return [], [{"role": "user", "content": text}]
+        return [{"role": "system", "content": text}], [{"role": "user", "content": user_input}]
     source = version.messages or []
     contents = render_templates([message.content for message in source], values)
     messages = [
         {"role": message.role, "content": content}
         for message, content in zip(source, contents, strict=True)
     ]
-    if appended_input is not None:
-        messages.append({"role": "user", "content": appended_input})
-    return messages
+    if user_input is None:
+        return messages, []
+    for index, message in enumerate(source):
+        if INPUT_VARIABLE in template_variables([message.content]):
+            return messages[:index], messages[index:]
+    return messages, [{"role": "user", "content": user_input}]

@@ -18,6 +18,8 @@ class ChatRequest(WithVariables):
     project_id: str | None = None
     input: Annotated[str, StringConstraints(min_length=1, max_length=100_000)]
     config: ModelConfig | None = None
+    # The turn's variables are merged over the dialog's; saved into the dialog unless false.
+    save_variables: bool = True
     # Only when starting a dialog: the prompt it is bound to, and its title.
     prompt_id: str | None = None
     version: VersionNumber | None = None

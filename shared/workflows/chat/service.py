@@ -67,7 +67,8 @@ def compose_messages(
     history: list[dict[str, str]],
     user_input: str,
 ) -> list[dict[str, str]]:
-    """The prompt's leading system messages, then the history, then the rest and the input."""
+    """The prompt's messages, then the history, then the turn (`shared.prompts.rendering`);
+    without a prompt, the history and the input."""
     if version is None:
         return [*history, {"role": "user", "content": user_input}]
     return render_messages(version, variables, user_input, history)
@@ -110,11 +111,13 @@ class ChatService:
                 version=request.version,
                 label=request.label,
                 title=request.title or request.input[:_TITLE_LENGTH].strip() or None,
+                variables=request.variables if request.save_variables else {},
             )
             project, record = self.dialogs.check_new(binding)
         version = self._bound_version(binding, record)
         history = history_window(recent, settings.chat_history_max_tokens)
-        messages = compose_messages(version, request.variables, history, request.input)
+        variables = {**binding.variables, **request.variables}
+        messages = compose_messages(version, variables, history, request.input)
         payer = Payer(project.id, actor)
         params = bounded_params(
             merged_params(version.config if version else {}, request.config),
@@ -123,8 +126,13 @@ class ChatService:
         )
         self.metering.admit(payer, project.limits)
         model = params.pop("model", None) or settings.deepseek_model
-        # A new dialog is stored only once its first turn is admitted.
-        dialog = binding if isinstance(binding, Dialog) else self.dialogs.insert_checked(binding)
+        # A new dialog is stored, and new variables saved, only once the turn is admitted.
+        if isinstance(binding, Dialog):
+            dialog = binding
+            if request.save_variables:
+                self.dialogs.remember_variables(dialog, request.variables)
+        else:
+            dialog = self.dialogs.insert_checked(binding)
         return Turn(
             dialog=dialog,
             turn_id=uuid.uuid4().hex,
