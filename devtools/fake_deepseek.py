@@ -1,7 +1,10 @@
 """Fake DeepSeek (OpenAI-compatible) HTTP server for tests, local dev and benchmarks.
 
 Behaviour is driven by a `Scenario`: the server's `default_scenario`, or a per-request directive
-`#fake{...json Scenario fields...}` written in a (non-assistant) message's content.
+`#fake{...json Scenario fields...}` written in a (non-assistant) message's content. Like a model,
+it stops at the request's `max_tokens` (finish reason `length`), and without a directive it
+answers a grading request (the judge's, asking for `{"pass": ..., "reason": ...}`) with a strict
+verdict: a pass for a complete answer, a fail for one that is empty or stops mid-sentence.
 Run standalone with `python -m devtools.fake_deepseek --port 8090`.
 """
 
@@ -44,6 +47,10 @@ KEEPALIVE = b"e\r\n: keep-alive\n\n\r\n"  # pre-encoded chunked frames
 DONE = b"e\r\ndata: [DONE]\n\n\r\n0\r\n\r\n"
 DISCONNECT_POLL_S = 0.05
 _PIECE = re.compile(r"\S+\s*|\s+")
+# What the judge's instructions ask for, and where its request puts the answer to grade.
+VERDICT_REQUEST = '{"pass": true or false'
+_GRADED_ANSWER = re.compile(r"<<<ANSWER TO GRADE>>>\n(.*)\n<<<END ANSWER TO GRADE>>>", re.S)
+_SENTENCE_END = re.compile(r"[.!?][\"')\]]*\s*$")
 
 
 @dataclass
@@ -125,6 +132,17 @@ def find_directive(messages: list[Any]) -> tuple[str, Scenario] | None:
             found = (text[start:end], Scenario(**spec))
             pos = text.find(DIRECTIVE, end)
     return found
+
+
+def _verdict(messages: list[Any]) -> str | None:
+    """A strict verdict for a grading request, else None: the answer to grade passes when it
+    is a complete sentence (not empty, not cut off mid-sentence by a token limit)."""
+    if not any(VERDICT_REQUEST in message_text(message) for message in messages):
+        return None
+    graded = _GRADED_ANSWER.search(message_text(messages[-1]))
+    if graded is not None and _SENTENCE_END.search(graded.group(1)):
+        return json.dumps({"pass": True, "reason": "The answer is complete."})
+    return json.dumps({"pass": False, "reason": "The answer is empty or stops mid-sentence."})
 
 
 def _head(status: int, headers: list[tuple[str, str]]) -> bytes:
@@ -388,7 +406,10 @@ class FakeDeepSeek:
         reasons = model == "deepseek-reasoner" or (
             isinstance(thinking, dict) and thinking.get("type") == "enabled"
         )
-        if scenario.echo:
+        verdict = None if scenario is not self.default_scenario else _verdict(messages)
+        if verdict is not None:
+            reply = verdict
+        elif scenario.echo:
             reply = json.dumps(messages, ensure_ascii=False)
         elif scenario.tokens is not None:
             reply = " ".join(f"tok{i}" for i in range(scenario.tokens))
@@ -396,6 +417,11 @@ class FakeDeepSeek:
             reply = scenario.reply
         thoughts = _PIECE.findall(scenario.reasoning or "") if reasons else []
         pieces = _PIECE.findall(reply)
+        finish_reason = scenario.finish_reason
+        max_tokens = body.get("max_tokens")
+        if isinstance(max_tokens, int) and 0 < max_tokens < len(pieces):
+            pieces, finish_reason = pieces[:max_tokens], "length"
+            reply = "".join(pieces)
         prompt = max(1, sum(len(message_text(m)) for m in messages) // 4)
         hit = min(scenario.cache_hit_tokens, prompt)
         usage = {
@@ -416,7 +442,7 @@ class FakeDeepSeek:
         if body.get("stream"):
             options = body.get("stream_options")
             with_usage = isinstance(options, dict) and bool(options.get("include_usage"))
-            frames, tail = self._frames(meta, thoughts, pieces, scenario.finish_reason)
+            frames, tail = self._frames(meta, thoughts, pieces, finish_reason)
             if with_usage:
                 final = {**meta, "choices": [], "usage": usage}
                 tail += _chunk(b"data: %s\n\n" % json.dumps(final).encode())
@@ -438,7 +464,7 @@ class FakeDeepSeek:
             "index": 0,
             "message": message,
             "logprobs": None,
-            "finish_reason": scenario.finish_reason,
+            "finish_reason": finish_reason,
         }
         payload = {**meta, "object": "chat.completion", "choices": [choice], "usage": usage}
         return await self._json(record, writer, 200, payload)

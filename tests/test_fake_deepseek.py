@@ -18,6 +18,8 @@ from devtools.fake_deepseek import (
     RequestRecord,
     Scenario,
 )
+from shared.assertions.judge import judge_messages, parse_verdict
+from shared.assertions.models import JudgeAssertion
 
 DEFAULT = Scenario()
 
@@ -391,3 +393,40 @@ def test_async_client_concurrent_streams(server: FakeDeepSeek) -> None:
     assert time.monotonic() - started < 1.5  # 20 x 0.2 s each: streams ran concurrently
     assert len(server.chat_requests()) == 20
     assert all(r.completed for r in server.chat_requests())
+
+
+def test_an_answer_stops_at_max_tokens_like_a_model(client: openai.OpenAI) -> None:
+    resp = client.chat.completions.create(
+        model="deepseek-chat", messages=[user("hi")], max_tokens=2
+    )
+    assert resp.choices[0].message.content == "Hello from "
+    assert resp.choices[0].finish_reason == "length"
+    stream = client.chat.completions.create(
+        model="deepseek-chat", messages=[user("hi")], max_tokens=3, stream=True
+    )
+    chunks = list(stream)
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == (
+        "Hello from the "
+    )
+    assert chunks[-1].choices[0].finish_reason == "length"
+    whole = client.chat.completions.create(
+        model="deepseek-chat", messages=[user("hi")], max_tokens=5
+    )
+    assert (whole.choices[0].message.content, whole.choices[0].finish_reason) == (
+        DEFAULT.reply,
+        "stop",
+    )
+
+
+@pytest.mark.parametrize(
+    ("graded", "passed"),
+    [("Your refund is on its way.", True), ("Your refund is", False), ("", False)],
+)
+def test_a_grading_request_gets_a_strict_verdict_on_whether_the_answer_is_complete(
+    client: openai.OpenAI, graded: str, passed: bool
+) -> None:
+    spec = JudgeAssertion(type="judge", rubric="Polite")
+    messages: Any = judge_messages(spec, graded, "Where is my refund?", None)
+    resp = client.chat.completions.create(model="deepseek-chat", messages=messages)
+    verdict = parse_verdict(resp.choices[0].message.content or "")
+    assert verdict is not None and verdict[0] is passed
