@@ -140,6 +140,16 @@ EXAMPLES: dict[RouteKey, Example] = {
     ("prompts", "GET", "/{prompt_id}"): Example(
         Permission.FETCH_PROMPTS, lambda s: Call(params={"label": "staging"})
     ),
+    # The project given; a project key may leave it out (tests/test_prompt_lookup.py).
+    ("prompts", "GET", "/by-name/{name}"): Example(
+        Permission.FETCH_PROMPTS,
+        lambda s: Call(
+            path={"name": "seeded"}, params={"project_id": s.project, "label": "staging"}
+        ),
+    ),
+    ("prompts", "POST", "/{prompt_id}/render"): Example(
+        Permission.FETCH_PROMPTS, lambda s: Call(json={"variables": {"question": "why?"}})
+    ),
     ("prompts", "PUT", "/{prompt_id}"): Example(
         Permission.EDIT, lambda s: Call(json={"template": "Say {{question}}"})
     ),

@@ -1,11 +1,15 @@
-"""The `prompts` function: versioned prompts with labels, diffs and cacheable run-time fetches."""
+"""The `prompts` function: versioned prompts with labels, diffs, cacheable run-time fetches (by id
+or by name) and render previews."""
 
 from shared.access.callers import Caller
 from shared.access.models import Permission
-from shared.access.policy import in_project, project, resource
+from shared.access.policy import callers_project, first_of, in_project, project, resource
+from shared.errors import ValidationFailed
+from shared.executions.models import RunInputs, RunPreview
+from shared.executions.planning import RunPlanner
 from shared.http.flask_adapter import flask_function
 from shared.http.messages import Request, Response, json_response
-from shared.http.routing import Router
+from shared.http.routing import PathRest, Router
 from shared.pagination import Page
 from shared.projects.service import ProjectService
 from shared.prompts.models import (
@@ -13,6 +17,7 @@ from shared.prompts.models import (
     LabelChange,
     LabelHistoryParams,
     LabelMove,
+    NamedPromptParams,
     Prompt,
     PromptCreate,
     PromptDiff,
@@ -55,14 +60,38 @@ def create_prompt(body: PromptCreate, caller: Caller) -> Prompt:
     return prompts().create(body, caller)
 
 
-@router.get("/{prompt_id}", access=FETCH)
-def get_prompt(request: Request, prompt_id: str, query: VersionSelector) -> Prompt:
-    """Get a prompt at a version or label (latest by default); 304 on a matching ETag."""
-    prompt, etag = prompts().fetch(prompt_id, query, request.if_none_match())
+def revalidated(fetched: tuple[Prompt | None, str]) -> Response:
+    """A fetched prompt with its ETag, or 304 when the client's copy is still current."""
+    prompt, etag = fetched
     headers = {"ETag": etag, "Cache-Control": "no-cache"}
     if prompt is None:
         return Response(304, headers=headers)
     return json_response(prompt, headers=headers)
+
+
+# Before the `/{prompt_id}/...` routes, which would take `by-name` for an id: a prompt named
+# `versions` or `gates` is found by name too.
+@router.get(
+    "/by-name/{name}",
+    access=in_project(Permission.FETCH_PROMPTS, first_of(project("query"), callers_project)),
+)
+def get_prompt_by_name(
+    request: Request, name: PathRest, query: NamedPromptParams, caller: Caller
+) -> Prompt:
+    """Get a prompt by its name in a project, as `GET /prompts/{id}` does; 304 on a match."""
+    project_id = query.project_id or caller.own_project
+    if project_id is None:
+        message = "Name the prompt's project with ?project_id= (a project API key implies it)."
+        raise ValidationFailed(
+            message, details=[{"loc": ["query", "project_id"], "msg": message, "type": "missing"}]
+        )
+    return revalidated(prompts().fetch_by_name(project_id, name, query, request.if_none_match()))
+
+
+@router.get("/{prompt_id}", access=FETCH)
+def get_prompt(request: Request, prompt_id: str, query: VersionSelector) -> Prompt:
+    """Get a prompt at a version or label (latest by default); 304 on a matching ETag."""
+    return revalidated(prompts().fetch(prompt_id, query, request.if_none_match()))
 
 
 @router.put("/{prompt_id}", access=EDIT)
@@ -75,6 +104,14 @@ def update_prompt(prompt_id: str, body: PromptUpdate, caller: Caller) -> PromptU
 def delete_prompt(prompt_id: str) -> None:
     """Delete a prompt with its versions, release gates and evaluation runs."""
     delete_with_gates_and_runs(prompt_id)
+
+
+@router.post("/{prompt_id}/render", access=FETCH)
+def render_prompt(prompt_id: str, body: RunInputs) -> RunPreview:
+    """What `POST /executions` with these fields would send to DeepSeek; nothing is called or
+    stored, and missing variables are listed, their placeholders left as written."""
+    projects = ProjectService()
+    return RunPlanner(PromptService(projects), projects).preview(prompt_id, body)
 
 
 @router.get("/{prompt_id}/versions", access=READ)

@@ -32,6 +32,12 @@ class Caller:
     def is_admin(self) -> bool:
         return self.actor.kind == "admin"
 
+    @property
+    def own_project(self) -> str | None:
+        """The one project the credential is bound to (a project API key's); None for the admin
+        key and users, who may be in many."""
+        return self.key.project_id if self.key is not None else None
+
     def role_in(self, project_id: str) -> Role | None:
         """The caller's role in the project; None when they are not in it."""
         if self.is_admin:

@@ -99,6 +99,13 @@ def project(source: Literal["path", "body", "query"] = "path") -> Locate:
     return resource("project", "project_id", _itself, source)
 
 
+def callers_project(arguments: Mapping[str, Any]) -> Target | None:
+    """The project the caller's credential is bound to (a project key's), None for others: with
+    `first_of`, a project the request may leave implicit. The handler takes `caller`."""
+    own = arguments["caller"].own_project
+    return None if own is None else Target("project", own, own)
+
+
 def first_of(*locators: Locate) -> Locate:
     """The first target any of the locators finds (a body that names a dialog or a project)."""
 

@@ -15,12 +15,18 @@ from shared.prompts.models import VersionChoice, VersionNumber
 ExecutionStatus = Literal["running", "ok", "error", "cancelled"]
 
 
-class ExecutionCreate(WithVariables, VersionChoice):
-    prompt_id: str
+class RunInputs(WithVariables, VersionChoice):
+    """What a run takes besides its prompt: which version, the variables, the user's input,
+    earlier turns and config overrides."""
+
     input: UserInput | None = None
     # Earlier turns, placed after the prompt's leading system messages and before the rest.
     history: History = Field(default_factory=list)
     config: ModelConfig | None = None
+
+
+class ExecutionCreate(RunInputs):
+    prompt_id: str
     stream: bool = False
 
 
@@ -32,6 +38,28 @@ class ExecutionError(Model):
 class RenderedMessage(Model):
     role: Literal["system", "user", "assistant"]
     content: str
+
+
+class VariableUse(Model):
+    """The template variables of a rendered version, against those a request gave."""
+
+    used: list[str] = Field(description="Every variable the content uses, in order of first use")
+    filled: list[str] = Field(description="Used and given: their placeholders were filled")
+    missing: list[str] = Field(description="Used, not given: their placeholders stay as written")
+    unused: list[str] = Field(description="Given, not used by the content")
+
+
+class RunPreview(Model):
+    """What a run with these inputs would send to DeepSeek, as its execution record would show
+    it; nothing is called or stored."""
+
+    prompt_id: str
+    prompt_version: int
+    label: str | None
+    model: str
+    params: dict[str, Any]
+    messages: list[RenderedMessage]
+    variables: VariableUse
 
 
 class ExecutionDraft(Model):

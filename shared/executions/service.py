@@ -4,14 +4,13 @@ import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from itertools import groupby
-from typing import Any, Protocol
+from typing import Any
 
 import anyio
 
 from shared.access.models import Actor
 from shared.deepseek.answer import Answer, answer_events, stream_answer
 from shared.deepseek.errors import UpstreamError
-from shared.deepseek.models import ChatCall, merged_params
 from shared.errors import not_found
 from shared.executions.models import (
     Execution,
@@ -27,25 +26,13 @@ from shared.executions.models import (
     StatsParams,
     VersionStats,
 )
+from shared.executions.planning import PromptsToRun, RunPlanner
 from shared.executions.repository import ExecutionRepository
 from shared.metering.models import Payer
-from shared.metering.service import Metering, bounded_params
+from shared.metering.service import Metering
 from shared.pagination import Page
 from shared.projects.models import ProjectLookup
-from shared.prompts.models import LATEST_LABEL, RUN_DEFAULT_LABEL, PromptRecord, PromptVersion
-from shared.prompts.rendering import render_messages
-from shared.settings import get_settings
 from shared.stats import percentile, usage_totals
-
-
-class PromptsToRun(Protocol):
-    """What running a prompt needs of the prompts domain."""
-
-    def version_to_run(
-        self, prompt_id: str, version: int | None, label: str | None
-    ) -> tuple[PromptRecord, PromptVersion]: ...
-
-    def get_record(self, prompt_id: str) -> PromptRecord: ...
 
 
 @dataclass
@@ -60,7 +47,7 @@ class ExecutionService:
     def __init__(self, prompts: PromptsToRun, projects: ProjectLookup) -> None:
         self.executions = ExecutionRepository()
         self.prompts = prompts
-        self.projects = projects
+        self.planner = RunPlanner(prompts, projects)
         self.metering = Metering()
 
     def prepare(
@@ -70,34 +57,26 @@ class ExecutionService:
         source: str = "api",
         is_request: bool = True,
     ) -> Run:
-        """Resolve the prompt version, render it, admit the call against the project's limits
+        """Plan the run (`RunPlanner.plan`), admit it against the project's limits
         (`is_request`: it counts towards the caller's rate) and store the record as running."""
-        record, version = self.prompts.version_to_run(data.prompt_id, data.version, data.label)
-        number = version.version
-        history = [turn.model_dump() for turn in data.history]
-        messages = render_messages(version, data.variables, data.input, history)
-        payer = Payer(record.project_id, actor)
-        limits = self.projects.get_recent(record.project_id).limits
-        params = bounded_params(
-            merged_params(version.config, data.config), limits, ("body", "config")
-        )
-        self.metering.admit(payer, limits, is_request=is_request)
-        model = params.pop("model", None) or get_settings().deepseek_model
+        plan = self.planner.plan(data.prompt_id, data)
+        payer = Payer(plan.record.project_id, actor)
+        self.metering.admit(payer, plan.limits, is_request=is_request)
+        call = plan.call
         execution = self.executions.insert(
             ExecutionDraft(
-                project_id=record.project_id,
-                prompt_id=record.id,
-                prompt_version=number,
-                label=data.label or (None if data.version else _label_of(record, number)),
-                model=model,
-                params=params,
-                messages=[RenderedMessage.model_validate(message) for message in messages],
+                project_id=plan.record.project_id,
+                prompt_id=plan.record.id,
+                prompt_version=plan.version.version,
+                label=plan.label,
+                model=call.model,
+                params=call.params,
+                messages=[RenderedMessage.model_validate(message) for message in call.messages],
                 variables=data.variables,
                 input=data.input,
                 source=source,
             )
         )
-        call = ChatCall(model, messages, params)
         return Run(execution, Answer(call, on_usage=self.metering.recorder(payer)))
 
     async def start(
@@ -187,13 +166,6 @@ class ExecutionService:
             for number, runs in groupby(outcomes, key=lambda run: run.prompt_version)
         ]
         return ExecutionStats(prompt_id=params.prompt_id, versions=versions)
-
-
-def _label_of(record: PromptRecord, number: int) -> str | None:
-    """The label a defaulted run went through: production when it points here, else latest."""
-    if record.labels.get(RUN_DEFAULT_LABEL) == number:
-        return RUN_DEFAULT_LABEL
-    return LATEST_LABEL
 
 
 def _version_stats(number: int, runs: list[RunFigures]) -> VersionStats:

@@ -13,7 +13,7 @@ from pydantic import BaseModel, TypeAdapter
 from pydantic.json_schema import JsonSchemaMode
 
 from shared.http.messages import Response
-from shared.http.routing import Route, Router
+from shared.http.routing import PathRest, Route, Router
 
 OPENAPI_VERSION = "3.1.0"
 _REF = "#/components/schemas/{model}"
@@ -160,6 +160,8 @@ def _path_parameters(route: Route) -> list[dict[str, Any]]:
         # The same shapes the route's pattern accepts (routing._compile).
         if kind is int:
             schema: dict[str, Any] = {"type": "integer", "minimum": 0, "maximum": 999_999_999}
+        elif kind is PathRest:
+            schema = {"type": "string", "minLength": 1}
         else:
             schema = {"type": "string", "pattern": "^[^/]+$"}
         parameters.append({"name": name, "in": "path", "required": True, "schema": schema})

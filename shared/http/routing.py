@@ -5,7 +5,8 @@ the route's project checked here, before the handler runs, so no handler can for
 
 A handler declares what it needs by parameter: `request`, `caller` (who is calling), `body:
 SomeModel` (the JSON body, validated), `query: SomeModel` (the query string, validated) and path
-parameters by name (an `int` annotation makes the path segment numeric). It returns a pydantic
+parameters by name (an `int` annotation makes the path segment numeric, `PathRest` makes the last
+parameter take the rest of the path, slashes included). It returns a pydantic
 model (rendered as JSON with the route's status), None (204) or a ready `Response`. The same
 declarations describe the route in the OpenAPI document.
 """
@@ -19,7 +20,7 @@ import typing
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NewType
 
 from pydantic import BaseModel
 
@@ -35,6 +36,9 @@ logger = logging.getLogger("better_assistant")
 Handler = Callable[..., Any]
 
 _PARAMETER = re.compile(r"\{(\w+)\}")
+# The last path parameter, slashes included: the adapters hand paths over decoded, so a value
+# sent with `/` as `%2F` (a prompt's name) arrives as several segments.
+PathRest = NewType("PathRest", str)
 _CORS_METHODS = "GET, POST, PUT, DELETE, OPTIONS"
 # The request headers a page may send: named, never echoed from the preflight.
 _CORS_HEADERS = "Authorization, Content-Type, If-None-Match, X-Request-Id, Last-Event-ID"
@@ -120,6 +124,8 @@ def _compile(path: str, path_types: dict[str, type]) -> re.Pattern[str]:
             regex += re.escape(part)
         elif path_types[part] is int:
             regex += f"(?P<{part}>[0-9]{{1,9}})"
+        elif path_types[part] is PathRest:
+            regex += f"(?P<{part}>.+?)"
         else:
             regex += f"(?P<{part}>[^/]+)"
     return re.compile(f"^{regex}/?$" if regex != "/" else "^/?$")

@@ -184,6 +184,12 @@ class VersionSelector(Model):
         return self
 
 
+class NamedPromptParams(VersionSelector):
+    project_id: str | None = Field(
+        None, description="The prompt's project; a project API key's own when left out"
+    )
+
+
 class VersionChoice(VersionSelector, InputModel):
     """A request naming a version by number or by label, not both (neither: the default)."""
 

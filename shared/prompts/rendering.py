@@ -22,29 +22,46 @@ def render_messages(
     variables: Mapping[str, object],
     user_input: str | None,
     history: Sequence[Mapping[str, str]] = (),
+    *,
+    keep_missing: bool = False,
 ) -> list[dict[str, str]]:
-    """The chat messages for one run; a 422 names every missing variable.
+    """The chat messages for one run; a 422 names every missing variable (`keep_missing`: their
+    placeholders stay as written instead).
 
     A text prompt is the system message when an input follows it, else the user message itself.
     """
-    opening, turn = _opening_and_turn(version, variables, user_input)
+    opening, turn = _opening_and_turn(version, variables, user_input, keep_missing)
     earlier = [{"role": message["role"], "content": message["content"]} for message in history]
     return [*opening, *earlier, *turn]
 
 
-def _opening_and_turn(
+def template_values(
     version: PromptVersion, variables: Mapping[str, object], user_input: str | None
-) -> tuple[list[dict[str, str]], list[dict[str, str]]]:
+) -> dict[str, object]:
+    """What the version's placeholders are filled with: the variables, and the input for
+    `{{input}}` when the content uses it."""
     values = dict(variables)
-    if user_input is not None:
+    if user_input is not None and INPUT_VARIABLE in version.variables:
         values[INPUT_VARIABLE] = user_input
+    return values
+
+
+def _opening_and_turn(
+    version: PromptVersion,
+    variables: Mapping[str, object],
+    user_input: str | None,
+    keep_missing: bool,
+) -> tuple[list[dict[str, str]], list[dict[str, str]]]:
+    values = template_values(version, variables, user_input)
     if version.template is not None:
-        [text] = render_templates([version.template], values)
+        [text] = render_templates([version.template], values, keep_missing=keep_missing)
         if user_input is None or INPUT_VARIABLE in version.variables:
             return [], [{"role": "user", "content": text}]
         return [{"role": "system", "content": text}], [{"role": "user", "content": user_input}]
     source = version.messages or []
-    contents = render_templates([message.content for message in source], values)
+    contents = render_templates(
+        [message.content for message in source], values, keep_missing=keep_missing
+    )
     messages = [
         {"role": message.role, "content": content}
         for message, content in zip(source, contents, strict=True)

@@ -172,6 +172,16 @@ class PromptRepository:
         self._records_read.add(record.id)
         return record
 
+    def get_by_name(self, project_id: str, name: str) -> PromptRecord | None:
+        """The project's prompt of that name: one read of the unique (project, name) index."""
+        object_id = to_object_id(project_id)
+        document = object_id and self.prompts.find_one({"project_id": object_id, "name": name})
+        if not document:
+            return None
+        record = _record(document)
+        self._records_read.add(record.id)
+        return record
+
     def record_lookup(self, local_field: str, into: str) -> dict[str, Any]:
         """A `$lookup` stage that joins the prompt named by `local_field` as `into`: another
         collection's read brings the prompt's record in the same round trip."""

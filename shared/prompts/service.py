@@ -169,12 +169,25 @@ class PromptService:
 
         The run-time hot path: a revalidation costs one indexed read of the prompt.
         """
-        record = self.get_record(prompt_id)
+        return self._fetched(self.get_record(prompt_id), selector, known_etags)
+
+    def fetch_by_name(
+        self, project_id: str, name: str, selector: VersionSelector, known_etags: list[str]
+    ) -> tuple[Prompt | None, str]:
+        """As `fetch`, for the project's prompt of that name; 404 as for an unknown prompt."""
+        record = self.prompts.get_by_name(project_id, name)
+        if record is None:
+            raise not_found("prompt", name)
+        return self._fetched(record, selector, known_etags)
+
+    def _fetched(
+        self, record: PromptRecord, selector: VersionSelector, known_etags: list[str]
+    ) -> tuple[Prompt | None, str]:
         number = self.resolve_version_number(record, selector)
         etag = prompt_etag(record, number)
         if etag in known_etags or "*" in known_etags:
             return None, etag
-        return Prompt(**record.model_dump(), version=self.get_version(prompt_id, number)), etag
+        return Prompt(**record.model_dump(), version=self.get_version(record.id, number)), etag
 
     def update(self, prompt_id: str, changes: PromptUpdate, by: Actor) -> PromptUpdated:
         """Apply metadata in place; content or config changes append a version made `by`."""

@@ -13,6 +13,8 @@ _TOKEN = re.compile(r"\\\{\{|\{\{\s*([A-Za-z_][A-Za-z0-9_]*)\s*\}\}|\{\{")
 @dataclass(frozen=True)
 class Placeholder:
     name: str
+    # As written in the template, spaces inside the braces included.
+    text: str
 
 
 class TemplateSyntaxError(ValueError):
@@ -29,7 +31,7 @@ def parse_template(template: str) -> list[str | Placeholder]:
         if token == "\\{{":
             segments.append("{{")
         elif match.group(1):
-            segments.append(Placeholder(match.group(1)))
+            segments.append(Placeholder(match.group(1), token))
         else:
             raise TemplateSyntaxError(
                 f"Invalid placeholder at character {match.start()}: use {{{{name}}}} with a "
@@ -56,25 +58,31 @@ def _as_text(value: object) -> str:
     return json.dumps(value, ensure_ascii=False)
 
 
-def render_templates(templates: list[str], variables: Mapping[str, object]) -> list[str]:
+def render_templates(
+    templates: list[str], variables: Mapping[str, object], *, keep_missing: bool = False
+) -> list[str]:
     """Fill every template in one pass (values are inserted verbatim, never re-parsed).
 
-    Raises a 422 naming every variable that is missing across all the templates.
+    Raises a 422 naming every variable that is missing across all the templates, unless
+    `keep_missing` leaves their placeholders as written (a preview shows what is still missing).
     """
     missing = [name for name in template_variables(templates) if name not in variables]
-    if missing:
+    if missing and not keep_missing:
         raise ValidationFailed(
             f"Missing template variables: {', '.join(missing)}.",
             code="missing_variables",
             details={"missing": missing},
         )
     return [
-        "".join(
-            _as_text(variables[segment.name]) if isinstance(segment, Placeholder) else segment
-            for segment in parse_template(template)
-        )
+        "".join(_filled(segment, variables) for segment in parse_template(template))
         for template in templates
     ]
+
+
+def _filled(segment: str | Placeholder, variables: Mapping[str, object]) -> str:
+    if not isinstance(segment, Placeholder):
+        return segment
+    return _as_text(variables[segment.name]) if segment.name in variables else segment.text
 
 
 def render_template(template: str, variables: Mapping[str, object]) -> str:
