@@ -1,4 +1,5 @@
-"""The newcomer's path: a suite pointed at a database that is not there."""
+"""The newcomer's path: `make help`, and a suite pointed at a database that
+is not there."""
 
 import os
 import re
@@ -51,3 +52,22 @@ def test_an_unreachable_test_database_stops_the_suite_at_once() -> None:
     assert not re.search(r"\d+ (passed|failed|error)", output), output
     session = re.search(r" in ([\d.]+)s", output)
     assert session is not None and float(session.group(1)) < 10, output
+
+
+@pytest.mark.parametrize("port", ["9000", None])
+def test_make_help_shows_the_values_of_variables(port: str | None) -> None:
+    shown = port or "8080"
+    arguments = [f"PORT={port}"] if port else []
+    env = {name: value for name, value in os.environ.items() if name != "PORT"}
+    help_text = subprocess.run(
+        ["make", "--no-print-directory", "help", *arguments],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=30,
+    ).stdout
+    assert f"http://127.0.0.1:{shown}" in help_text
+    assert "make run FUNCTION=prompts" in help_text
+    assert "$(" not in help_text
