@@ -4,10 +4,14 @@ UV := $(shell command -v uv 2>/dev/null || echo python3 -m uv)
 PORT ?= 8080
 FUNCTION ?= prompts
 
-.PHONY: help uv sync dev run test lint format bench
+.PHONY: help uv sync dev run db test lint format bench
+
+# The variables a description after `##` may name, as `$(PORT)`: help shows their values.
+HELP_VARIABLES := PORT FUNCTION
 
 help: ## List the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}' \
+		| sed $(foreach name,$(HELP_VARIABLES),-e 's|$$($(name))|$($(name))|g')
 
 uv: ## Install uv when the machine has none
 	@$(UV) --version >/dev/null 2>&1 || python3 -m pip install --quiet uv \
@@ -19,8 +23,11 @@ sync: uv ## Install the locked dependencies into .venv
 dev: sync ## Run every function behind one gateway on http://127.0.0.1:$(PORT), embedded MongoDB
 	PORT=$(PORT) $(UV) run --frozen python -m devtools.dev
 
-run: sync ## Run one function alone under functions-framework: make run FUNCTION=prompts
-	$(UV) run --frozen functions-framework --source functions/$(FUNCTION)/main.py --target handle --port $(PORT)
+run: sync ## Run one function alone, as its image does, on http://127.0.0.1:$(PORT): make run FUNCTION=$(FUNCTION)
+	PORT=$(PORT) $(UV) run --frozen python -m devtools.run $(FUNCTION)
+
+db: sync ## Run only the embedded MongoDB (data in .data/mongo) and print its MONGODB_URI, until Ctrl-C
+	$(UV) run --frozen python -m devtools.db
 
 test: sync ## Run the test suite (starts its own SecantusDB; TEST_MONGODB_URI uses a real MongoDB)
 	$(UV) run --frozen pytest

@@ -3,6 +3,8 @@
 It is GPL-2.0 and beta, so it stays a dev dependency and is only ever spawned, never imported.
 """
 
+import fcntl
+import os
 import shutil
 import socket
 import subprocess
@@ -10,9 +12,13 @@ import sys
 import time
 from pathlib import Path
 from types import TracebackType
+from typing import TextIO
 
 from pymongo import MongoClient
 from pymongo.errors import PyMongoError
+
+# What WiredTiger writes when another process has the folder open.
+_HELD_BY_ANOTHER = b"already being managed by another process"
 
 
 def free_port() -> int:
@@ -28,6 +34,10 @@ def _server_command() -> list[str]:
     return [executable]
 
 
+class StorageInUse(RuntimeError):
+    """The data folder is another SecantusDB's: WiredTiger lets one process at a time open it."""
+
+
 class EmbeddedMongo:
     """A SecantusDB process on 127.0.0.1; `storage` is a folder, or ':memory:' for tests."""
 
@@ -36,18 +46,21 @@ class EmbeddedMongo:
         self.port = port or free_port()
         self.log_path = log_path
         self.process: subprocess.Popen[bytes] | None = None
+        self._lock: TextIO | None = None
 
     @property
     def uri(self) -> str:
         return f"mongodb://127.0.0.1:{self.port}/?directConnection=true"
 
     def start(self, timeout: float = 30.0) -> "EmbeddedMongo":
+        server = _server_command()
         if self.storage != ":memory:":
             Path(self.storage).mkdir(parents=True, exist_ok=True)
+            self._hold_storage()
         log = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL  # noqa: SIM115
         self.process = subprocess.Popen(
             [
-                *_server_command(),
+                *server,
                 "--host",
                 "127.0.0.1",
                 "--port",
@@ -59,16 +72,51 @@ class EmbeddedMongo:
             ],
             stdout=log,
             stderr=subprocess.STDOUT,
+            # Out of the terminal's process group: Ctrl-C stops the launcher, which stops the
+            # server after what uses it.
+            start_new_session=True,
         )
         self._wait_until_ready(timeout)
         return self
+
+    def _hold_storage(self) -> None:
+        """Lock `<storage>.lock` for as long as this server runs, naming it there, so a second
+        one on the same folder is told which process has it rather than failing in WiredTiger."""
+        lock = open(f"{self.storage}.lock", "a+")  # noqa: SIM115 (held until `stop`)
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            lock.seek(0)
+            holder = lock.read().strip() or "another process"
+            lock.close()
+            raise StorageInUse(
+                f"{self.storage} is already in use by {holder}: stop it, or set that "
+                "MONGODB_URI to share its database"
+            ) from None
+        lock.truncate(0)
+        lock.write(f"pid {os.getpid()}, MONGODB_URI={self.uri}\n")
+        lock.flush()
+        self._lock = lock
+
+    def _exited(self, code: int) -> RuntimeError:
+        """Why the server stopped before answering, as far as its log tells."""
+        if self.log_path is None:
+            return RuntimeError(f"SecantusDB exited with code {code}")
+        with open(self.log_path, "rb") as log:
+            log.seek(max(0, log.seek(0, os.SEEK_END) - 4096))
+            if _HELD_BY_ANOTHER in log.read():
+                return StorageInUse(
+                    f"{self.storage} is in use by another SecantusDB process: stop it first"
+                )
+        return RuntimeError(f"SecantusDB exited with code {code}; see {self.log_path}")
 
     def _wait_until_ready(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout
         with MongoClient(self.uri, serverSelectionTimeoutMS=250) as client:
             while True:
                 if self.process is not None and self.process.poll() is not None:
-                    raise RuntimeError(f"SecantusDB exited with code {self.process.returncode}")
+                    self._release_storage()
+                    raise self._exited(self.process.returncode)
                 try:
                     client.admin.command("ping")
                     return
@@ -80,14 +128,19 @@ class EmbeddedMongo:
                         ) from None
 
     def stop(self) -> None:
-        if self.process is None or self.process.poll() is not None:
-            return
-        self.process.terminate()
-        try:
-            self.process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self._release_storage()
+
+    def _release_storage(self) -> None:
+        if self._lock is not None:
+            self._lock.close()
+            self._lock = None
 
     def __enter__(self) -> "EmbeddedMongo":
         return self.start()

@@ -10,6 +10,9 @@ class AppError(Exception):
 
     status: int = 500
     code: str = "internal_error"
+    # Whole seconds the client should wait before trying again, when known: sent as the
+    # `Retry-After` header, or in a stream's `error` event.
+    retry_after: int | None = None
 
     def __init__(self, message: str, *, details: Any = None, code: str | None = None) -> None:
         super().__init__(message)
@@ -18,6 +21,11 @@ class AppError(Exception):
         if code is not None:
             self.code = code
         self.headers: dict[str, str] = {}
+
+    def wait_before_retry(self, seconds: int) -> None:
+        """Tell the client how long to wait before trying again."""
+        self.retry_after = seconds
+        self.headers["Retry-After"] = str(seconds)
 
     def to_body(self) -> dict[str, Any]:
         error: dict[str, Any] = {"code": self.code, "message": self.message}
@@ -88,7 +96,7 @@ class TooManyRequests(AppError):
 
     def __init__(self, message: str, *, retry_after_s: int, details: Any = None) -> None:
         super().__init__(message, details=details)
-        self.headers["Retry-After"] = str(retry_after_s)
+        self.wait_before_retry(retry_after_s)
 
 
 class ServiceUnavailable(AppError):

@@ -1,6 +1,7 @@
 """Real components on loopback: SecantusDB (or TEST_MONGODB_URI), the dev gateway over HTTP."""
 
 import os
+import re
 import threading
 import time
 import uuid
@@ -11,6 +12,7 @@ import pytest
 import uvicorn
 from pymongo import MongoClient
 from pymongo.database import Database
+from pymongo.errors import PyMongoError
 
 from devtools.embedded_mongo import EmbeddedMongo, free_port
 from devtools.fake_deepseek import FakeDeepSeek, Scenario
@@ -19,11 +21,31 @@ from devtools.gateway import build_gateway
 from shared.settings import get_settings
 
 
+def exit_unless_reachable(uri: str) -> None:
+    """Stop the session at once, in one line, when the database at `uri` does not answer a
+    ping: every test would otherwise wait for it and fail, one after the other."""
+    # A timeout the URI sets itself is kept; the keyword would override it.
+    timeout = (
+        {} if "serverselectiontimeoutms=" in uri.lower() else {"serverSelectionTimeoutMS": 5000}
+    )
+    try:
+        with MongoClient(uri, **timeout) as client:
+            client.admin.command("ping")
+    except PyMongoError as exc:
+        shown = re.sub(r"//([^/@:]*):[^/@]*@", r"//\1:***@", uri)
+        reason = str(exc).split(", Timeout: ")[0].splitlines()[0]
+        pytest.exit(
+            f"TEST_MONGODB_URI {shown} is unreachable: {reason}",
+            returncode=pytest.ExitCode.USAGE_ERROR,
+        )
+
+
 @pytest.fixture(scope="session")
 def mongo_uri() -> Iterator[str]:
     """A real MongoDB when TEST_MONGODB_URI is set, else an in-memory SecantusDB process."""
     external = os.environ.get("TEST_MONGODB_URI")
     if external:
+        exit_unless_reachable(external)
         yield external
         return
     with EmbeddedMongo(":memory:") as server:

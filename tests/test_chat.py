@@ -237,23 +237,26 @@ def test_a_dialog_whose_prompt_was_deleted_gets_a_404_before_any_stream(
 
 
 @pytest.mark.parametrize(
-    ("scenario", "code"),
+    ("scenario", "error"),
     [
-        ({"status": 500}, "upstream_unavailable"),
-        ({"status": 429, "retry_after": 60}, "upstream_rate_limited"),
-        ({"tokens": 6, "cut_after_chunks": 2}, "upstream_stream_broken"),
+        ({"status": 500}, {"code": "upstream_unavailable"}),
+        ({"status": 429, "retry_after": 60}, {"code": "upstream_rate_limited", "retry_after": 60}),
+        ({"tokens": 6, "cut_after_chunks": 2}, {"code": "upstream_stream_broken"}),
     ],
 )
 def test_upstream_failure_mid_stream_ends_with_error_and_saves_the_partial_turn(
-    client: httpx.Client, project: dict, database: Database, scenario: dict, code: str
+    client: httpx.Client, project: dict, database: Database, scenario: dict, error: dict
 ) -> None:
     events = chat(client, project_id=project["id"], input="question " + fake(**scenario))
     assert events[0][0] == "meta"
-    assert events[-1] == ("error", {"code": code, "message": events[-1][1]["message"]})
+    message = events[-1][1]["message"]
+    # `retry_after` (seconds) only when DeepSeek sent a Retry-After.
+    assert events[-1] == ("error", {**error, "message": message})
     partial = "".join(data["delta"] for name, data in events if name == "content")
     messages = wait_for_turn(database, events[0][1]["turn_id"])
     assistant = next(m for m in messages if m["role"] == "assistant")
     assert (assistant["status"], assistant["content"]) == ("error", partial)
+    assert assistant["run"]["error"] == {"code": error["code"], "message": message}
 
 
 def test_client_disconnect_stops_upstream_and_saves_the_partial_turn(

@@ -397,6 +397,38 @@ def test_stream_cut_mid_answer_ends_with_an_error_event(client: httpx.Client, pr
     assert (record["status"], record["output"]) == ("error", "tok0 tok1 tok2 ")
 
 
+@pytest.mark.parametrize(
+    ("scenario", "error"),
+    [
+        ({"status": 429, "retry_after": 60}, {"code": "upstream_rate_limited", "retry_after": 60}),
+        ({"status": 503, "retry_after": 30}, {"code": "upstream_unavailable", "retry_after": 30}),
+        ({"status": 500}, {"code": "upstream_unavailable"}),
+        ({"tokens": 6, "cut_after_chunks": 2}, {"code": "upstream_stream_broken"}),
+    ],
+)
+def test_a_stream_error_carries_retry_after_when_deepseek_gave_one(
+    client: httpx.Client, prompt: dict, database: Database, scenario: dict, error: dict
+) -> None:
+    body = {"prompt_id": prompt["id"], "variables": {"customer": "A"}, "input": fake(**scenario)}
+    events = stream(client, body)
+    name, data = events[-1]
+    assert name == "error"
+    assert data == {**error, "message": data["message"]}
+    record = database.executions.find_one({})
+    assert record["error"] == {"code": error["code"], "message": data["message"]}
+
+
+def test_a_stream_rate_limited_after_its_retries_reports_the_last_retry_after(
+    client: httpx.Client, prompt: dict, fake_deepseek: FakeDeepSeek
+) -> None:
+    body = {"prompt_id": prompt["id"], "variables": {"customer": "A"}}
+    events = stream(client, {**body, "input": fake(status=429, retry_after=1, fail_times=3)})
+    assert [name for name, _ in events] == ["meta", "error"]
+    assert events[-1][1]["code"] == "upstream_rate_limited"
+    assert events[-1][1]["retry_after"] == 1
+    assert len(fake_deepseek.chat_requests()) == 3  # the first try and DEEPSEEK_MAX_RETRIES=2
+
+
 def test_client_disconnect_cancels_the_upstream_request(
     client: httpx.Client, prompt: dict, fake_deepseek: FakeDeepSeek, database: Database
 ) -> None:

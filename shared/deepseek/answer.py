@@ -100,7 +100,8 @@ async def stream_answer(answer: Answer) -> AsyncIterator[Delta]:
             (answer.output if item.kind == "content" else answer.reasoning).append(item.text)
             yield item
     except AppError as exc:
-        answer.status, answer.error = "error", ErrorData(code=exc.code, message=exc.message)
+        answer.status = "error"
+        answer.error = ErrorData(code=exc.code, message=exc.message, retry_after=exc.retry_after)
         await _record_cut_off(answer)
         raise
     except BaseException as exc:
@@ -162,4 +163,4 @@ async def answer_events(
         yield "done", answer.done().model_dump()
     else:
         error = answer.error or ErrorData(code="internal_error", message="The answer failed.")
-        yield "error", error.model_dump()
+        yield "error", error.model_dump(exclude_none=True)

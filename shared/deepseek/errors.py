@@ -25,7 +25,7 @@ class UpstreamError(AppError):
         self.retryable = retryable
         self.retry_after_s = retry_after_s
         if retry_after_s is not None:
-            self.headers["Retry-After"] = str(max(1, round(retry_after_s)))
+            self.wait_before_retry(max(1, round(retry_after_s)))
 
 
 def from_status(status: int, upstream_message: str, retry_after_s: float | None) -> UpstreamError:

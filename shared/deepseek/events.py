@@ -26,6 +26,12 @@ class DoneData(Model):
 class ErrorData(Model):
     code: str
     message: str
+    # Advice to the stream's caller only: the stored record and turn keep code and message.
+    retry_after: int | None = Field(
+        default=None,
+        description="Seconds to wait before trying again, when DeepSeek said (rate limited, "
+        "unavailable); absent otherwise.",
+    )
 
 
 class ReasoningEvent(Model):
