@@ -2,7 +2,8 @@
 
 Starts SecantusDB with its data in `.data/mongo` unless MONGODB_URI is configured, and the fake
 DeepSeek server unless a DeepSeek key is configured, serves the gateway on
-http://127.0.0.1:$PORT (8080), and stops both when the gateway exits. Without ADMIN_API_KEY it
+http://127.0.0.1:$PORT (8080), logs where Swagger UI (`/docs`) and the API document are, and
+stops both when the gateway exits. Without ADMIN_API_KEY it
 makes an admin key, keeps it in `.data/admin-api-key`, and prints it as `export BA_API_KEY=...`.
 """
 
@@ -16,7 +17,7 @@ import uvicorn
 
 from devtools.embedded_mongo import EmbeddedMongo
 from devtools.fake_deepseek import FakeDeepSeek
-from devtools.gateway import build_gateway, function_names
+from devtools.gateway import DOCS_PATH, DOCUMENT_PATH, build_gateway, function_names
 from devtools.local_secrets import ADMIN_KEY_FILE, DATA_DIR, SIGNING_KEY_FILE, local_secret
 from shared.settings import get_settings
 
@@ -71,6 +72,9 @@ def main() -> None:
         gateway = build_gateway()
         for name in function_names():
             logger.info("function %-16s http://%s:%d/%s", name, host, port, name)
+        base = f"http://{host}:{port}"
+        logger.info("Swagger UI %s%s, the API document %s%s", base, DOCS_PATH, base, DOCUMENT_PATH)
+        logger.info("each function's own document: %s/<name>%s", base, DOCUMENT_PATH)
         # Printed, not logged: the one place the key is shown, ready for the README's examples.
         print(f"\nexport BA_URL=http://{host}:{port} BA_API_KEY={admin_key}\n", flush=True)
         uvicorn.run(gateway, host=host, port=port, log_level="info")
