@@ -2,7 +2,8 @@
 
 Starts SecantusDB with its data in `.data/mongo` unless MONGODB_URI is configured, and the fake
 DeepSeek server unless a DeepSeek key is configured, serves the gateway on
-http://127.0.0.1:$PORT (8080), and stops both when the gateway exits. Without ADMIN_API_KEY it
+http://127.0.0.1:$PORT (8080), logs where Swagger UI (`/docs`) and the API document are, and
+stops both when the gateway exits. Without ADMIN_API_KEY it
 makes an admin key, keeps it in `.data/admin-api-key`, and prints it as `export BA_API_KEY=...`.
 """
 
@@ -13,7 +14,7 @@ from contextlib import ExitStack
 import uvicorn
 
 from devtools.embedded_defaults import apply_embedded_defaults, exit_on_sigterm, print_credentials
-from devtools.gateway import build_gateway, function_names
+from devtools.gateway import DOCS_PATH, DOCUMENT_PATH, build_gateway, function_names
 
 logger = logging.getLogger("better_assistant.dev")
 
@@ -29,7 +30,10 @@ def main() -> None:
         gateway = build_gateway()
         for name in function_names():
             logger.info("function %-16s http://%s:%d/%s", name, host, port, name)
-        print_credentials(f"http://{host}:{port}", admin_key)
+        base = f"http://{host}:{port}"
+        logger.info("Swagger UI %s%s, the API document %s%s", base, DOCS_PATH, base, DOCUMENT_PATH)
+        logger.info("each function's own document: %s/<name>%s", base, DOCUMENT_PATH)
+        print_credentials(base, admin_key)
         uvicorn.run(gateway, host=host, port=port, log_level="info")
 
 

@@ -79,13 +79,27 @@ def load_module(name: str) -> ModuleType:
     return module
 
 
+DOCS_PATH = "/docs"
+DOCUMENT_PATH = "/openapi.json"
+SERVERS = [
+    {
+        "url": "http://127.0.0.1:{port}",
+        "description": "`make dev`: the dev gateway, every function under `/<name>`",
+        "variables": {"port": {"default": "8080", "description": "`PORT` of `make dev`"}},
+    },
+    {"url": "/", "description": "The gateway this document was fetched from"},
+]
+
+
 def api_document() -> dict[str, Any]:
     """The OpenAPI document of every function, with the paths this gateway serves."""
     return openapi_document(
         {name: load_router(name) for name in function_names()},
         title="Better-Assistant API",
         version=version("better-assistant"),
-        description="Every function of the backend, as mounted by the dev gateway under `/<name>`.",
+        description="Every function of the backend, as mounted by the dev gateway under `/<name>`; "
+        "each function alone serves its own operations at `/openapi.json` from its root.",
+        servers=SERVERS,
     )
 
 
@@ -94,7 +108,8 @@ _DOCS_PAGE = """<!doctype html>
 <link rel="stylesheet" href="/docs/static/swagger-ui.css"></head>
 <body><div id="docs"></div>
 <script src="/docs/static/swagger-ui-bundle.js"></script>
-<script>SwaggerUIBundle({url: "/openapi.json", dom_id: "#docs"});</script>
+<script>SwaggerUIBundle({url: "/openapi.json", dom_id: "#docs", persistAuthorization: true});
+</script>
 </body></html>"""
 
 
@@ -110,7 +125,7 @@ def _api_pages(document: dict[str, Any]) -> dict[str, ASGIApp]:
             await HTMLResponse(_DOCS_PAGE)(scope, receive, send)
 
     openapi_json = Response(json.dumps(document), media_type="application/json")
-    return {"openapi.json": openapi_json, "docs": docs}
+    return {DOCUMENT_PATH.strip("/"): openapi_json, DOCS_PATH.strip("/"): docs}
 
 
 class Gateway:

@@ -87,8 +87,26 @@ def test_import_builds_no_client_and_opens_no_connection(name: str) -> None:
     assert result["settings_read"] == 0
     assert result["new_sockets"] == 0
     assert result["openai"] == (name in CALLS_DEEPSEEK)
-    # Describing the API (JSON schemas of every model) is for the gateway and `make openapi`.
-    assert not result["openapi"]
+    # Every function serves its own document; it is built by the first request for it.
+    assert result["openapi"]
+
+
+_DOCUMENT_PROBE = """
+import json, sys
+import functions_framework, pydantic, shared.http.routing, shared.models
+before = set(sys.modules)
+import shared.http.openapi
+print(json.dumps(sorted(set(sys.modules) - before)))
+"""
+
+
+def test_the_document_module_loads_nothing_a_function_does_not_load_anyway() -> None:
+    """What serving `/openapi.json` costs at import is the module itself: no library of its own
+    (JSON schemas are built by the first request for the document), no model built (above)."""
+    output = subprocess.run(
+        [sys.executable, "-c", _DOCUMENT_PROBE], capture_output=True, text=True, check=True
+    ).stdout
+    assert json.loads(output) == ["shared.http.openapi"]
 
 
 @pytest.mark.parametrize("name", function_names())

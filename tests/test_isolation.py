@@ -578,7 +578,8 @@ def test_allowed_calls_pass_access_and_succeed(
 
 # --- the route table -------------------------------------------------------------------------
 
-HEALTH = {("GET", "/healthz"), ("GET", "/readyz")}
+# Open to anyone: health, readiness and the function's own OpenAPI document.
+PUBLIC_ROUTES = {("GET", "/healthz"), ("GET", "/readyz"), ("GET", "/openapi.json")}
 
 
 def queued_cell(seeded: Seed, queues: StubGateway) -> Any:
@@ -599,8 +600,9 @@ SIGNED_EVENTS: dict[RouteKey, Callable[[Seed, StubGateway], Any]] = {
 
 
 def test_every_route_declares_who_may_call_it() -> None:
-    """Only health and readiness are open; only the queue-triggered functions take signed
-    events; a project route names its permission and how its project is found."""
+    """Only health, readiness and the function's document are open; only the queue-triggered
+    functions take signed events; a project route names its permission and how its project is
+    found."""
     for key, route in ROUTES.items():
         access = route.access
         assert isinstance(access, Access) and access.kind in get_args(AccessKind), key
@@ -608,7 +610,7 @@ def test_every_route_declares_who_may_call_it() -> None:
             assert access.permission in ROLES_WITH and access.locate is not None, key
         else:
             assert access.permission is None and access.locate is None, key
-        assert (access.kind == "public") == ((key[1], key[2]) in HEALTH), key
+        assert (access.kind == "public") == ((key[1], key[2]) in PUBLIC_ROUTES), key
     signed = {key for key, route in ROUTES.items() if route.access.kind == "signed_event"}
     assert signed == SIGNED_EVENTS.keys()
 
@@ -625,9 +627,9 @@ def test_every_route_has_an_example() -> None:
         assert (access.kind, access.permission) == (kind, example.permission), key
 
 
-def test_health_and_readiness_answer_without_credentials(anonymous: httpx.Client) -> None:
+def test_health_readiness_and_documents_answer_without_credentials(anonymous: httpx.Client) -> None:
     public = [key for key, route in ROUTES.items() if route.access.kind == "public"]
-    assert len(public) == 2 * len(function_names())
+    assert len(public) == len(PUBLIC_ROUTES) * len(function_names())
     for key in public:
         response = anonymous.get(url(key, {}))
         assert response.status_code == 200, (key, response.text)

@@ -64,6 +64,19 @@ def test_each_function_answers_at_its_own_root(deployed: dict[str, str], name: s
         assert missing.json()["error"]["code"] == "route_not_found"
 
 
+@pytest.mark.parametrize("name", function_names())
+def test_each_function_serves_its_own_document_alone(
+    deployed: dict[str, str], gateway_url: str, name: str
+) -> None:
+    """Flask and ASGI functions alike, without a credential: the document the gateway serves at
+    `/<name>/openapi.json`, whose relative server is the function's root wherever it is."""
+    with httpx.Client(base_url=deployed[name]) as http:
+        alone = http.get("/openapi.json")
+    assert alone.status_code == 200, alone.text
+    assert alone.json() == httpx.get(f"{gateway_url}/{name}/openapi.json").json()
+    assert alone.json()["servers"][0]["url"] == "."
+
+
 def test_separately_deployed_functions_work_together(deployed: dict[str, str]) -> None:
     projects = httpx.Client(base_url=deployed["projects"], headers=ADMIN_HEADERS)
     prompts = httpx.Client(base_url=deployed["prompts"], headers=ADMIN_HEADERS)

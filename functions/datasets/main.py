@@ -4,6 +4,7 @@ from shared.access.models import Permission
 from shared.access.policy import in_project, project, resource
 from shared.datasets.models import (
     Case,
+    CaseCreate,
     CasePageParams,
     CasesAdded,
     CaseUpdate,
@@ -17,7 +18,7 @@ from shared.datasets.repository import dataset_project
 from shared.datasets.service import DatasetService
 from shared.http.flask_adapter import flask_function
 from shared.http.messages import Request
-from shared.http.routing import Router
+from shared.http.routing import BodyDoc, Router
 from shared.pagination import Page
 from shared.projects.service import ProjectService
 from shared.workflows.deletion.datasets import delete_unless_gated
@@ -26,6 +27,11 @@ router = Router("datasets")
 DATASET = resource("dataset", "dataset_id", dataset_project)
 READ = in_project(Permission.READ, DATASET)
 EDIT = in_project(Permission.EDIT, DATASET)
+CASES = BodyDoc(
+    {"application/json": list[CaseCreate], "application/x-ndjson": str},
+    "Cases to add, at most 10,000, all or none: a JSON list of cases, or JSON Lines "
+    "(`application/x-ndjson`), one case per line, blank lines skipped.",
+)
 
 
 def datasets() -> DatasetService:
@@ -62,7 +68,7 @@ def delete_dataset(dataset_id: str) -> None:
     delete_unless_gated(dataset_id)
 
 
-@router.post("/{dataset_id}/cases", status=201, access=EDIT)
+@router.post("/{dataset_id}/cases", status=201, access=EDIT, body_doc=CASES)
 def add_cases(dataset_id: str, request: Request) -> CasesAdded:
     """Add cases from a JSON list or JSON Lines (application/x-ndjson): all or none."""
     return datasets().import_cases(dataset_id, request.json_records)

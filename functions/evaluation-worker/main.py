@@ -9,7 +9,7 @@ from shared.access.policy import SIGNED_EVENT
 from shared.http.asgi_adapter import asgi_function
 from shared.http.messages import Request
 from shared.http.routing import Router
-from shared.queues.cloudevents import event_from_request
+from shared.queues.cloudevents import event_body, event_from_request
 from shared.workflows.evaluations.channel import CELLS
 from shared.workflows.evaluations.models import CellOutcome
 from shared.workflows.evaluations.worker import EvaluationWorker
@@ -17,7 +17,7 @@ from shared.workflows.evaluations.worker import EvaluationWorker
 router = Router("evaluation-worker")
 
 
-@router.post("/", access=SIGNED_EVENT)
+@router.post("/", access=SIGNED_EVENT, body_doc=event_body(CELLS))
 async def run_cell(request: Request) -> CellOutcome:
     """Run and grade one cell: a CloudEvent (binary or structured mode) or the plain JSON cell."""
     return await EvaluationWorker().process(event_from_request(request, CELLS))

@@ -9,7 +9,7 @@ from shared.access.models import Permission
 from shared.access.policy import first_of, in_project, project, resource
 from shared.datasets.repository import dataset_project
 from shared.http.asgi_adapter import asgi_function
-from shared.http.routing import Router
+from shared.http.routing import NO_BODY, Router
 from shared.pagination import Page
 from shared.prompts.repository import prompt_project
 from shared.workflows.evaluations.models import (
@@ -56,13 +56,17 @@ def get_evaluation(evaluation_id: str, query: ResultPageParams) -> EvaluationDet
     return EvaluationService().detail(evaluation_id, query)
 
 
-@router.post("/{evaluation_id}/cancel", access=in_project(Permission.EDIT, EVALUATION))
+@router.post(
+    "/{evaluation_id}/cancel", access=in_project(Permission.EDIT, EVALUATION), body_doc=NO_BODY
+)
 def cancel_evaluation(evaluation_id: str) -> Evaluation:
     """Stop handing out cells; finished cells keep their results."""
     return EvaluationService().cancel(evaluation_id)
 
 
-@router.post("/{evaluation_id}/resume", access=in_project(Permission.EDIT, EVALUATION))
+@router.post(
+    "/{evaluation_id}/resume", access=in_project(Permission.EDIT, EVALUATION), body_doc=NO_BODY
+)
 async def resume_evaluation(evaluation_id: str) -> Evaluation:
     """Hand out again cells whose worker vanished and refill the run to its concurrency."""
     return await EvaluationService().resume(evaluation_id)

@@ -9,7 +9,7 @@ from shared.access.policy import SIGNED_EVENT
 from shared.http.flask_adapter import flask_function
 from shared.http.messages import Request
 from shared.http.routing import Router
-from shared.queues.cloudevents import event_from_request
+from shared.queues.cloudevents import event_body, event_from_request
 from shared.workflows.history.channel import TURNS
 from shared.workflows.history.models import TurnWritten
 from shared.workflows.history.writer import HistoryWriter
@@ -17,7 +17,7 @@ from shared.workflows.history.writer import HistoryWriter
 router = Router("history-writer")
 
 
-@router.post("/", access=SIGNED_EVENT)
+@router.post("/", access=SIGNED_EVENT, body_doc=event_body(TURNS))
 def write_turn(request: Request) -> TurnWritten:
     """Write one chat turn: a CloudEvent (binary or structured mode) or the plain JSON turn."""
     return HistoryWriter().write_turn(event_from_request(request, TURNS))

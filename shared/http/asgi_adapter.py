@@ -12,6 +12,7 @@ from starlette.responses import StreamingResponse
 
 from shared.errors import PayloadTooLarge
 from shared.http.messages import EventStream, Request, Response
+from shared.http.openapi import serve_document
 from shared.http.routing import (
     Router,
     finish,
@@ -49,6 +50,7 @@ def to_starlette(response: Response) -> StarletteResponse:
 
 def asgi_function(router: Router) -> Callable[[StarletteRequest], Awaitable[StarletteResponse]]:
     """The `handle` target functions-framework serves with each Starlette request."""
+    serve_document(router)
     freeze_imported_objects()
 
     async def handle(request: StarletteRequest) -> StarletteResponse:

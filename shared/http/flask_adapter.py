@@ -6,6 +6,7 @@ import flask
 
 from shared.errors import PayloadTooLarge
 from shared.http.messages import Request
+from shared.http.openapi import serve_document
 from shared.http.routing import Router, freeze_imported_objects, new_request_id
 from shared.settings import get_settings
 
@@ -28,6 +29,7 @@ def body_reader(request: flask.Request) -> Callable[[], bytes]:
 
 def flask_function(router: Router) -> Callable[[flask.Request], flask.Response]:
     """The `handle` target functions-framework calls with each Flask request."""
+    serve_document(router)
     freeze_imported_objects()
 
     def handle(request: flask.Request) -> flask.Response:

@@ -1,32 +1,64 @@
-"""The OpenAPI 3.1 document of the whole API, built from the route tables and their pydantic types.
+"""The OpenAPI 3.1 documents of the API, built from the route tables and their pydantic types.
 
-Each function's routes appear under `/<function>` (the dev gateway's mount, and OpenFaaS's
-`/function/<function>` minus its prefix), tagged with the function's name. Only the dev gateway
-and `make openapi` import this module: functions never do, so it costs no cold start.
+Every function serves its own at `GET /openapi.json` (`serve_document`, which both adapters
+call): its routes from its own root, so the document's relative server URL makes it work
+wherever the function is mounted. It is built by the first request for it and kept for the
+process; importing this module builds no model and loads no module a function does not load
+anyway, so serving it adds nothing to cold start. The dev gateway and `make openapi` combine
+every function's routes under `/<function>` (the gateway's mount, and OpenFaaS's
+`/function/<function>` minus its prefix), tagged with the function's name.
 """
 
 import re
 from collections.abc import Mapping
+from functools import cache
+from importlib.metadata import version
 from typing import Any
 
 from pydantic import BaseModel, TypeAdapter
 from pydantic.json_schema import JsonSchemaMode
 
+from shared.access.policy import PUBLIC
 from shared.http.messages import Response
 from shared.http.routing import PathRest, Route, Router
+from shared.models import Model
 
 OPENAPI_VERSION = "3.1.0"
+DOCUMENT_PATH = "/openapi.json"
 _REF = "#/components/schemas/{model}"
 _WORDS = re.compile(r"[A-Za-z0-9]+")
+_SECURITY_SCHEMES = {
+    "bearer": {
+        "type": "http",
+        "scheme": "bearer",
+        "description": "A project API key (`ba_...`), the admin key, or a user's access token "
+        "from the OpenID Connect provider.",
+    },
+    "signedEvent": {
+        "type": "apiKey",
+        "in": "header",
+        "name": "ce-signature",
+        "description": "Queue-triggered functions: the event's HMAC-SHA256 signature, keyed by "
+        "EVENT_SIGNING_KEY (`python -m devtools.sign_event` makes one); a structured CloudEvent "
+        "carries it in its `signature` attribute instead.",
+    },
+}
+# The scheme each kind of access asks for; public routes ask for none.
+_SECURITY = {"signed_in": "bearer", "project": "bearer", "signed_event": "signedEvent"}
+_FUNCTION_SERVER = {
+    "url": ".",
+    "description": "The function's root, where this document was fetched from: "
+    "`<gateway>/function/<name>/` on OpenFaaS, its Knative URL, `/<name>/` on the dev gateway.",
+}
 
 
-class ErrorDetail(BaseModel):
+class ErrorDetail(Model):
     code: str
     message: str
     details: Any = None
 
 
-class ErrorBody(BaseModel):
+class ErrorBody(Model):
     """Every error, from every function: a stable code, a human message, optional details."""
 
     error: ErrorDetail
@@ -73,9 +105,16 @@ def _is_conditional(route: Route) -> bool:
     return route.method == "GET" and route.wants_request
 
 
+def _request_media(route: Route) -> Mapping[str, Any]:
+    """Each media type the route's body may be sent as, and the type the body is in it."""
+    if route.body is not None:
+        return {"application/json": route.body}
+    return route.body_doc.media if route.body_doc is not None else {}
+
+
 def _error_statuses(route: Route) -> list[int]:
     """What may go wrong: any id a request names may be unknown, any input invalid."""
-    if route.path == "/healthz":
+    if route.path in ("/healthz", DOCUMENT_PATH):
         return [500]
     if route.path == "/readyz":
         return [500, 503]
@@ -84,7 +123,7 @@ def _error_statuses(route: Route) -> list[int]:
         statuses.add(401)
     if route.access.kind in ("signed_in", "project"):
         statuses.add(403)
-    if route.body is not None:
+    if _request_media(route):
         statuses |= {400, 413, 415}
     if route.method in {"POST", "PUT", "DELETE"}:
         statuses.add(409)
@@ -103,6 +142,10 @@ def _operation_id(function: str, route: Route) -> str:
 
 def _gateway_path(function: str, route: Route) -> str:
     return f"/{function}{route.path.rstrip('/')}"
+
+
+def _own_path(function: str, route: Route) -> str:
+    return route.path.rstrip("/") or "/"
 
 
 class _Schemas:
@@ -223,12 +266,19 @@ def _operation(
     }
     if parameters:
         operation["parameters"] = parameters
-    operation["security"] = [{"bearer": []}] if route.access.needs_caller else []
-    if route.body is not None:
+    scheme = _SECURITY.get(route.access.kind)
+    operation["security"] = [{scheme: []}] if scheme else []
+    media = _request_media(route)
+    if media:
         operation["requestBody"] = {
             "required": True,
-            "content": {"application/json": {"schema": refs[(id(route.body), "validation")]}},
+            "content": {
+                media_type: {"schema": refs[(id(annotation), "validation")]}
+                for media_type, annotation in media.items()
+            },
         }
+        if route.body_doc is not None and route.body_doc.description:
+            operation["requestBody"]["description"] = route.body_doc.description
     operation["responses"] = _success(route, refs) | {
         str(status): _error_response(status) for status in _error_statuses(route)
     }
@@ -254,16 +304,23 @@ def _check_annotations(function: str, route: Route) -> None:
 
 
 def openapi_document(
-    routers: Mapping[str, Router], *, title: str, version: str, description: str = ""
+    routers: Mapping[str, Router],
+    *,
+    title: str,
+    version: str,
+    description: str = "",
+    servers: list[dict[str, Any]],
+    mounted: bool = True,
 ) -> dict[str, Any]:
-    """The document describing every route of the given functions (name -> router)."""
+    """The document describing every route of the given functions (name -> router), each under
+    `/<function>` when `mounted`, else from the function's own root."""
     collector = _Schemas()
     collector.add(ErrorBody, "serialization")
     for function, router in routers.items():
         for route in router.routes:
             _check_annotations(function, route)
-            if route.body is not None:
-                collector.add(route.body, "validation")
+            for annotation in _request_media(route).values():
+                collector.add(annotation, "validation")
             if route.response is not type(None) and not _hand_made(route.response):
                 collector.add(route.response, "serialization")
             if _is_streamed(route):
@@ -271,13 +328,22 @@ def openapi_document(
                 collector.add(route.events, "serialization", title=events_name)
     refs, schemas = collector.build()
     paths: dict[str, dict[str, Any]] = {}
+    path_of = _gateway_path if mounted else _own_path
     for function, router in routers.items():
         for route in router.routes:
             operation = _operation(function, route, refs, schemas)
-            paths.setdefault(_gateway_path(function, route), {})[route.method.lower()] = operation
+            paths.setdefault(path_of(function, route), {})[route.method.lower()] = operation
+    used = {
+        scheme
+        for item in paths.values()
+        for op in item.values()
+        for need in op["security"]
+        for scheme in need
+    }
     return {
         "openapi": OPENAPI_VERSION,
         "info": {"title": title, "version": version, "description": description},
+        "servers": servers,
         "tags": [
             {"name": name, "description": _function_description(router)}
             for name, router in routers.items()
@@ -286,20 +352,44 @@ def openapi_document(
         "components": {
             "schemas": dict(sorted(schemas.items())),
             "securitySchemes": {
-                "bearer": {
-                    "type": "http",
-                    "scheme": "bearer",
-                    "description": "A project API key (`ba_...`), the admin key, or a user's "
-                    "access token from the OpenID Connect provider.",
-                }
+                name: scheme for name, scheme in _SECURITY_SCHEMES.items() if name in used
             },
         },
     }
 
 
+def function_document(router: Router) -> dict[str, Any]:
+    """The document of one function: its own routes, from its root, wherever that is mounted."""
+    return openapi_document(
+        {router.name: router},
+        title=f"Better-Assistant: {router.name}",
+        version=version("better-assistant"),
+        description=_function_description(router),
+        servers=[_FUNCTION_SERVER],
+        mounted=False,
+    )
+
+
+def serve_document(router: Router) -> None:
+    """Answer `GET /openapi.json` with the function's own document, built by the first request
+    for it and kept for the process. First in the table, so no `/{id}` route takes the path."""
+    if any(route.path == DOCUMENT_PATH for route in router.routes):
+        return
+
+    @cache
+    def document() -> dict[str, Any]:
+        return function_document(router)
+
+    def openapi_json() -> dict[str, Any]:
+        """This function's OpenAPI document: its operations, from its own root."""
+        return document()
+
+    router.routes.insert(0, Route("GET", DOCUMENT_PATH, openapi_json, PUBLIC))
+
+
 def _function_description(router: Router) -> str:
     """The docstring of the function's module, read through one of its own handlers."""
     for route in router.routes:
-        if route.handler.__module__ != Route.__module__:
+        if route.handler.__module__ not in (Route.__module__, __name__):
             return (route.handler.__globals__.get("__doc__") or "").strip()
     return ""

@@ -18,7 +18,7 @@ import logging
 import re
 import typing
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, NewType
 
@@ -45,6 +45,19 @@ _CORS_HEADERS = "Authorization, Content-Type, If-None-Match, X-Request-Id, Last-
 
 
 @dataclass(frozen=True)
+class BodyDoc:
+    """The body a route reads from the raw request, for the OpenAPI document: each media type it
+    accepts and the type its body is in that media type (a model, `list[Model]`, `str`)."""
+
+    media: Mapping[str, Any]
+    description: str = ""
+
+
+# A POST or PUT that takes no body says so, so that no other can leave its body undocumented.
+NO_BODY = BodyDoc({})
+
+
+@dataclass(frozen=True)
 class Route:
     method: str
     path: str
@@ -56,6 +69,7 @@ class Route:
     # The route calls DeepSeek, admitted against the project's limits: it may answer 402 (the
     # month's budget is spent) and 429 (the caller's rate), for the OpenAPI document.
     metered: bool = False
+    body_doc: BodyDoc | None = None
     pattern: re.Pattern[str] = field(init=False)
     body: type[BaseModel] | None = field(init=False, default=None)
     query: type[BaseModel] | None = field(init=False, default=None)
@@ -80,6 +94,8 @@ class Route:
         set_field(self, "wants_caller", "caller" in parameters)
         if self.wants_caller and not self.access.needs_caller:
             raise TypeError(f"{self.method} {self.path} wants a caller its access does not have")
+        if self.body is not None and self.body_doc is not None:
+            raise TypeError(f"{self.method} {self.path} has a body model: it needs no body_doc")
 
     def admit(self, request: Request, path_values: dict[str, str]) -> dict[str, Any]:
         """The handler's keyword arguments, once the caller may make this call (401, 403, 404)."""
@@ -150,9 +166,11 @@ class Router:
         status: int = 200,
         events: Any = None,
         metered: bool = False,
+        body_doc: BodyDoc | None = None,
     ) -> Callable[[Handler], Handler]:
         def register(handler: Handler) -> Handler:
-            self.routes.append(Route(method, path, handler, access, status, events, metered))
+            route = Route(method, path, handler, access, status, events, metered, body_doc)
+            self.routes.append(route)
             return handler
 
         return register
@@ -168,13 +186,22 @@ class Router:
         status: int = 200,
         events: Any = None,
         metered: bool = False,
+        body_doc: BodyDoc | None = None,
     ) -> Callable[[Handler], Handler]:
         return self.route(
-            "POST", path, access=access, status=status, events=events, metered=metered
+            "POST",
+            path,
+            access=access,
+            status=status,
+            events=events,
+            metered=metered,
+            body_doc=body_doc,
         )
 
-    def put(self, path: str, *, access: Access) -> Callable[[Handler], Handler]:
-        return self.route("PUT", path, access=access)
+    def put(
+        self, path: str, *, access: Access, body_doc: BodyDoc | None = None
+    ) -> Callable[[Handler], Handler]:
+        return self.route("PUT", path, access=access, body_doc=body_doc)
 
     def delete(self, path: str, *, access: Access) -> Callable[[Handler], Handler]:
         return self.route("DELETE", path, access=access, status=204)

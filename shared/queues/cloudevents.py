@@ -10,8 +10,9 @@ import base64
 import binascii
 import json
 import logging
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
@@ -23,6 +24,7 @@ from shared.errors import (
     validation_failed,
 )
 from shared.http.messages import Request
+from shared.http.routing import BodyDoc
 from shared.queues.channel import Channel, EventT
 from shared.queues.signatures import SIGNATURE_ATTRIBUTE, SIGNATURE_HEADER, verify
 from shared.settings import get_settings
@@ -31,6 +33,37 @@ STRUCTURED = "application/cloudevents+json"
 BATCH = "application/cloudevents-batch+json"
 
 logger = logging.getLogger("better_assistant.queues")
+
+DataT = TypeVar("DataT")
+
+
+# For the OpenAPI document only; a dataclass, not a model, so declaring it costs little at import
+# and parametrizing it almost nothing.
+@dataclass(repr=False, eq=False)
+class StructuredEvent(Generic[DataT]):
+    """A structured-mode CloudEvent: its attributes, its signature and the event as `data`."""
+
+    specversion: str
+    id: str
+    type: str
+    source: str
+    signature: str
+    data: DataT
+    subject: str | None = None
+    time: str | None = None
+
+
+def event_body(channel: Channel[EventT]) -> BodyDoc:
+    """What a queue-triggered route takes: one event of the channel, in any of its shapes."""
+    noun = channel.noun
+    return BodyDoc(
+        {"application/json": channel.model, STRUCTURED: StructuredEvent[channel.model]},
+        f"One {noun}: a binary-mode CloudEvent (`ce-specversion`, `ce-id`, `ce-type: "
+        f"{channel.event_type}`, `ce-source` headers and the {noun} as JSON: what a Knative "
+        f"Trigger delivers), the plain JSON {noun} OpenFaaS's queue-worker posts, both signed "
+        f"in `ce-signature`, or a structured CloudEvent (the {noun} in `data`, signed in "
+        "`signature`).",
+    )
 
 
 def binary_headers(channel: Channel, event: BaseModel, signature: str) -> dict[str, str]:
