@@ -214,3 +214,26 @@ def test_a_prompt_message_that_does_not_use_the_input_is_sent_once_before_the_hi
         {"role": "assistant", "content": "Sure."},
         {"role": "user", "content": "Thanks"},
     ]
+
+
+def test_a_dialog_keeps_a_bounded_set_of_variables(
+    client: httpx.Client, project: dict, database: Database, fake_deepseek: FakeDeepSeek
+) -> None:
+    too_large = client.post(
+        "/dialogs", json={"project_id": project["id"], "variables": {"a": "x" * 600_000}}
+    )
+    assert too_large.status_code == 422
+    assert too_large.json()["error"]["code"] == "variables_too_large"
+    dialog = client.post(
+        "/dialogs", json={"project_id": project["id"], "variables": {"a": "x" * 300_000}}
+    ).json()
+    growing = {"dialog_id": dialog["id"], "input": "Hi", "variables": {"b": "y" * 300_000}}
+    refused = client.post("/chat", json=growing)
+    assert refused.status_code == 422
+    assert refused.json()["error"]["details"]["limit_bytes"] == 512 * 1024
+    assert fake_deepseek.chat_requests() == []
+    assert list(client.get(f"/dialogs/{dialog['id']}").json()["variables"]) == ["a"]
+    # Large values for one turn alone are fine.
+    turn(client, database, **growing, save_variables=False)
+    replaced = client.put(f"/dialogs/{dialog['id']}", json={"variables": {"c": "z" * 600_000}})
+    assert replaced.status_code == 422

@@ -1,6 +1,7 @@
 """The OpenAPI document: generated from the route tables, served by the gateway, true to the API."""
 
 import json
+import re
 import zlib
 from pathlib import Path
 from typing import Any
@@ -8,7 +9,7 @@ from typing import Any
 import httpx
 import pytest
 import schemathesis
-from hypothesis import HealthCheck, settings
+from hypothesis import HealthCheck, assume, settings
 from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import (
     content_type_conformance,
@@ -97,6 +98,20 @@ def existing(project: dict, make_prompt) -> dict[str, object]:
     }
 
 
+_HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+_FRAMING_HEADERS = {"content-length", "transfer-encoding", "host", "connection", "expect"}
+
+
+def _is_plain_header(name: str, value: object) -> bool:
+    return (
+        bool(_HEADER_NAME.fullmatch(name))
+        and name.lower() not in _FRAMING_HEADERS
+        and isinstance(value, str)
+        and value.isprintable()
+        and value.isascii()
+    )
+
+
 # Server errors the fuzzer found in the services, reported to their owners; generated requests
 # that would hit them are set aside until the fix lands, and the xfail test below turns red (and
 # asks for this entry's removal) as soon as one is fixed.
@@ -111,6 +126,9 @@ def test_generated_requests_never_get_a_server_error(
     case: schemathesis.Case, gateway_url: str, existing: dict[str, object]
 ) -> None:
     """Generated requests, valid and not: never a 5xx, and every response as documented."""
+    # A header that breaks HTTP itself (a name that is no token, a framing header such as a
+    # non-numeric Content-Length) is refused by the HTTP server before any function sees it.
+    assume(all(_is_plain_header(name, value) for name, value in (case.headers or {}).items()))
     parameters = case.path_parameters or {}
     # Every other case addresses existing records; the rest keep their generated values.
     if parameters and zlib.crc32(json.dumps(parameters, sort_keys=True, default=str).encode()) % 2:

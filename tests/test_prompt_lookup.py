@@ -366,3 +366,12 @@ def test_render_calls_nothing_stores_nothing_and_is_not_metered(
         headers=runner,
     )
     assert run.status_code == 402
+
+
+def test_a_name_ending_in_a_slash_is_not_taken_for_another(
+    client: httpx.Client, project: dict, make_prompt
+) -> None:
+    plain, slashed = make_prompt(name="refunds"), make_prompt(name="refunds/")
+    for prompt in (plain, slashed):
+        response = client.get(by_name(prompt["name"]), params={"project_id": project["id"]})
+        assert response.json()["id"] == prompt["id"]

@@ -1,5 +1,6 @@
 """What a team does with dialogs: conversations in a project, optionally bound to a prompt."""
 
+import json
 from typing import Any, Protocol
 
 from pydantic import ValidationError
@@ -15,12 +16,14 @@ from shared.dialogs.models import (
     PromptBinding,
 )
 from shared.dialogs.repository import DialogRepository, JoinedRecords
-from shared.errors import not_found, validation_failed
+from shared.errors import ValidationFailed, not_found, validation_failed
 from shared.pagination import Page
 from shared.projects.models import Project, ProjectLookup
 from shared.prompts.models import PromptRecord, VersionSelector
 
 _BINDING_FIELDS = {"prompt_id", "version", "label"}
+# A dialog document stays far below MongoDB's 16 MB however many turns add variables to it.
+MAX_SAVED_VARIABLES_BYTES = 512 * 1024
 
 
 class PromptBindings(Protocol):
@@ -46,6 +49,7 @@ class DialogService:
         """What a new dialog would be in: its project (404) and its bound prompt's record (404,
         422; None when unbound), read so that a first turn is admitted before anything is
         stored."""
+        check_saved_variables(data.variables)
         project = self.projects.get(data.project_id)
         return project, self._check_binding(data.project_id, data)
 
@@ -90,7 +94,7 @@ class DialogService:
         if "title" in given:
             fields["title"] = changes.title
         if "variables" in given:
-            fields["variables"] = changes.variables or {}
+            fields["variables"] = check_saved_variables(changes.variables or {})
         if given.keys() & _BINDING_FIELDS:
             binding = _binding(
                 prompt_id=changes.prompt_id if "prompt_id" in given else dialog.prompt_id,
@@ -135,6 +139,19 @@ class DialogService:
             selector = VersionSelector(version=binding.version, label=binding.label)
             self.prompts.resolve_version_number(record, selector)
         return record
+
+
+def check_saved_variables(variables: dict[str, Any]) -> dict[str, Any]:
+    """The variables a dialog would keep, when they fit its limit (422 otherwise)."""
+    size = len(json.dumps(variables, ensure_ascii=False).encode())
+    if size > MAX_SAVED_VARIABLES_BYTES:
+        raise ValidationFailed(
+            f"A dialog keeps at most {MAX_SAVED_VARIABLES_BYTES} bytes of variables (as JSON); "
+            "send large values with the turn and save_variables false.",
+            code="variables_too_large",
+            details={"limit_bytes": MAX_SAVED_VARIABLES_BYTES, "size_bytes": size},
+        )
+    return variables
 
 
 def _binding(**fields: Any) -> PromptBinding:

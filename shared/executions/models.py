@@ -20,7 +20,7 @@ class RunInputs(WithVariables, VersionChoice):
     earlier turns and config overrides."""
 
     input: UserInput | None = None
-    # Earlier turns, placed after the prompt's leading system messages and before the rest.
+    # Earlier turns: after the prompt's opening, before its `{{input}}` message or the input.
     history: History = Field(default_factory=list)
     config: ModelConfig | None = None
 

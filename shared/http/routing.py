@@ -141,10 +141,13 @@ def _compile(path: str, path_types: dict[str, type]) -> re.Pattern[str]:
         elif path_types[part] is int:
             regex += f"(?P<{part}>[0-9]{{1,9}})"
         elif path_types[part] is PathRest:
-            regex += f"(?P<{part}>.+?)"
+            regex += f"(?P<{part}>.+)"
         else:
             regex += f"(?P<{part}>[^/]+)"
-    return re.compile(f"^{regex}/?$" if regex != "/" else "^/?$")
+    if regex == "/":
+        return re.compile("^/?$")
+    # A trailing slash is optional, except after the rest of a path, which keeps its own.
+    return re.compile(f"^{regex}$" if regex.endswith(".+)") else f"^{regex}/?$")
 
 
 class Router:

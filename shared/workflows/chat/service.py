@@ -15,7 +15,7 @@ from shared.db import utc_now
 from shared.deepseek.answer import Answer, answer_events
 from shared.deepseek.models import ChatCall, merged_params
 from shared.dialogs.models import Dialog, DialogCreate, Message
-from shared.dialogs.service import DialogService
+from shared.dialogs.service import DialogService, check_saved_variables
 from shared.errors import not_found
 from shared.metering.models import Payer
 from shared.metering.service import Metering, bounded_params
@@ -117,6 +117,8 @@ class ChatService:
         version = self._bound_version(binding, record)
         history = history_window(recent, settings.chat_history_max_tokens)
         variables = {**binding.variables, **request.variables}
+        if request.save_variables:
+            check_saved_variables(variables)
         messages = compose_messages(version, variables, history, request.input)
         payer = Payer(project.id, actor)
         params = bounded_params(
