@@ -42,6 +42,7 @@ class DialogService:
 
     def create(self, data: DialogCreate) -> Dialog:
         """Start a dialog in an existing project, bound to a prompt of that project if given."""
+        check_saved_variables(data.variables)
         self.check_new(data)
         return self.insert_checked(data)
 
@@ -49,7 +50,6 @@ class DialogService:
         """What a new dialog would be in: its project (404) and its bound prompt's record (404,
         422; None when unbound), read so that a first turn is admitted before anything is
         stored."""
-        check_saved_variables(data.variables)
         project = self.projects.get(data.project_id)
         return project, self._check_binding(data.project_id, data)
 
@@ -113,11 +113,8 @@ class DialogService:
     def remember_variables(self, dialog: Dialog, variables: dict[str, Any]) -> None:
         """Save a turn's variables into its dialog, merged over those it has; no write when
         they change nothing."""
-        changed = {
-            name: value
-            for name, value in variables.items()
-            if name not in dialog.variables or dialog.variables[name] != value
-        }
+        saved = dialog.variables.items()
+        changed = {name: value for name, value in variables.items() if (name, value) not in saved}
         if changed:
             self.dialogs.remember_variables(dialog.id, changed)
 

@@ -8,14 +8,13 @@ and must not pay for the `openai` SDK.
 from dataclasses import dataclass
 from typing import Protocol
 
-from shared.deepseek.models import ChatCall, merged_params
+from shared.deepseek.models import ChatCall
 from shared.executions.models import RenderedMessage, RunInputs, RunPreview, VariableUse
 from shared.metering.models import Limits
-from shared.metering.service import bounded_params
+from shared.metering.service import bounded_call
 from shared.projects.models import ProjectLookup
 from shared.prompts.models import LATEST_LABEL, RUN_DEFAULT_LABEL, PromptRecord, PromptVersion
 from shared.prompts.rendering import render_messages, template_values
-from shared.settings import get_settings
 
 
 class PromptsToRun(Protocol):
@@ -55,12 +54,9 @@ class RunPlanner:
             version, inputs.variables, inputs.input, history, keep_missing=keep_missing
         )
         limits = self.projects.get_recent(record.project_id).limits
-        params = bounded_params(
-            merged_params(version.config, inputs.config), limits, ("body", "config")
-        )
-        model = params.pop("model", None) or get_settings().deepseek_model
+        call = bounded_call(version.config, inputs.config, limits, messages)
         label = inputs.label or (None if inputs.version else _label_of(record, version.version))
-        return RunPlan(record, version, label, limits, ChatCall(model, messages, params))
+        return RunPlan(record, version, label, limits, call)
 
     def preview(self, prompt_id: str, inputs: RunInputs) -> RunPreview:
         """The plan as a client sees it, missing variables listed and left in place."""

@@ -377,12 +377,9 @@ def serve_document(router: Router) -> None:
         return
 
     @cache
-    def document() -> dict[str, Any]:
-        return function_document(router)
-
     def openapi_json() -> dict[str, Any]:
         """This function's OpenAPI document: its operations, from its own root."""
-        return document()
+        return function_document(router)
 
     router.routes.insert(0, Route("GET", DOCUMENT_PATH, openapi_json, PUBLIC))
 

@@ -17,7 +17,7 @@ from typing import Any
 
 from shared.batching import Batcher
 from shared.db import utc_now
-from shared.deepseek.models import Usage, UsageHook
+from shared.deepseek.models import ChatCall, ModelConfig, Usage, UsageHook, merged_params
 from shared.errors import PaymentRequired, TooManyRequests, ValidationFailed
 from shared.metering.models import (
     BUDGET_EXCEEDED,
@@ -31,6 +31,7 @@ from shared.metering.models import (
     UsageReport,
 )
 from shared.metering.repository import RateWindows, UsageLedger, month_of
+from shared.settings import get_settings
 
 RATE_WINDOW = timedelta(minutes=1)
 
@@ -61,6 +62,20 @@ def bounded_params(params: dict[str, Any], limits: Limits, location: Location) -
             ],
         )
     return params
+
+
+def bounded_call(
+    stored: dict[str, Any],
+    override: ModelConfig | None,
+    limits: Limits,
+    messages: list[dict[str, str]],
+) -> ChatCall:
+    """The call a run sends: the stored config under the request's `config` overrides, bounded
+    by the project's limits (a 422 naming the request's `config`), on the configured model
+    unless the config names one."""
+    params = bounded_params(merged_params(stored, override), limits, ("body", "config"))
+    model = params.pop("model", None) or get_settings().deepseek_model
+    return ChatCall(model, messages, params)
 
 
 class Metering:

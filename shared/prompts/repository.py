@@ -165,17 +165,16 @@ class PromptRepository:
 
     def get(self, prompt_id: str) -> PromptRecord | None:
         object_id = to_object_id(prompt_id)
-        document = object_id and self.prompts.find_one({"_id": object_id})
-        if not document:
-            return None
-        record = _record(document)
-        self._records_read.add(record.id)
-        return record
+        return self._read(object_id and {"_id": object_id})
 
     def get_by_name(self, project_id: str, name: str) -> PromptRecord | None:
         """The project's prompt of that name: one read of the unique (project, name) index."""
         object_id = to_object_id(project_id)
-        document = object_id and self.prompts.find_one({"project_id": object_id, "name": name})
+        return self._read(object_id and {"project_id": object_id, "name": name})
+
+    def _read(self, query: dict[str, Any] | None) -> PromptRecord | None:
+        """The one prompt `query` finds (None for a query an id made impossible)."""
+        document = query and self.prompts.find_one(query)
         if not document:
             return None
         record = _record(document)

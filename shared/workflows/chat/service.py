@@ -13,12 +13,11 @@ import anyio
 from shared.access.models import Actor
 from shared.db import utc_now
 from shared.deepseek.answer import Answer, answer_events
-from shared.deepseek.models import ChatCall, merged_params
 from shared.dialogs.models import Dialog, DialogCreate, Message
 from shared.dialogs.service import DialogService, check_saved_variables
 from shared.errors import not_found
 from shared.metering.models import Payer
-from shared.metering.service import Metering, bounded_params
+from shared.metering.service import Metering, bounded_call
 from shared.projects.service import ProjectService
 from shared.prompts.models import PromptRecord, PromptVersion
 from shared.prompts.rendering import render_messages
@@ -117,17 +116,14 @@ class ChatService:
         version = self._bound_version(binding, record)
         history = history_window(recent, settings.chat_history_max_tokens)
         variables = {**binding.variables, **request.variables}
-        if request.save_variables:
+        if request.save_variables and request.variables:
             check_saved_variables(variables)
         messages = compose_messages(version, variables, history, request.input)
         payer = Payer(project.id, actor)
-        params = bounded_params(
-            merged_params(version.config if version else {}, request.config),
-            project.limits,
-            ("body", "config"),
+        call = bounded_call(
+            version.config if version else {}, request.config, project.limits, messages
         )
         self.metering.admit(payer, project.limits)
-        model = params.pop("model", None) or settings.deepseek_model
         # A new dialog is stored, and new variables saved, only once the turn is admitted.
         if isinstance(binding, Dialog):
             dialog = binding
@@ -141,9 +137,7 @@ class ChatService:
             user_input=request.input,
             user_at=utc_now(),
             prompt_version=version.version if version else None,
-            answer=Answer(
-                ChatCall(model, messages, params), on_usage=self.metering.recorder(payer)
-            ),
+            answer=Answer(call, on_usage=self.metering.recorder(payer)),
         )
 
     def _bound_version(
