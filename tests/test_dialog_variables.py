@@ -138,82 +138,68 @@ def test_a_turn_refused_for_missing_variables_saves_none_of_its_variables(
     assert database.messages.count_documents({}) == 0
 
 
-def test_the_prompts_messages_open_the_dialog_and_the_input_fills_its_turn_once(
+FEW_SHOT_OPENING = [
+    {"role": "system", "content": "You answer for {{company}}."},
+    {"role": "user", "content": "Example: where is order 1?"},
+    {"role": "assistant", "content": "Order 1 ships today."},
+]
+FEW_SHOT_SENT = [
+    {"role": "system", "content": "You answer for Acme."},
+    *FEW_SHOT_OPENING[1:],
+]
+ACCOUNT_OPENING = [
+    {"role": "system", "content": "Be brief."},
+    {"role": "user", "content": "My account is {{company}}."},
+]
+ACCOUNT_SENT = [ACCOUNT_OPENING[0], {"role": "user", "content": "My account is Acme."}]
+FIRST, SECOND = "Where is order 7?", "And order 8?"
+EARLIER_TURN = [{"role": "user", "content": FIRST}, {"role": "assistant", "content": "Noted."}]
+
+
+@pytest.mark.parametrize(
+    ("messages", "first_turn", "second_turn"),
+    [
+        pytest.param(
+            [*FEW_SHOT_OPENING, {"role": "user", "content": "Customer asks: {{input}}"}],
+            [*FEW_SHOT_SENT, {"role": "user", "content": f"Customer asks: {FIRST}"}],
+            [
+                *FEW_SHOT_SENT,
+                *EARLIER_TURN,
+                {"role": "user", "content": f"Customer asks: {SECOND}"},
+            ],
+            id="the input fills its message once, after the history",
+        ),
+        pytest.param(
+            ACCOUNT_OPENING,
+            [*ACCOUNT_SENT, {"role": "user", "content": FIRST}],
+            [*ACCOUNT_SENT, *EARLIER_TURN, {"role": "user", "content": SECOND}],
+            id="a message without the input opens the dialog once",
+        ),
+    ],
+)
+def test_the_prompts_messages_open_the_dialog_and_each_turn_comes_last(
     client: httpx.Client,
     project: dict,
     make_prompt,
     database: Database,
     fake_deepseek: FakeDeepSeek,
+    messages: list[dict],
+    first_turn: list[dict],
+    second_turn: list[dict],
 ) -> None:
     fake_deepseek.default_scenario = Scenario(reply="Noted.")
-    prompt = make_prompt(
-        type="chat",
-        template=None,
-        messages=[
-            {"role": "system", "content": "You answer for {{company}}."},
-            {"role": "user", "content": "Example: where is order 1?"},
-            {"role": "assistant", "content": "Order 1 ships today."},
-            {"role": "user", "content": "Customer asks: {{input}}"},
-        ],
-    )
-    opening = [
-        {"role": "system", "content": "You answer for Acme."},
-        {"role": "user", "content": "Example: where is order 1?"},
-        {"role": "assistant", "content": "Order 1 ships today."},
-    ]
+    prompt = make_prompt(type="chat", template=None, messages=messages)
     meta = turn(
         client,
         database,
         project_id=project["id"],
         prompt_id=prompt["id"],
-        input="Where is order 7?",
+        input=FIRST,
         variables={"company": "Acme"},
     )
-    assert sent_messages(fake_deepseek) == [
-        *opening,
-        {"role": "user", "content": "Customer asks: Where is order 7?"},
-    ]
-    turn(client, database, dialog_id=meta["dialog_id"], input="And order 8?")
-    assert sent_messages(fake_deepseek) == [
-        *opening,
-        {"role": "user", "content": "Where is order 7?"},
-        {"role": "assistant", "content": "Noted."},
-        {"role": "user", "content": "Customer asks: And order 8?"},
-    ]
-
-
-def test_a_prompt_message_that_does_not_use_the_input_is_sent_once_before_the_history(
-    client: httpx.Client,
-    project: dict,
-    make_prompt,
-    database: Database,
-    fake_deepseek: FakeDeepSeek,
-) -> None:
-    fake_deepseek.default_scenario = Scenario(reply="Sure.")
-    prompt = make_prompt(
-        type="chat",
-        template=None,
-        messages=[
-            {"role": "system", "content": "Be brief."},
-            {"role": "user", "content": "My account is {{account}}."},
-        ],
-    )
-    meta = turn(
-        client,
-        database,
-        project_id=project["id"],
-        prompt_id=prompt["id"],
-        input="Refund status?",
-        variables={"account": "A-1"},
-    )
-    turn(client, database, dialog_id=meta["dialog_id"], input="Thanks")
-    assert sent_messages(fake_deepseek) == [
-        {"role": "system", "content": "Be brief."},
-        {"role": "user", "content": "My account is A-1."},
-        {"role": "user", "content": "Refund status?"},
-        {"role": "assistant", "content": "Sure."},
-        {"role": "user", "content": "Thanks"},
-    ]
+    assert sent_messages(fake_deepseek) == first_turn
+    turn(client, database, dialog_id=meta["dialog_id"], input=SECOND)
+    assert sent_messages(fake_deepseek) == second_turn
 
 
 def test_a_dialog_keeps_a_bounded_set_of_variables(

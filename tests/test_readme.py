@@ -13,20 +13,18 @@ variable or Python traceback fails the test.
 import os
 import re
 import shutil
-import signal
-import socket
 import subprocess
 import sys
-import threading
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
 import pytest
 
+from devtools.embedded_mongo import free_port
+from devtools.processes import wait_until_healthy
 from tests.conftest import TEST_ADMIN_KEY, TEST_SIGNING_KEY
+from tests.test_local_tools import local_environment, start, stop
 
 ROOT = Path(__file__).resolve().parent.parent
 README = ROOT / "README.md"
@@ -109,77 +107,30 @@ def split_commands(block: str) -> list[Command]:
     return commands
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 @pytest.fixture
 def dev_gateway(mongo_uri: str, environment: str, tmp_path: Path) -> Iterator[str]:
-    """`devtools.dev` on a free port and the test's database; its base URL."""
+    """`devtools.dev` on a free port and the test's database, nothing else configured; its
+    base URL once it answers and has printed its `export` line."""
     port = free_port()
-    env = {
-        "PATH": os.environ["PATH"],
-        "HOME": os.environ.get("HOME", str(tmp_path)),
-        "PYTHONPATH": str(ROOT),
-        "PORT": str(port),
-        "MONGODB_URI": mongo_uri,
-        "MONGODB_DB": environment,
-        "ADMIN_API_KEY": TEST_ADMIN_KEY,
-        "EVENT_SIGNING_KEY": TEST_SIGNING_KEY,
-    }
-    # The working directory holds no `.env`, so only these settings apply.
-    process = subprocess.Popen(
-        [sys.executable, "-m", "devtools.dev"],
-        cwd=tmp_path,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,
+    env = local_environment(
+        tmp_path / "data",
+        PORT=str(port),
+        MONGODB_URI=mongo_uri,
+        MONGODB_DB=environment,
+        ADMIN_API_KEY=TEST_ADMIN_KEY,
+        EVENT_SIGNING_KEY=TEST_SIGNING_KEY,
     )
+    # The working directory holds no `.env`, so only these settings apply.
+    process = start("devtools.dev", env=env, cwd=tmp_path)
+    url = f"http://127.0.0.1:{port}"
     try:
-        printed = wait_for_export_line(process)
-        assert f"BA_API_KEY={TEST_ADMIN_KEY}" in printed
-        url = f"http://127.0.0.1:{port}"
-        wait_until_healthy(url)
+        wait_until_healthy(f"{url}/prompts", process, timeout=START_TIMEOUT_S)
+        assert (
+            f"export BA_URL={url} BA_API_KEY={TEST_ADMIN_KEY}" in (tmp_path / "output").read_text()
+        )
         yield url
     finally:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(15)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait(5)
-
-
-def wait_for_export_line(process: subprocess.Popen[str]) -> str:
-    assert process.stdout is not None
-    deadline = time.monotonic() + START_TIMEOUT_S
-    output = []
-    while time.monotonic() < deadline:
-        line = process.stdout.readline()
-        if not line:
-            break
-        output.append(line)
-        if line.startswith("export BA_URL="):
-            # Keep the pipe drained so the gateway never blocks on a full log pipe.
-            threading.Thread(target=process.stdout.read, daemon=True).start()
-            return line
-    raise AssertionError("make dev printed no export line:\n" + "".join(output))
-
-
-def wait_until_healthy(url: str) -> None:
-    deadline = time.monotonic() + START_TIMEOUT_S
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"{url}/prompts/healthz").status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.2)
-    raise AssertionError(f"the gateway at {url} never became healthy")
+        stop(process)
 
 
 def script_for(commands: list[Command], port: int) -> str:
