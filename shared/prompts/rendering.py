@@ -68,7 +68,8 @@ def _opening_and_turn(
     ]
     if user_input is None:
         return messages, []
-    for index, message in enumerate(source):
-        if INPUT_VARIABLE in template_variables([message.content]):
-            return messages[:index], messages[index:]
+    if INPUT_VARIABLE in version.variables:
+        for index, message in enumerate(source):
+            if INPUT_VARIABLE in template_variables([message.content]):
+                return messages[:index], messages[index:]
     return messages, [{"role": "user", "content": user_input}]
