@@ -81,13 +81,14 @@ def load_module(name: str) -> ModuleType:
 
 DOCS_PATH = "/docs"
 DOCUMENT_PATH = "/openapi.json"
+# The gateway that served the document first: Swagger UI calls the first server, whatever PORT.
 SERVERS = [
+    {"url": "/", "description": "The gateway this document was fetched from"},
     {
         "url": "http://127.0.0.1:{port}",
         "description": "`make dev`: the dev gateway, every function under `/<name>`",
         "variables": {"port": {"default": "8080", "description": "`PORT` of `make dev`"}},
     },
-    {"url": "/", "description": "The gateway this document was fetched from"},
 ]
 
 
