@@ -21,10 +21,20 @@ from pymongo.errors import PyMongoError
 _HELD_BY_ANOTHER = b"already being managed by another process"
 
 
+# Ports this process has handed out. The kernel may offer a closed probe's port again; two
+# servers given the same port then race for it, and the loser's URL silently reaches the winner.
+_handed_out: set[int] = set()
+
+
 def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+    """A loopback port free now and never handed out before by this process."""
+    while True:
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port: int = probe.getsockname()[1]
+        if port not in _handed_out:
+            _handed_out.add(port)
+            return port
 
 
 def _server_command() -> list[str]:

@@ -80,6 +80,13 @@ def answers(uri: str) -> bool:
         return False
 
 
+def test_free_ports_are_never_handed_out_twice() -> None:
+    """Servers started side by side each get their own port: a repeated one would let one URL
+    silently reach another function (the kernel does offer a closed probe's port again)."""
+    ports = [free_port() for _ in range(2000)]
+    assert len(set(ports)) == len(ports)
+
+
 @pytest.fixture
 def function_alone(tmp_path: Path) -> Iterator[tuple[str, Path, subprocess.Popen[str]]]:
     """`make run FUNCTION=prompts` on a free port, nothing configured, data in `tmp_path`."""
