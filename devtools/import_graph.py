@@ -30,6 +30,7 @@ LAYERS: dict[str, tuple[str, ...]] = {
         "shared.batching",
         "shared.caching",
         "shared.stats",
+        "shared.bounds",
     ),
     # `shared.streaming` is where `shared.deepseek.events` was before the floors were drawn;
     # it stays here, as do the old homes of the workflows below, so an older checkout can be

@@ -13,6 +13,7 @@ from pydantic import Field
 from pymongo import ASCENDING, DESCENDING
 from pymongo.collection import Collection
 
+from shared.bounds import parse_json
 from shared.errors import ValidationFailed
 from shared.models import Model
 
@@ -48,16 +49,38 @@ def encode_cursor(created_at: datetime, object_id: ObjectId) -> str:
     return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
 
 
+# Cursors this API hands out are about 60 characters; the newest moment one can name is the
+# last millisecond of year 9999, the largest a datetime holds.
+MAX_CURSOR_LENGTH = 200
+MAX_CURSOR_MS = 253_402_300_799_999
+
+
 def decode_cursor(cursor: str) -> tuple[datetime, ObjectId]:
+    """The position a cursor names; 422 for anything this API did not hand out."""
     try:
+        if len(cursor) > MAX_CURSOR_LENGTH:
+            raise ValueError("cursor too long")
         padded = cursor + "=" * (-len(cursor) % 4)
-        position = json.loads(base64.urlsafe_b64decode(padded))
-        created_at = datetime.fromtimestamp(position["t"] / 1000, tz=UTC)
-        return created_at, ObjectId(position["id"])
-    except (ValueError, KeyError, TypeError, InvalidId, binascii.Error) as exc:
+        position = parse_json(base64.urlsafe_b64decode(padded), max_depth=1)
+        moment, object_id = position["t"], position["id"]
+        if type(moment) is not int or not 0 <= moment <= MAX_CURSOR_MS:
+            raise ValueError("cursor time out of range")
+        if not isinstance(object_id, str):
+            raise TypeError("cursor id is not text")
+        created_at = datetime.fromtimestamp(moment / 1000, tz=UTC)
+        return created_at, ObjectId(object_id)
+    except (
+        ValueError,
+        KeyError,
+        TypeError,
+        OverflowError,
+        OSError,
+        InvalidId,
+        binascii.Error,
+    ) as exc:
         raise ValidationFailed(
             "The cursor is not one this API handed out.",
-            details=[{"loc": ["query", "cursor"], "msg": "invalid cursor"}],
+            details=[{"loc": ["query", "cursor"], "msg": "invalid cursor", "type": "cursor"}],
         ) from exc
 
 

@@ -33,6 +33,7 @@ from shared.assertions.models import (
     RegexAssertion,
     StartsWithAssertion,
 )
+from shared.bounds import JsonTooDeep, parse_json
 
 
 def with_expected(assertions: Sequence[AssertionSpec], expected: str | None) -> list[AssertionSpec]:
@@ -127,14 +128,13 @@ def _regex(spec: RegexAssertion, output: str) -> tuple[bool, str]:
     return found, f"{quote(spec.pattern)} {'matches' if found else 'does not match'} the answer"
 
 
-def _reject_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not JSON")
-
-
 def _parsed(output: str) -> tuple[bool, Any]:
-    """The answer as strict JSON (no NaN or Infinity), and whether it was JSON at all."""
+    """The answer as strict JSON (no NaN or Infinity), and whether it was JSON at all; an answer
+    nested too deep to parse safely gets no verdict."""
     try:
-        return True, json.loads(output, parse_constant=_reject_constant)
+        return True, parse_json(output)
+    except JsonTooDeep as exc:
+        raise NotEvaluable("answer_too_deep", f"the answer is {exc}") from None
     except ValueError:
         return False, None
 

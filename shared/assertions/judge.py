@@ -5,11 +5,11 @@ result, never a pass. The judge goes through the same DeepSeek client as executi
 the same retries, timeouts and error codes.
 """
 
-import json
 from collections.abc import Mapping, Sequence
 
 from shared.assertions.engine import check, errored
 from shared.assertions.models import AssertionResult, AssertionSpec, JudgeAssertion
+from shared.bounds import parse_json
 from shared.deepseek.answer import Answer, stream_answer
 from shared.deepseek.models import ChatCall, UsageHook
 from shared.errors import AppError
@@ -51,7 +51,7 @@ def judge_messages(
 def parse_verdict(text: str) -> tuple[bool, str] | None:
     """`(passed, reason)` from a strict verdict; None for anything else."""
     try:
-        verdict = json.loads(text)
+        verdict = parse_json(text)
     except ValueError:
         return None
     if not isinstance(verdict, dict) or set(verdict) != {"pass", "reason"}:

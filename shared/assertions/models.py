@@ -17,6 +17,7 @@ from shared.assertions.matching import (
     compiled_pattern,
     schema_validator,
 )
+from shared.bounds import JsonText
 from shared.deepseek.models import ModelName
 from shared.models import InputModel, Model
 
@@ -91,7 +92,7 @@ class JsonSchemaAssertion(InputModel):
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
     type: Literal["json_schema"]
-    json_schema: dict[str, Any] | bool = Field(alias="schema")
+    json_schema: Annotated[dict[str, Any], JsonText] | bool = Field(alias="schema")
 
     @field_validator("json_schema")
     @classmethod

@@ -1,13 +1,14 @@
 """Datasets: named sets of test cases in a project, each case one input to run a prompt on."""
 
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated
 
 import bson
 from bson.errors import InvalidDocument
 from pydantic import Field, model_validator
 
 from shared.assertions.models import AssertionSpec
+from shared.bounds import StoredJson
 from shared.executions.inputs import History, HistoryTurn, UserInput, WithVariables
 from shared.models import Description, InputModel, Model, Name
 from shared.pagination import PageParams
@@ -46,7 +47,7 @@ class CaseUpdate(CaseCreate):
 class Case(Model):
     id: str
     dataset_id: str
-    variables: dict[str, Any]
+    variables: StoredJson
     input: str | None
     history: list[HistoryTurn]
     expected: str | None

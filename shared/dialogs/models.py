@@ -5,6 +5,7 @@ from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
+from shared.bounds import StoredJson
 from shared.deepseek.models import Usage
 from shared.executions.inputs import Variables, WithVariables
 from shared.models import InputModel, Model, Name
@@ -52,7 +53,7 @@ class Dialog(Model):
     version: int | None
     label: str | None
     title: str | None
-    variables: dict[str, Any]
+    variables: StoredJson
     message_count: int
     created_at: datetime
     updated_at: datetime

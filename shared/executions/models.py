@@ -5,6 +5,7 @@ from typing import Any, Literal
 
 from pydantic import Field
 
+from shared.bounds import StoredJson
 from shared.deepseek.events import answer_stream_events
 from shared.deepseek.models import ModelConfig, Usage
 from shared.executions.inputs import History, UserInput, WithVariables
@@ -118,7 +119,7 @@ class Execution(Model):
     model: str
     params: dict[str, Any]
     messages: list[RenderedMessage]
-    variables: dict[str, Any]
+    variables: StoredJson
     input: str | None
     output: str
     reasoning: str | None

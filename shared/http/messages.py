@@ -8,6 +8,7 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
+from shared.bounds import JsonTooDeep, parse_json
 from shared.errors import BadRequest, UnsupportedMediaType, ValidationFailed, validation_failed
 
 ModelT = TypeVar("ModelT", bound=BaseModel)
@@ -46,7 +47,8 @@ class Request:
         return [tag.strip().removeprefix("W/") for tag in header.split(",") if tag.strip()]
 
     def json(self) -> Any:
-        """The body parsed as JSON: 415 for another content type, 400 for malformed JSON."""
+        """The body parsed as JSON: 415 for another content type, 400 for malformed JSON or JSON
+        nested too deep to parse safely."""
         content_type = (self.header("content-type") or "").split(";")[0].strip().lower()
         if not self.body:
             raise BadRequest("This request needs a JSON body.")
@@ -54,10 +56,7 @@ class Request:
             raise UnsupportedMediaType(
                 "Send the body as application/json.", details={"content_type": content_type}
             )
-        try:
-            return json.loads(self.body)
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise BadRequest("The body is not valid JSON.", code="malformed_json") from exc
+        return parse_body(self.body)
 
     def json_records(self) -> JsonRecords:
         """The body as records: a JSON list (`application/json`) or JSON Lines, one record per
@@ -121,6 +120,20 @@ def json_response(data: Any, status: int = 200, headers: dict[str, str] | None =
     return Response(status, body, {"Content-Type": "application/json", **(headers or {})})
 
 
+def parse_body(body: bytes) -> Any:
+    """A body parsed as JSON, refused with a 400 before parsing when it nests too deep."""
+    try:
+        return parse_json(body)
+    except JsonTooDeep as exc:
+        raise BadRequest(
+            f"The body nests arrays and objects deeper than {exc.max_depth} levels.",
+            code="json_too_deep",
+            details=[{"loc": ["body"], "msg": str(exc), "type": "json_too_deep"}],
+        ) from exc
+    except ValueError as exc:
+        raise BadRequest("The body is not valid JSON.", code="malformed_json") from exc
+
+
 def no_content() -> Response:
     return Response(204)
 
@@ -139,7 +152,9 @@ def _json_lines(body: bytes) -> JsonRecords:
             continue
         location = ["body", "line", number]
         try:
-            records.entries.append((location, json.loads(line)))
+            records.entries.append((location, parse_json(line)))
+        except JsonTooDeep as exc:
+            records.errors.append({"loc": location, "msg": str(exc), "type": "json_too_deep"})
         except ValueError as exc:
             message = f"not valid JSON: {getattr(exc, 'msg', 'malformed')}"
             records.errors.append({"loc": location, "msg": message, "type": "json_invalid"})

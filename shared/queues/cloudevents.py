@@ -8,7 +8,6 @@ event id is the CloudEvent id; every event carries its signature (`shared.queues
 
 import base64
 import binascii
-import json
 import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -16,14 +15,14 @@ from typing import Any, Generic, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
+from shared.bounds import JsonTooDeep, parse_json
 from shared.errors import (
     AppError,
-    BadRequest,
     UnsupportedMediaType,
     ValidationFailed,
     validation_failed,
 )
-from shared.http.messages import Request
+from shared.http.messages import Request, parse_body
 from shared.http.routing import BodyDoc
 from shared.queues.channel import Channel, EventT
 from shared.queues.signatures import SIGNATURE_ATTRIBUTE, SIGNATURE_HEADER, verify
@@ -94,10 +93,12 @@ def event_from_request(request: Request, channel: Channel[EventT]) -> EventT:
     except AppError as exc:
         error = exc
     logger.warning(
-        "%s: refused an event ce-id=%s request_id=%s: %s %s",
+        "%s: refused an event ce-id=%.100s request_id=%s size=%d status=%d: %s %s",
         channel.name,
         request.header("ce-id"),
         request.request_id,
+        len(request.body),
+        error.status,
         error.message,
         error.details or "",
     )
@@ -116,18 +117,18 @@ def _event_data(request: Request) -> tuple[Any, object]:
         )
     if content_type != STRUCTURED:
         return request.json(), request.header(SIGNATURE_HEADER)
-    try:
-        envelope = json.loads(request.body)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise BadRequest("The body is not valid JSON.", code="malformed_json") from exc
+    envelope = parse_body(request.body)
     if not isinstance(envelope, dict):
         raise _malformed("A structured CloudEvent is a JSON object.")
     signature = envelope.get(SIGNATURE_ATTRIBUTE)
     if "data_base64" in envelope:
         try:
-            return json.loads(base64.b64decode(envelope["data_base64"], validate=True)), signature
-        except (ValueError, TypeError, UnicodeDecodeError, binascii.Error) as exc:
+            data = parse_json(base64.b64decode(envelope["data_base64"], validate=True))
+        except JsonTooDeep as exc:
+            raise _malformed(f"The event's data is {exc}.") from exc
+        except (ValueError, TypeError, binascii.Error) as exc:
             raise _malformed("The event's data_base64 is not base64-encoded JSON.") from exc
+        return data, signature
     if "data" not in envelope:
         raise _malformed("The CloudEvent carries no data.")
     return envelope["data"], signature

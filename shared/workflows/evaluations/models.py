@@ -8,6 +8,7 @@ from pydantic import Field
 
 from shared.access.models import Actor
 from shared.assertions.models import AssertionOutcome, AssertionResult, AssertionSpec
+from shared.bounds import StoredJson
 from shared.datasets.models import Assertions, Case, Tags
 from shared.deepseek.models import ModelConfig, Usage
 from shared.executions.inputs import HistoryTurn
@@ -240,7 +241,7 @@ class CaseTargetResult(Model):
 class CaseResult(Model):
     case_id: str
     input: str | None
-    variables: dict[str, Any]
+    variables: StoredJson
     history: list[HistoryTurn]
     expected: str | None
     tags: list[str]
@@ -267,7 +268,7 @@ class CompareParams(Model):
 class CaseComparison(Model):
     case_id: str
     input: str | None
-    variables: dict[str, Any]
+    variables: StoredJson
     expected: str | None
     a: CaseTargetResult
     b: CaseTargetResult
