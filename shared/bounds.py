@@ -12,15 +12,14 @@ from itertools import accumulate
 from typing import Annotated, Any
 
 from pydantic import AfterValidator, BeforeValidator
-from pydantic_core import PydanticCustomError
 
 # A whole body or event: generous, since it wraps the free-form fields, and far below what
 # `json.loads` survives.
 MAX_BODY_DEPTH = 64
 # A free-form field (template variables, a JSON Schema): a top-level object counts as one level.
 MAX_VALUE_DEPTH = 32
-MAX_VALUE_BYTES = 512 * 1024
-MAX_TEXT_LENGTH = 100_000
+# As large as a whole body may be by default: a single turn may bring a large document.
+MAX_VALUE_BYTES = 1024 * 1024
 MAX_ITEMS = 10_000
 # Stored values deeper than this (kept by older versions, which had no bound) are shown clipped.
 MAX_SHOWN_DEPTH = 64
@@ -74,57 +73,31 @@ def parse_json(data: bytes | str, max_depth: int = MAX_BODY_DEPTH) -> Any:
     return value
 
 
-def _bounds_error(kind: str, message: str, **context: int) -> PydanticCustomError:
-    return PydanticCustomError(kind, message, context)
-
-
 def _check_key(key: object) -> None:
     # Keys become MongoDB field names: no operators, no paths, no NUL (a C string ends there).
     if not isinstance(key, str) or key.startswith("$") or "." in key or "\x00" in key:
-        raise _bounds_error(
-            "json_key", "keys must be text without a leading '$', a '.' or a NUL character"
-        )
-    if len(key) > MAX_TEXT_LENGTH:
-        raise _bounds_error(
-            "json_text_too_long",
-            "a key is longer than {max_length} characters",
-            max_length=MAX_TEXT_LENGTH,
-        )
+        raise ValueError("keys must be text without a leading '$', a '.' or a NUL character")
 
 
 def _check_scalar(value: object) -> None:
-    if isinstance(value, str) and len(value) > MAX_TEXT_LENGTH:
-        raise _bounds_error(
-            "json_text_too_long",
-            "a text value is longer than {max_length} characters",
-            max_length=MAX_TEXT_LENGTH,
-        )
     if isinstance(value, int) and not isinstance(value, bool) and value not in _INT64:
-        raise _bounds_error("json_number", "integers must fit in 64 bits")
+        raise ValueError("integers must fit in 64 bits")
     if isinstance(value, float) and not math.isfinite(value):
-        raise _bounds_error("json_number", "numbers must be finite")
+        raise ValueError("numbers must be finite")
 
 
 def check_json_value(value: Any, *, field_names: bool) -> Any:
-    """A free-form JSON value within bounds: nesting, items per list or object, text length,
-    64-bit integers, valid Unicode, size as JSON; with `field_names`, its keys must be ones
-    MongoDB stores as field names."""
+    """A free-form JSON value within bounds: nesting, items per list or object, 64-bit integers,
+    valid Unicode, size as JSON (which bounds every text in it); with `field_names`, its keys
+    must be ones MongoDB stores as field names."""
     pending: list[tuple[Any, int]] = [(value, 0)]
     while pending:
         item, depth = pending.pop()
         if isinstance(item, dict | list):
             if depth >= MAX_VALUE_DEPTH:
-                raise _bounds_error(
-                    "json_too_deep",
-                    "nested deeper than {max_depth} levels",
-                    max_depth=MAX_VALUE_DEPTH,
-                )
+                raise ValueError(f"nested deeper than {MAX_VALUE_DEPTH} levels")
             if len(item) > MAX_ITEMS:
-                raise _bounds_error(
-                    "json_too_many_items",
-                    "a list or object has more than {max_items} items",
-                    max_items=MAX_ITEMS,
-                )
+                raise ValueError(f"a list or object has more than {MAX_ITEMS} items")
             if isinstance(item, dict):
                 if field_names:
                     for key in item:
@@ -137,13 +110,11 @@ def check_json_value(value: Any, *, field_names: bool) -> Any:
     try:
         size = len(json.dumps(value, ensure_ascii=False).encode())
     except (UnicodeEncodeError, TypeError, ValueError):
-        raise _bounds_error(
-            "json_invalid", "values must be JSON text, numbers, booleans, null, lists and objects"
+        raise ValueError(
+            "values must be JSON: text (valid Unicode), numbers, booleans, null, lists and objects"
         ) from None
     if size > MAX_VALUE_BYTES:
-        raise _bounds_error(
-            "json_too_large", "larger than {max_bytes} bytes as JSON", max_bytes=MAX_VALUE_BYTES
-        )
+        raise ValueError(f"larger than {MAX_VALUE_BYTES} bytes as JSON")
     return value
 
 
@@ -151,14 +122,8 @@ def _stored_fields(value: Any) -> Any:
     return check_json_value(value, field_names=True)
 
 
-def _stored_text(value: Any) -> Any:
-    return check_json_value(value, field_names=False)
-
-
 # A free-form JSON value stored as a MongoDB document (template variables).
 JsonFields = AfterValidator(_stored_fields)
-# A free-form JSON value stored as JSON text (a JSON Schema, whose keywords start with `$`).
-JsonText = AfterValidator(_stored_text)
 
 
 def clipped(value: Any) -> Any:

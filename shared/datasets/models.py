@@ -7,7 +7,7 @@ import bson
 from bson.errors import InvalidDocument
 from pydantic import Field, model_validator
 
-from shared.assertions.models import AssertionSpec
+from shared.assertions.models import Assertions, AssertionSpec
 from shared.bounds import StoredJson
 from shared.executions.inputs import History, HistoryTurn, UserInput, WithVariables
 from shared.models import Description, InputModel, Model, Name
@@ -15,7 +15,6 @@ from shared.pagination import PageParams
 from shared.prompts.models import Tag
 
 MAX_CASES_PER_REQUEST = 10_000
-Assertions = Annotated[list[AssertionSpec], Field(max_length=50)]
 Tags = Annotated[list[Tag], Field(max_length=20)]
 
 

@@ -7,9 +7,14 @@ from typing import Annotated, Any, Literal
 from pydantic import Field
 
 from shared.access.models import Actor
-from shared.assertions.models import AssertionOutcome, AssertionResult, AssertionSpec
+from shared.assertions.models import (
+    AssertionOutcome,
+    AssertionResult,
+    Assertions,
+    AssertionSpec,
+)
 from shared.bounds import StoredJson
-from shared.datasets.models import Assertions, Case, Tags
+from shared.datasets.models import Case, Tags
 from shared.deepseek.models import ModelConfig, Usage
 from shared.executions.inputs import HistoryTurn
 from shared.executions.models import ExecutionError
