@@ -15,8 +15,11 @@ from pymongo.database import Database
 from devtools.gateway import function_names, load_router
 from shared.bounds import CLIPPED, MAX_VALUE_BYTES, MAX_VALUE_DEPTH
 from shared.queues.cloudevents import STRUCTURED
+from shared.queues.signatures import SIGNATURE_HEADER, sign_data
+from shared.settings import get_settings
 from tests.conftest import configure
 from tests.test_datasets import NDJSON, create_dataset, json_lines
+from tests.test_history_writer import create_dialog, make_turn
 
 MISSING_ID = "6b0731e5942f52642075caa9"
 JSON = {"Content-Type": "application/json"}
@@ -97,6 +100,32 @@ def test_queue_functions_refuse_a_deep_event_with_a_logged_4xx(
     assert len(refusals) == 3
     assert "ce-id=event-1" in refusals[0] and f"size={len(deep)}" in refusals[0]
     assert not any("secret_user_text" in line for line in refusals)
+
+
+def test_a_turn_at_a_moment_mongodb_cannot_hold_is_a_final_422(
+    client: httpx.Client, project: dict, database: Database
+) -> None:
+    """Past year 9999 in UTC the driver fails: a 500 the queue would redeliver forever."""
+    dialog = create_dialog(client, project)
+    turn = {**make_turn(dialog), "user_at": "9999-12-31T23:59:59-14:00"}
+    signature = sign_data(turn, get_settings().event_signing_keys)
+    headers = {**JSON, SIGNATURE_HEADER: signature}
+    response = client.post("/history-writer", content=json.dumps(turn), headers=headers)
+    assert response.status_code == 422, response.text
+    assert response.json()["error"]["details"][0]["loc"] == ["body", "user_at"]
+    assert database.messages.count_documents({}) == 0
+
+
+def test_a_time_filter_past_year_9999_is_422(client: httpx.Client, make_prompt) -> None:
+    prompt = make_prompt()
+    for path in ("/executions", "/executions/stats"):
+        for name, moment in (
+            ("since", "9999-12-31T23:59:59-14:00"),
+            ("until", "0001-01-01T00:00+14:00"),
+        ):
+            response = client.get(path, params={"prompt_id": prompt["id"], name: moment})
+            assert response.status_code == 422, (path, response.text)
+            assert response.json()["error"]["details"][0]["loc"] == ["query", name]
 
 
 def test_a_deep_line_of_a_case_import_is_named_and_nothing_is_imported(

@@ -9,7 +9,7 @@ from shared.bounds import StoredJson
 from shared.deepseek.events import answer_stream_events
 from shared.deepseek.models import ModelConfig, Usage
 from shared.executions.inputs import History, UserInput, WithVariables
-from shared.models import Model
+from shared.models import Model, Moment
 from shared.pagination import PageParams
 from shared.prompts.models import VersionChoice, VersionNumber
 
@@ -161,14 +161,14 @@ class ExecutionListParams(PageParams):
     prompt_id: str | None = None
     version: VersionNumber | None = None
     status: ExecutionStatus | None = None
-    since: datetime | None = None
-    until: datetime | None = None
+    since: Moment | None = None
+    until: Moment | None = None
 
 
 class StatsParams(Model):
     prompt_id: str
-    since: datetime | None = None
-    until: datetime | None = None
+    since: Moment | None = None
+    until: Moment | None = None
 
 
 class VersionStats(Model):

@@ -6,7 +6,6 @@ SQS deployments pay for importing it. The drain runs as a CronJob or a KEDA-scal
 `shared.workflows.sqs_drain`, which attaches each channel's consumer.
 """
 
-import json
 import logging
 from functools import partial
 from typing import Any
@@ -15,6 +14,7 @@ from urllib.parse import urlsplit
 import anyio
 from pydantic import BaseModel, SecretStr, ValidationError
 
+from shared.bounds import parse_json
 from shared.clients import process_client
 from shared.errors import Unauthenticated
 from shared.queues.channel import Channel, Consumer, EventT
@@ -139,7 +139,7 @@ def _signed_event(
     attributes = message.get("MessageAttributes", {})
     signature = attributes.get(SIGNATURE_ATTRIBUTE, {}).get("StringValue")
     try:
-        data = json.loads(message["Body"])
+        data = parse_json(message["Body"])
         verify(data, signature, keys)
         return channel.model.model_validate(data)
     except ValueError as exc:  # malformed JSON, or a ValidationError

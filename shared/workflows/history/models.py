@@ -1,13 +1,12 @@
 """A finished chat turn as the history queue carries it, and what writing it gave."""
 
-from datetime import datetime
 from typing import Literal
 
 from pydantic import ConfigDict, Field
 
 from shared.deepseek.models import Usage
 from shared.dialogs.models import MessageStatus
-from shared.models import Model
+from shared.models import Model, Moment
 
 
 class TurnError(Model):
@@ -29,10 +28,10 @@ class TurnEvent(Model):
     prompt_version: int | None = None
     model: str | None = None
     user_content: str
-    user_at: datetime
+    user_at: Moment
     assistant_content: str
     assistant_reasoning: str | None = None
-    assistant_at: datetime
+    assistant_at: Moment
     status: MessageStatus
     error: TurnError | None = None
     finish_reason: str | None = None
