@@ -159,13 +159,14 @@ def test_poison_variables_are_422_naming_the_field_and_store_nothing(
 ) -> None:
     prompt = make_prompt()
     dataset = create_dataset(client, project)
-    requests = {
-        "executions": ("/executions", {"prompt_id": prompt["id"], "variables": variables}),
-        "dataset_cases": (f"/datasets/{dataset['id']}/cases", [{"variables": variables}]),
-        "dialogs": ("/dialogs", {"project_id": project["id"], "variables": variables}),
-        "render": (f"/prompts/{prompt['id']}/render", {"variables": variables}),
-    }
-    for collection, (path, body) in requests.items():
+    requests = [
+        ("executions", "/executions", {"prompt_id": prompt["id"], "variables": variables}),
+        ("dataset_cases", f"/datasets/{dataset['id']}/cases", [{"variables": variables}]),
+        ("dialogs", "/dialogs", {"project_id": project["id"], "variables": variables}),
+        ("dialogs", "/chat", {"project_id": project["id"], "input": "hi", "variables": variables}),
+        ("executions", f"/prompts/{prompt['id']}/render", {"variables": variables}),
+    ]
+    for collection, path, body in requests:
         response = client.post(path, json=body)
         locations = [detail["loc"] for detail in response.json()["error"]["details"]]
         if response.status_code == 400:
