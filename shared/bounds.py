@@ -31,8 +31,6 @@ _INT64 = range(-(2**63), 2**63)
 _STRING = re.compile(r'"(?:[^"\\]++|\\.)*+"?', re.DOTALL)
 _NOT_BRACKET = re.compile(r"[^\[\]{}]++")
 _STEP = {"[": 1, "{": 1, "]": -1, "}": -1}
-# An escaped or raw UTF-16 surrogate: JSON allows lone ones, which no UTF-8 store can hold.
-_SURROGATE = re.compile(r"\\u[dD][89a-fA-F]|[\ud800-\udfff]")
 
 
 class JsonTooDeep(ValueError):
@@ -55,9 +53,8 @@ def _refuse_constant(name: str) -> Any:
 
 
 def parse_json(data: bytes | str, max_depth: int = MAX_BODY_DEPTH) -> Any:
-    """Strict JSON (no NaN or Infinity, text valid Unicode) nested at most `max_depth` levels:
-    `JsonTooDeep` before parsing anything deeper, ValueError for anything else that is not JSON
-    (UnicodeError for lone surrogates)."""
+    """Strict JSON (no NaN or Infinity) nested at most `max_depth` levels: `JsonTooDeep` before
+    parsing anything deeper, ValueError for anything else that is not JSON."""
     # Decoded as `json.loads` decodes bytes (UTF-8, 16 or 32), so the scan sees the same text.
     text = (
         data.decode(json.detect_encoding(data), "surrogatepass")
@@ -66,11 +63,7 @@ def parse_json(data: bytes | str, max_depth: int = MAX_BODY_DEPTH) -> Any:
     )
     if nesting_depth(text) > max_depth:
         raise JsonTooDeep(max_depth)
-    value = json.loads(text, parse_constant=_refuse_constant)
-    if _SURROGATE.search(text):
-        # Lone surrogates are rare enough to look for only when the text could hold one.
-        json.dumps(value, ensure_ascii=False).encode()
-    return value
+    return json.loads(text, parse_constant=_refuse_constant)
 
 
 def _check_key(key: object) -> None:

@@ -179,20 +179,21 @@ def test_poison_variables_are_422_naming_the_field_and_store_nothing(
     assert response.status_code == (400 if too_deep_for_a_body else 422)
 
 
-def test_text_with_a_lone_surrogate_is_400_and_stores_nothing(
-    client: httpx.Client, make_prompt, project: dict, database: Database
+def test_half_a_surrogate_pair_is_a_4xx_and_stores_nothing(
+    client: httpx.Client, project: dict, database: Database
 ) -> None:
-    """JSON may escape half a UTF-16 pair, which MongoDB cannot store (it was a 500)."""
-    prompt = make_prompt()
-    bodies = {
-        "executions": ("/executions", {"prompt_id": prompt["id"], "input": "\ud800"}),
-        "dialogs": ("/dialogs", {"project_id": project["id"], "variables": {"a": ["\udfff"]}}),
-    }
-    for collection, (path, body) in bodies.items():
-        response = client.post(path, content=json.dumps(body), headers=JSON)
-        assert response.status_code == 400, response.text
-        assert response.json()["error"]["code"] == "malformed_json"
-        assert database[collection].count_documents({}) == 0
+    """JSON may escape half a UTF-16 pair, which MongoDB cannot store and an event's signature
+    could not encode (both were 500s)."""
+    dialog = {"project_id": project["id"], "variables": {"a": ["\udfff"]}}
+    response = client.post("/dialogs", content=json.dumps(dialog), headers=JSON)
+    assert response.status_code == 422, response.text
+    assert response.json()["error"]["details"][0]["loc"] == ["body", "variables"]
+    assert database.dialogs.count_documents({}) == 0
+    turn = {**make_turn(create_dialog(client, project)), "user_content": "\ud800"}
+    headers = {**JSON, SIGNATURE_HEADER: "0" * 64}
+    response = client.post("/history-writer", content=json.dumps(turn), headers=headers)
+    assert response.status_code == 401, response.text
+    assert database.messages.count_documents({}) == 0
 
 
 def test_variables_larger_than_the_bound_are_422_whatever_the_body_limit(

@@ -29,7 +29,10 @@ class NoSigningKey(Exception):
 
 def _signature(key: SecretStr, data: Any) -> str:
     canonical = json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    digest = hmac.new(key.get_secret_value().encode(), canonical.encode(), hashlib.sha256)
+    # Received data may hold half a surrogate pair (JSON allows it): it is signed as any text,
+    # so such an event is refused by its signature or its model, not by an encoding error.
+    message = canonical.encode("utf-8", "surrogatepass")
+    digest = hmac.new(key.get_secret_value().encode(), message, hashlib.sha256)
     return digest.hexdigest()
 
 
