@@ -10,9 +10,12 @@ from typing import Any
 import httpx
 import pytest
 from bson import ObjectId
+from pydantic import TypeAdapter
 from pymongo.database import Database
 
 from devtools.gateway import function_names, load_router
+from shared.assertions.engine import evaluate
+from shared.assertions.models import AssertionSpec
 from shared.bounds import CLIPPED, MAX_VALUE_BYTES, MAX_VALUE_DEPTH
 from shared.queues.cloudevents import STRUCTURED
 from shared.queues.signatures import SIGNATURE_HEADER, sign_data
@@ -301,3 +304,17 @@ def test_records_stored_before_the_bounds_still_render(
         shown = json.dumps(variables_of(response.json()))
         assert CLIPPED in shown and shown.count("{") == 64, path
     assert database.executions.find_one({"_id": ObjectId(execution["id"])})["variables"] == poison
+
+
+def test_an_answer_nested_too_deep_to_parse_gets_no_verdict() -> None:
+    """A model's answer is parsed by `is_json` and `json_schema` assertions in the evaluation
+    worker: a thousand levels were a RecursionError there, a 500 the queue redelivered."""
+    specs = TypeAdapter(list[AssertionSpec]).validate_python(
+        [{"type": "is_json"}, {"type": "json_schema", "schema": {"type": "array"}}]
+    )
+    results = evaluate(specs, DEEP_BODY, latency_ms=None, cost=None)
+    assert [(result.passed, result.error) for result in results] == [
+        (None, "answer_too_deep"),
+        (None, "answer_too_deep"),
+    ]
+    assert evaluate(specs, "[[1]]", latency_ms=None, cost=None)[0].passed is True
