@@ -148,6 +148,27 @@ def test_an_event_without_a_type_or_an_id_is_refused_and_nothing_is_kept(
     assert database.dead_letters.count_documents({}) == 0
 
 
+def test_attributes_out_of_bounds_are_a_422_naming_the_header(
+    client: httpx.Client, dialog: dict, database: Database
+) -> None:
+    turn = make_turn(dialog)
+    headers = dead_headers(TURNS.event_type, "x" * 201, turn, subject="s" * 1001)
+    response = client.post(SINK, content=json.dumps(turn), headers=headers)
+    assert response.status_code == 422, response.text
+    fields = {detail["loc"][-1] for detail in response.json()["error"]["details"]}
+    assert fields == {"event_id", "subject"}
+    assert database.dead_letters.count_documents({}) == 0
+
+
+def test_an_error_code_that_is_no_http_status_is_not_kept(
+    client: httpx.Client, dialog: dict
+) -> None:
+    turn = make_turn(dialog)
+    headers = dead_headers(TURNS.event_type, turn["turn_id"], turn, knativeerrorcode="9" * 30)
+    kept = keep(client, lambda http, event: http.post(SINK, json=event, headers=headers), turn)
+    assert client.get(f"{SINK}/{kept['id']}").json()["error_code"] is None
+
+
 def test_unsigned_and_forged_dead_events_are_refused(
     client: httpx.Client, dialog: dict, database: Database
 ) -> None:

@@ -18,15 +18,15 @@ class DeadEvent(Model):
 
     event_id: str = Field(min_length=1, max_length=200)
     event_type: str = Field(min_length=1, max_length=200)
-    source: str | None = None
-    subject: str | None = None
-    time: str | None = None
+    source: str | None = Field(None, max_length=1000)
+    subject: str | None = Field(None, max_length=1000)
+    time: str | None = Field(None, max_length=100)
     signature: str
     data: Any
     # Knative's dead-letter extensions: the consumer's HTTP status, its URL and (the start of)
     # what it answered.
     error_code: int | None = None
-    error_destination: str | None = None
+    error_destination: str | None = Field(None, max_length=2000)
     error_data: str | None = None
 
 

@@ -10,13 +10,14 @@ import base64
 import binascii
 import json
 import logging
+import re
 from typing import Any
 
 import anyio
 from pydantic import BaseModel, ValidationError
 
 from shared.db import utc_now
-from shared.errors import AppError, Conflict, ValidationFailed, not_found
+from shared.errors import AppError, Conflict, ValidationFailed, not_found, validation_failed
 from shared.pagination import Page
 from shared.queues.channel import Channel, Consumer
 from shared.queues.cloudevents import ReceivedEvent
@@ -44,6 +45,7 @@ CONSUMERS: dict[str, tuple[Channel[Any], Consumer[Any]]] = {
 }
 # What of the consumer's answer Knative passes on in `knativeerrordata` is kept, at most.
 MAX_ERROR_DATA = 2000
+_HTTP_STATUS = re.compile(r"[1-5][0-9]{2}")
 
 
 def dead_event(received: ReceivedEvent) -> DeadEvent:
@@ -57,20 +59,25 @@ def dead_event(received: ReceivedEvent) -> DeadEvent:
             details=[{"loc": ["header", f"ce-{name}"], "msg": "missing"} for name in missing],
         )
     code = attributes.get("knativeerrorcode", "")
-    return DeadEvent.model_validate(
-        {
-            "event_id": attributes["id"],
-            "event_type": attributes["type"],
-            "source": attributes.get("source"),
-            "subject": attributes.get("subject"),
-            "time": attributes.get("time"),
-            "signature": received.signature,
-            "data": received.data,
-            "error_code": int(code) if code.isdigit() else None,
-            "error_destination": attributes.get("knativeerrordest"),
-            "error_data": _error_data(attributes.get("knativeerrordata")),
-        }
-    )
+    try:
+        return DeadEvent.model_validate(
+            {
+                "event_id": attributes["id"],
+                "event_type": attributes["type"],
+                "source": attributes.get("source"),
+                "subject": attributes.get("subject"),
+                "time": attributes.get("time"),
+                "signature": received.signature,
+                "data": received.data,
+                "error_code": int(code) if _HTTP_STATUS.fullmatch(code) else None,
+                "error_destination": attributes.get("knativeerrordest"),
+                "error_data": _error_data(attributes.get("knativeerrordata")),
+            }
+        )
+    except ValidationError as exc:
+        raise validation_failed(
+            "The dead event's attributes are not valid.", exc, "header"
+        ) from exc
 
 
 def _error_data(encoded: str | None) -> str | None:
