@@ -105,7 +105,7 @@ class DeadLetterService:
             letter.id,
             letter.event_type,
             letter.event_id,
-            len(json.dumps(event.data)),
+            len(json.dumps(event.data).encode()),
             letter.error_code,
             " (again)" if duplicate else "",
         )
