@@ -16,6 +16,12 @@ Three kinds of function, by how they are served:
 A function that emits events for queue-triggered ones names them in `publishes_to`: on Knative a
 SinkBinding gives it the Broker's URL in `K_SINK`; on OpenFaaS it posts to the gateway's
 `/async-function/<consumer>`, told so by the settings in `OPENFAAS_PUBLISHING[consumer]`.
+An event a Trigger gave up on goes to the dead-letter Broker, whose one Trigger delivers it to
+the function marked `dead_letter_sink` (which keeps it for operators).
+
+`BROKER_CLASS` picks the Brokers' implementation. The Secret is generated with kustomize's name
+hash, which kustomize writes into every Service that names it: a changed secret rolls out new
+revisions.
 """
 
 import argparse
@@ -42,6 +48,15 @@ SETTINGS_CONFIGMAP = "better-assistant-settings"
 SECRETS = "better-assistant-secrets"
 BROKER = "better-assistant"
 DEAD_LETTER_BROKER = "better-assistant-dead-letters"
+# Each Broker class and the ConfigMap (in knative-eventing) its Knative installation configures
+# it with. The channel-based broker is Knative's default and keeps events only as long as the
+# channel it runs on does (the in-memory channel: until a pod restarts); production wants Kafka,
+# installed with its broker (`kafka-broker-config` names the topics' partitions and replicas).
+BROKER_CLASSES: dict[str, str] = {
+    "MTChannelBasedBroker": "config-br-default-channel",
+    "Kafka": "kafka-broker-config",
+}
+BROKER_CLASS = "MTChannelBasedBroker"
 OPENFAAS_GATEWAY = "http://gateway.openfaas:8080"
 # What a publisher needs on OpenFaaS to reach each queue-triggered function (on Knative, K_SINK).
 OPENFAAS_PUBLISHING: dict[str, dict[str, str]] = {
@@ -93,6 +108,9 @@ class Function:
     secrets: tuple[str, ...] = ("mongodb-uri",)
     consumes: tuple[str, ...] = ()
     publishes_to: tuple[str, ...] = ()
+    # It takes every event the dead-letter Broker receives (and, unlike a queue-triggered
+    # function, serves operators too).
+    dead_letter_sink: bool = False
     retries: int = 5
 
     @property
@@ -106,11 +124,11 @@ class Function:
     @property
     def all_secrets(self) -> tuple[str, ...]:
         """Its secrets; the operators' admin key when it serves callers; the key that signs
-        queue events when it publishes or consumes any."""
+        queue events when it publishes or takes any."""
         secrets = [*self.secrets]
         if not self.queue_triggered:
             secrets.append("admin-api-key")
-        if self.consumes or self.publishes_to:
+        if self.consumes or self.publishes_to or self.dead_letter_sink:
             secrets.append("event-signing-key")
         return tuple(secrets)
 
@@ -133,6 +151,13 @@ def streaming(**changes: Any) -> Function:
 FUNCTIONS: dict[str, Function] = {
     "chat": streaming(publishes_to=("history-writer",)),
     "datasets": Function(),
+    # Keeps what the Triggers gave up on; a replayed cell runs here and hands out the next ones.
+    "dead-letters": streaming(
+        concurrency=50,
+        max_scale=2,
+        dead_letter_sink=True,
+        publishes_to=("evaluation-worker",),
+    ),
     "dialogs": Function(),
     # Starting a run stores it and queues its first cells; when the queue refuses them, the
     # request runs them itself (so it may last as long as a DeepSeek answer).
@@ -201,6 +226,9 @@ def function_environment(name: str, function: Function) -> dict[str, str]:
 
 
 def _check_table(functions: Mapping[str, Function]) -> None:
+    sinks = [name for name, function in functions.items() if function.dead_letter_sink]
+    if len(sinks) > 1:
+        raise ValueError(f"one dead-letter sink, not {sinks}")
     for name, function in functions.items():
         for target in function.publishes_to:
             if not (target in functions and functions[target].consumes):
@@ -336,12 +364,33 @@ def _ref(api_version: str, kind: str, name: str) -> dict[str, Any]:
     return {"ref": {"apiVersion": api_version, "kind": kind, "name": name}}
 
 
-def knative_eventing(functions: Mapping[str, Function]) -> list[dict[str, Any]]:
-    """The Broker, a Trigger per consumed event type, a SinkBinding per publisher."""
+def knative_broker(name: str, broker_class: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "eventing.knative.dev/v1",
+        "kind": "Broker",
+        "metadata": {
+            "name": name,
+            "annotations": {"eventing.knative.dev/broker.class": broker_class},
+        },
+        "spec": {
+            "config": {
+                "apiVersion": "v1",
+                "kind": "ConfigMap",
+                "name": BROKER_CLASSES[broker_class],
+                "namespace": "knative-eventing",
+            }
+        },
+    }
+
+
+def knative_eventing(
+    functions: Mapping[str, Function], broker_class: str = BROKER_CLASS
+) -> list[dict[str, Any]]:
+    """The Brokers, a Trigger per consumed event type and one from the dead-letter Broker to its
+    sink, a SinkBinding per publisher."""
     broker = "eventing.knative.dev/v1"
     documents: list[dict[str, Any]] = [
-        {"apiVersion": broker, "kind": "Broker", "metadata": {"name": name}}
-        for name in (BROKER, DEAD_LETTER_BROKER)
+        knative_broker(name, broker_class) for name in (BROKER, DEAD_LETTER_BROKER)
     ]
     for name, function in functions.items():
         for event_type in function.consumes:
@@ -359,6 +408,25 @@ def knative_eventing(functions: Mapping[str, Function]) -> list[dict[str, Any]]:
                             "backoffPolicy": "exponential",
                             "backoffDelay": "PT1S",
                             "deadLetterSink": _ref(broker, "Broker", DEAD_LETTER_BROKER),
+                        },
+                    },
+                }
+            )
+    for name, function in functions.items():
+        if function.dead_letter_sink:
+            # Every event, whatever its type; nothing lies beyond it, so no dead-letter sink.
+            documents.append(
+                {
+                    "apiVersion": broker,
+                    "kind": "Trigger",
+                    "metadata": {"name": f"{name}-all"},
+                    "spec": {
+                        "broker": DEAD_LETTER_BROKER,
+                        "subscriber": _ref("serving.knative.dev/v1", "Service", name),
+                        "delivery": {
+                            "retry": function.retries,
+                            "backoffPolicy": "exponential",
+                            "backoffDelay": "PT1S",
                         },
                     },
                 }
@@ -383,7 +451,9 @@ def knative_eventing(functions: Mapping[str, Function]) -> list[dict[str, Any]]:
     return documents
 
 
-def knative_files(functions: Mapping[str, Function]) -> dict[str, list[dict[str, Any]]]:
+def knative_files(
+    functions: Mapping[str, Function], broker_class: str = BROKER_CLASS
+) -> dict[str, list[dict[str, Any]]]:
     """knative/<file> -> its documents; the kustomization lists them all."""
     _check_table(functions)
     files: dict[str, list[dict[str, Any]]] = {
@@ -402,7 +472,7 @@ def knative_files(functions: Mapping[str, Function]) -> dict[str, list[dict[str,
     for name, function in functions.items():
         files[f"{name}.yaml"] = [knative_service(name, function)]
     if any(function.consumes for function in functions.values()):
-        files["eventing.yaml"] = knative_eventing(functions)
+        files["eventing.yaml"] = knative_eventing(functions, broker_class)
     files["kustomization.yaml"] = [
         {
             "apiVersion": "kustomize.config.k8s.io/v1beta1",
@@ -410,9 +480,10 @@ def knative_files(functions: Mapping[str, Function]) -> dict[str, list[dict[str,
             "namespace": NAMESPACE,
             "resources": list(files),
             # knative/secrets.env (not committed) holds the values: see secrets.env.example.
+            # The Secret's name gets a hash of them, and kustomize (v4 on, kubectl 1.21 on)
+            # renames the references in any kind's pod template, Knative Services' too: a
+            # changed secret changes every Service's template, so each rolls out a revision.
             "secretGenerator": [{"name": SECRETS, "envs": ["secrets.env"]}],
-            # Services name the Secret as it is: kustomize cannot rewrite Knative references.
-            "generatorOptions": {"disableNameSuffixHash": True},
         }
     ]
     return files
@@ -439,12 +510,19 @@ def _dump(documents: list[dict[str, Any]]) -> str:
 
 
 _HEADER = "# Generated by `make manifests` from devtools/manifests.py: edit the table there.\n"
+# True of OpenFaaS as it is: said where an operator reads the stack.
+_OPENFAAS_NOTE = (
+    "# Dead letters: OpenFaaS has no dead-letter queue. The queue-worker retries an event\n"
+    "# (com.openfaas.retry.*, OpenFaaS Pro), then drops it; an X-Callback-Url would receive\n"
+    "# the function's answer, not the event, so no dropped event reaches the dead-letters\n"
+    "# function here. It serves the operators' routes, and events posted to it by hand.\n"
+)
 
 
 def rendered_files(functions: Mapping[str, Function] | None = None) -> dict[Path, str]:
     """Every generated manifest file and its text."""
     functions = FUNCTIONS if functions is None else functions
-    files = {STACK_FILE: _HEADER + _dump([openfaas_stack(functions)])}
+    files = {STACK_FILE: _HEADER + _OPENFAAS_NOTE + _dump([openfaas_stack(functions)])}
     for name, documents in knative_files(functions).items():
         files[KNATIVE_DIR / name] = _HEADER + _dump(documents)
     example = "".join(

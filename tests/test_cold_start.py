@@ -16,7 +16,8 @@ from devtools.gateway import FUNCTIONS_DIR, function_names
 from shared.models import Model
 
 # Functions that never call DeepSeek must not pay for importing the openai SDK.
-CALLS_DEEPSEEK = {"executions", "chat", "evaluations", "evaluation-worker"}
+# dead-letters: a replayed evaluation cell runs there.
+CALLS_DEEPSEEK = {"executions", "chat", "evaluations", "evaluation-worker", "dead-letters"}
 
 _PROBE = """
 import importlib.util, json, os, sys

@@ -34,6 +34,7 @@ from shared.projects.service import ProjectService
 from shared.queues.signatures import SIGNATURE_HEADER, sign_data
 from shared.settings import get_settings
 from tests.conftest import TEST_ADMIN_KEY, TEST_SIGNING_KEY, bearer, configure
+from tests.test_dead_letters import post_dead_turn
 from tests.test_executions import fake
 from tests.test_history_publishers import StubGateway
 from tests.test_history_writer import make_turn
@@ -64,6 +65,7 @@ class Seed:
     evaluation: str
     spare_key: str
     other_project: str
+    dead_letter: str
 
     def path_values(self) -> dict[str, str]:
         return {
@@ -75,6 +77,7 @@ class Seed:
             "execution_id": self.execution,
             "evaluation_id": self.evaluation,
             "key_id": self.spare_key,
+            "dead_letter_id": self.dead_letter,
             "user_id": "carol",
             "label": "staging",
             "number": "1",
@@ -101,6 +104,8 @@ class Example:
     build: Callable[[Seed], Call] = lambda seeded: Call()
     # Project API keys work only inside their project: they are refused this whatever their role.
     keys_refused: bool = False
+    # Only the operators' admin key may: every other caller is refused (403).
+    admin_only: bool = False
 
 
 # One valid request per route that needs a caller. A new route fails
@@ -236,6 +241,15 @@ EXAMPLES: dict[RouteKey, Example] = {
             json={"dialog_id": s.dialog, "input": "Hello", "variables": {"question": "hi"}}
         ),
     ),
+    # Dead letters hold every project's events: for operators only.
+    ("dead-letters", "GET", "/"): Example(
+        None,
+        lambda s: Call(params={"type": "com.better-assistant.turn.completed"}),
+        admin_only=True,
+    ),
+    ("dead-letters", "GET", "/{dead_letter_id}"): Example(None, admin_only=True),
+    ("dead-letters", "POST", "/{dead_letter_id}/replay"): Example(None, admin_only=True),
+    ("dead-letters", "DELETE", "/{dead_letter_id}"): Example(None, admin_only=True),
 }
 
 
@@ -281,6 +295,8 @@ def expected_refusal(key: RouteKey, credential: Credential) -> int | None:
     example = EXAMPLES[key]
     if credential.role is None:
         return 401
+    if example.admin_only:
+        return 403
     if example.permission is None:
         return 403 if credential.is_key and example.keys_refused else None
     if not credential.in_seeded_project:
@@ -383,6 +399,8 @@ def seeded(client: httpx.Client, queues: StubGateway) -> Seed:
     spare = created(client.post(f"/projects/{pid}/keys", json={"name": "spare", "role": "viewer"}))
     created(client.put(f"/projects/{pid}/members/carol", json={"role": "viewer"}), 200)
     other = created(client.post("/projects", json={"name": "Elsewhere"}))
+    dead_turn = make_turn({"id": dialog["id"], "project_id": pid}, user_content=MARK)
+    dead_letter = created(post_dead_turn(client, dead_turn), 200)
     return Seed(
         project=pid,
         prompt=prompt["id"],
@@ -394,6 +412,7 @@ def seeded(client: httpx.Client, queues: StubGateway) -> Seed:
         evaluation=evaluation["id"],
         spare_key=spare["id"],
         other_project=other["id"],
+        dead_letter=dead_letter["id"],
     )
 
 
@@ -592,10 +611,18 @@ def seeded_turn(seeded: Seed, queues: StubGateway) -> Any:
     return make_turn({"id": seeded.dialog, "project_id": seeded.project})
 
 
-# The event each queue-triggered route takes, built for the seed.
+# The event each route that takes signed events takes, built for the seed.
 SIGNED_EVENTS: dict[RouteKey, Callable[[Seed, StubGateway], Any]] = {
     ("evaluation-worker", "POST", "/"): queued_cell,
     ("history-writer", "POST", "/"): seeded_turn,
+    ("dead-letters", "POST", "/"): seeded_turn,
+}
+# The CloudEvents attributes a route needs besides the signature (a dead letter's type and id).
+EVENT_ATTRIBUTES: dict[RouteKey, Callable[[Any], dict[str, str]]] = {
+    ("dead-letters", "POST", "/"): lambda turn: {
+        "ce-id": turn["turn_id"],
+        "ce-type": "com.better-assistant.turn.completed",
+    },
 }
 
 
@@ -623,7 +650,8 @@ def test_every_route_has_an_example() -> None:
     assert sorted(EXAMPLES.keys() - needs_caller) == [], "examples of no such route"
     for key, example in EXAMPLES.items():
         access = ROUTES[key].access
-        kind = "signed_in" if example.permission is None else "project"
+        kind = "admin" if example.admin_only else "signed_in"
+        kind = kind if example.permission is None else "project"
         assert (access.kind, access.permission) == (kind, example.permission), key
 
 
@@ -646,6 +674,7 @@ def test_unsigned_and_forged_events_are_refused_and_write_nothing(
     """Through the gateway: no signature, another key's, a mangled one, or a bearer credential
     instead of a signature are all 401 and change nothing; the same event signed is taken."""
     event = SIGNED_EVENTS[key](seeded, queues)
+    attributes = EVENT_ATTRIBUTES[key](event) if key in EVENT_ATTRIBUTES else {}
     signature = sign_data(event, get_settings().event_signing_keys)
     refusals = {
         "unsigned": {},
@@ -655,10 +684,12 @@ def test_unsigned_and_forged_events_are_refused_and_write_nothing(
     }
     stored = snapshot(database)
     for case, headers in refusals.items():
-        response = anonymous.post(url(key, {}), json=event, headers=headers)
+        response = anonymous.post(url(key, {}), json=event, headers=attributes | headers)
         assert response.status_code == 401, (case, response.text)
         assert snapshot(database) == stored, case
-    taken = anonymous.post(url(key, {}), json=event, headers={SIGNATURE_HEADER: signature})
+    taken = anonymous.post(
+        url(key, {}), json=event, headers=attributes | {SIGNATURE_HEADER: signature}
+    )
     assert taken.status_code == 200, taken.text
     assert snapshot(database) != stored
 
@@ -672,7 +703,7 @@ def test_lists_without_a_project_show_only_the_callers_projects(
     seeded: Seed,
     callers: dict[str, Credential],
 ) -> None:
-    lists = [key for key in EXAMPLES if key[1:] == ("GET", "/")]
+    lists = [key for key, e in EXAMPLES.items() if key[1:] == ("GET", "/") and not e.admin_only]
     for name in ("another project's owner key", "a user of another project"):
         for key in lists:
             response = anonymous.get(url(key, {}), headers=callers[name].headers)

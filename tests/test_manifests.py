@@ -15,10 +15,15 @@ from cloudcoil.models.knative_serving.serving.v1 import Service
 
 from devtools.gateway import FUNCTIONS_DIR, TARGET, function_names, load_module
 from devtools.manifests import (
+    BROKER,
+    BROKER_CLASS,
+    BROKER_CLASSES,
+    DEAD_LETTER_BROKER,
     FUNCTIONS,
     KNATIVE_DEFAULT_MAX_TIMEOUT_S,
     KNATIVE_DIR,
     RUNTIME_VARIABLES,
+    SECRETS,
     STACK_FILE,
     STREAM_TIMEOUT_S,
     Function,
@@ -242,7 +247,7 @@ def test_a_queue_consumer_gets_a_trigger_with_retries_and_a_publisher_its_sink()
     triggers = {
         document["spec"]["subscriber"]["ref"]["name"]: document
         for document in eventing
-        if document["kind"] == "Trigger"
+        if document["kind"] == "Trigger" and document["spec"]["broker"] == BROKER
     }
     assert {name: t["spec"]["filter"]["attributes"]["type"] for name, t in triggers.items()} == {
         "history-writer": "com.better-assistant.turn.completed",
@@ -255,6 +260,7 @@ def test_a_queue_consumer_gets_a_trigger_with_retries_and_a_publisher_its_sink()
     bindings = [document for document in eventing if document["kind"] == "SinkBinding"]
     assert sorted(binding["spec"]["subject"]["name"] for binding in bindings) == [
         "chat",
+        "dead-letters",
         "evaluation-worker",
         "evaluations",
     ]
@@ -268,6 +274,55 @@ def test_a_queue_consumer_gets_a_trigger_with_retries_and_a_publisher_its_sink()
         assert openfaas[publisher]["environment"]["EVALUATION_QUEUE"] == "openfaas"
     assert openfaas["history-writer"]["annotations"]["com.openfaas.retry.attempts"] == "5"
     assert openfaas["evaluation-worker"]["annotations"]["com.openfaas.retry.attempts"] == "5"
+
+
+def test_the_dead_letter_broker_delivers_every_event_to_the_dead_letters_function() -> None:
+    """What a Trigger gives up on is not dropped: one Trigger on the dead-letter Broker, with no
+    filter, subscribes the function that keeps dead letters; it retries, and has no dead-letter
+    sink of its own (nothing lies beyond it)."""
+    eventing = knative_files(FUNCTIONS)["eventing.yaml"]
+    triggers = [document for document in eventing if document["kind"] == "Trigger"]
+    for trigger in triggers:
+        if trigger["spec"]["broker"] == BROKER:
+            sink = trigger["spec"]["delivery"]["deadLetterSink"]["ref"]
+            assert sink["name"] == DEAD_LETTER_BROKER
+    (dead,) = [t for t in triggers if t["spec"]["broker"] == DEAD_LETTER_BROKER]
+    assert dead["spec"]["subscriber"]["ref"] == {
+        "apiVersion": "serving.knative.dev/v1",
+        "kind": "Service",
+        "name": "dead-letters",
+    }
+    assert "filter" not in dead["spec"]
+    assert dead["spec"]["delivery"]["retry"] >= 3
+    assert "deadLetterSink" not in dead["spec"]["delivery"]
+    # It verifies the events' signatures and serves operators, from outside the cluster.
+    (service,) = knative_files(FUNCTIONS)["dead-letters.yaml"]
+    assert "networking.knative.dev/visibility" not in service["metadata"]["labels"]
+    secrets = stack()["functions"]["dead-letters"]["secrets"]
+    assert {"event-signing-key", "admin-api-key", "mongodb-uri"} <= set(secrets)
+
+
+@pytest.mark.parametrize("broker_class", BROKER_CLASSES)
+def test_the_broker_class_is_a_setting(broker_class: str) -> None:
+    """Both Brokers get the class the generator is set to, and the ConfigMap that class reads;
+    the written manifests use the default."""
+    brokers = [
+        document
+        for document in knative_files(FUNCTIONS, broker_class)["eventing.yaml"]
+        if document["kind"] == "Broker"
+    ]
+    assert sorted(broker["metadata"]["name"] for broker in brokers) == sorted(
+        [BROKER, DEAD_LETTER_BROKER]
+    )
+    for broker in brokers:
+        validate(broker)
+        annotations = broker["metadata"]["annotations"]
+        assert annotations["eventing.knative.dev/broker.class"] == broker_class
+        assert broker["spec"]["config"]["name"] == BROKER_CLASSES[broker_class]
+    written = [d for d in knative_documents() if d["kind"] == "Broker"]
+    assert {d["metadata"]["annotations"]["eventing.knative.dev/broker.class"] for d in written} == {
+        BROKER_CLASS
+    }
 
 
 def test_eventing_waits_for_a_queue_triggered_function() -> None:
@@ -297,6 +352,50 @@ def test_kubectl_builds_the_kustomization(tmp_path: Path) -> None:
     assert {document["metadata"].get("namespace") for document in documents} - {None} == {
         "better-assistant"
     }
+
+
+def built_secret_references(directory: Path) -> tuple[str, dict[str, set[str]]]:
+    """`kubectl kustomize` of the directory: the Secret's name, and the Secret names each
+    Knative Service's template refers to."""
+    built = subprocess.run(
+        ["kubectl", "kustomize", str(directory)],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    ).stdout
+    documents = list(yaml.safe_load_all(built))
+    (secret,) = [d["metadata"]["name"] for d in documents if d["kind"] == "Secret"]
+    references = {
+        document["metadata"]["name"]: {
+            variable["valueFrom"]["secretKeyRef"]["name"]
+            for variable in container(document)["env"]
+            if "secretKeyRef" in variable.get("valueFrom", {})
+        }
+        for document in documents
+        if document["kind"] == "Service"
+    }
+    return secret, references
+
+
+@pytest.mark.skipif(
+    shutil.which("kubectl") is None, reason="kubectl (with kustomize) not installed"
+)
+def test_a_changed_secret_rolls_out_new_revisions(tmp_path: Path) -> None:
+    """The generated Secret's name carries a hash of its values, and every Service names it by
+    that name: changing a secret changes each Service's template, so Knative makes revisions."""
+    directory = tmp_path / "knative"
+    shutil.copytree(KNATIVE_DIR, directory)
+    example = (KNATIVE_DIR / "secrets.env.example").read_text()
+    (directory / "secrets.env").write_text(example)
+    secret, references = built_secret_references(directory)
+    assert secret.startswith(f"{SECRETS}-") and secret != SECRETS
+    assert set(references) == set(function_names())
+    assert all(names == {secret} for names in references.values()), references
+    (directory / "secrets.env").write_text(example.replace("CHANGE-ME", "rotated", 1))
+    rotated, rotated_references = built_secret_references(directory)
+    assert rotated not in (secret, SECRETS)
+    assert all(names == {rotated} for names in rotated_references.values())
 
 
 # Every variable a manifest sets is one the settings (or the runtime) read.

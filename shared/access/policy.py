@@ -1,7 +1,8 @@
 """What each route declares about who may call it, and the check the HTTP layer runs on it.
 
 A route is open (health), triggered by the queue (its events carry their own signature), open to
-any authenticated caller (the project list, creating a project), or scoped to one project: the
+any authenticated caller (the project list, creating a project), kept for operators (the admin
+key: dead letters, which hold events of every project), or scoped to one project: the
 project is located from the request (a path resource, a body or query field) and the caller
 must hold the route's permission there. A resource of a project the caller is not in is
 answered exactly as one that does not exist.
@@ -15,7 +16,7 @@ from shared.access.callers import Caller
 from shared.access.models import ROLES_WITH, Permission
 from shared.errors import Forbidden, not_found
 
-AccessKind = Literal["public", "signed_event", "signed_in", "project"]
+AccessKind = Literal["public", "signed_event", "signed_in", "admin", "project"]
 
 
 @dataclass(frozen=True)
@@ -40,10 +41,15 @@ class Access:
 
     @property
     def needs_caller(self) -> bool:
-        return self.kind in ("signed_in", "project")
+        return self.kind in ("signed_in", "admin", "project")
 
     def check(self, caller: Caller | None, arguments: Mapping[str, Any]) -> None:
         """Refuse the call (404 or 403) unless the caller may make it on its target."""
+        if self.kind == "admin":
+            assert caller is not None
+            if not caller.is_admin:
+                raise Forbidden("Only an operator's admin key may do this.")
+            return
         if self.kind != "project":
             return
         assert caller is not None and self.permission is not None and self.locate is not None
@@ -66,6 +72,7 @@ PUBLIC = Access("public")
 # Queue-triggered: the handler verifies the event's signature instead of a caller.
 SIGNED_EVENT = Access("signed_event")
 SIGNED_IN = Access("signed_in")
+ADMIN = Access("admin")
 
 
 def in_project(permission: Permission, locate: Locate) -> Access:

@@ -44,7 +44,12 @@ _SECURITY_SCHEMES = {
     },
 }
 # The scheme each kind of access asks for; public routes ask for none.
-_SECURITY = {"signed_in": "bearer", "project": "bearer", "signed_event": "signedEvent"}
+_SECURITY = {
+    "signed_in": "bearer",
+    "admin": "bearer",
+    "project": "bearer",
+    "signed_event": "signedEvent",
+}
 _FUNCTION_SERVER = {
     "url": ".",
     "description": "The function's root, where this document was fetched from: "
@@ -121,7 +126,7 @@ def _error_statuses(route: Route) -> list[int]:
     statuses = {404, 422, 500, 503}
     if route.access.kind != "public":
         statuses.add(401)
-    if route.access.kind in ("signed_in", "project"):
+    if route.access.needs_caller:
         statuses.add(403)
     if _request_media(route):
         statuses |= {400, 413, 415}

@@ -30,6 +30,8 @@ from shared.settings import get_settings
 
 STRUCTURED = "application/cloudevents+json"
 BATCH = "application/cloudevents-batch+json"
+# The members of a structured event that are not attributes of it.
+_NOT_ATTRIBUTES = frozenset({"data", "data_base64", SIGNATURE_ATTRIBUTE})
 
 logger = logging.getLogger("better_assistant.queues")
 
@@ -79,22 +81,45 @@ def binary_headers(channel: Channel, event: BaseModel, signature: str) -> dict[s
     }
 
 
+@dataclass(frozen=True)
+class ReceivedEvent:
+    """A signed event as it was delivered, whatever its kind: its data, the signature it came
+    with and its other CloudEvents attributes (`ce-*` headers, or a structured event's own)."""
+
+    data: Any
+    signature: str
+    attributes: dict[str, str]
+
+
 def event_from_request(request: Request, channel: Channel[EventT]) -> EventT:
     """The event a delivery carries, in any of the three shapes, once its signature is checked;
     a malformed one is refused with a 4xx (400, 415 or 422) and an unsigned or forged one with a
     401, so no queue retries them; without a signing key it is a 503, which the queue retries.
     Every refusal is logged."""
     try:
-        data, signature = _event_data(request)
-        verify(data, signature, get_settings().event_signing_keys)
-        return channel.model.model_validate(data)
+        return channel.model.model_validate(_signed_event(request).data)
     except ValidationError as exc:
         error: AppError = validation_failed(f"The event is not a {channel.noun}.", exc, "body")
     except AppError as exc:
         error = exc
+    _log_refusal(channel.name, request, error)
+    raise error
+
+
+def received_event(request: Request, receiver: str) -> ReceivedEvent:
+    """Any signed event a delivery carries, refused (and logged) as `event_from_request` refuses
+    one, but for its kind: the receiver reads its attributes to learn what it is."""
+    try:
+        return _signed_event(request)
+    except AppError as exc:
+        _log_refusal(receiver, request, exc)
+        raise
+
+
+def _log_refusal(receiver: str, request: Request, error: AppError) -> None:
     logger.warning(
         "%s: refused an event ce-id=%.100s request_id=%s size=%d status=%d: %s %s",
-        channel.name,
+        receiver,
         request.header("ce-id"),
         request.request_id,
         len(request.body),
@@ -102,11 +127,17 @@ def event_from_request(request: Request, channel: Channel[EventT]) -> EventT:
         error.message,
         error.details or "",
     )
-    raise error
 
 
-def _event_data(request: Request) -> tuple[Any, object]:
-    """The event's data and the signature it came with."""
+def _signed_event(request: Request) -> ReceivedEvent:
+    data, signature, attributes = _event_data(request)
+    verify(data, signature, get_settings().event_signing_keys)
+    assert isinstance(signature, str)  # `verify` refuses any other
+    return ReceivedEvent(data, signature, attributes)
+
+
+def _event_data(request: Request) -> tuple[Any, object, dict[str, str]]:
+    """The event's data, the signature it came with and its other attributes."""
     content_type = (request.header("content-type") or "").split(";")[0].strip().lower()
     if not request.body:
         raise _malformed("The request carries no event.")
@@ -116,11 +147,21 @@ def _event_data(request: Request) -> tuple[Any, object]:
             details={"content_type": content_type},
         )
     if content_type != STRUCTURED:
-        return request.json(), request.header(SIGNATURE_HEADER)
+        attributes = {
+            name.removeprefix("ce-"): value
+            for name, value in request.headers.items()
+            if name.startswith("ce-") and name != SIGNATURE_HEADER
+        }
+        return request.json(), request.header(SIGNATURE_HEADER), attributes
     envelope = parse_body(request.body)
     if not isinstance(envelope, dict):
         raise _malformed("A structured CloudEvent is a JSON object.")
     signature = envelope.get(SIGNATURE_ATTRIBUTE)
+    attributes = {
+        name: str(value)
+        for name, value in envelope.items()
+        if name not in _NOT_ATTRIBUTES and isinstance(value, str | int | bool)
+    }
     if "data_base64" in envelope:
         try:
             data = parse_json(base64.b64decode(envelope["data_base64"], validate=True))
@@ -128,10 +169,10 @@ def _event_data(request: Request) -> tuple[Any, object]:
             raise _malformed(f"The event's data is {exc}.") from exc
         except (ValueError, TypeError, binascii.Error) as exc:
             raise _malformed("The event's data_base64 is not base64-encoded JSON.") from exc
-        return data, signature
+        return data, signature, attributes
     if "data" not in envelope:
         raise _malformed("The CloudEvent carries no data.")
-    return envelope["data"], signature
+    return envelope["data"], signature, attributes
 
 
 def _malformed(message: str) -> ValidationFailed:
