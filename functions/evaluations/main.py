@@ -12,7 +12,7 @@ from shared.http.asgi_adapter import asgi_function
 from shared.http.routing import NO_BODY, Router
 from shared.pagination import Page
 from shared.prompts.repository import prompt_project
-from shared.queues.publishers import replayer
+from shared.queues.publishers import durable_publishing
 from shared.workflows.evaluations.channel import CELLS
 from shared.workflows.evaluations.models import (
     CompareParams,
@@ -81,5 +81,5 @@ def compare_targets(evaluation_id: str, query: CompareParams) -> EvaluationCompa
     return EvaluationService().compare(evaluation_id, query)
 
 
-# Cells an earlier process kept on disk are handed out again, in the background.
-handle = asgi_function(router, on_start=replayer(CELLS, consume_cell))
+# Cells kept on disk by an earlier process are handed out again, in the background.
+handle = asgi_function(router, on_start=durable_publishing(CELLS, consume_cell))

@@ -14,6 +14,7 @@ raises and never drops an event; events are logged by channel, id and size, neve
 import asyncio
 import atexit
 import logging
+import signal
 import threading
 import time
 from collections.abc import Awaitable, Callable
@@ -21,6 +22,7 @@ from dataclasses import dataclass, field
 from functools import cache
 from itertools import count
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 import anyio
@@ -96,8 +98,12 @@ class _LoopState:
 
 
 _states: dict[asyncio.AbstractEventLoop, _LoopState] = {}
-# Loops run on several threads (a server's, a test's), and the process exit reads them all.
-_lock = threading.Lock()
+# Loops run on several threads (a server's, a test's), and the process exit reads them all;
+# reentrant, as a stop signal may interrupt the main thread while it holds the lock.
+_lock = threading.RLock()
+# Set once the process is told to stop: from then on, an event is kept on disk at its first
+# failure, as the process may be gone before the next attempt.
+_stopping = threading.Event()
 
 
 def _loop_state() -> _LoopState:
@@ -157,8 +163,9 @@ async def _consume_until_done(consume: Consumer, held: _Held) -> None:
             await consume(held.event)
         except Exception as exc:
             settings = get_settings()
+            failing_for = time.monotonic() - failing_since
             if held.spool is None and (
-                time.monotonic() - failing_since >= settings.event_spool_after_s
+                _stopping.is_set() or failing_for >= settings.event_spool_after_s
             ):
                 _keep_on_disk(held)
             delay = _retry_delay(attempt, settings)
@@ -394,9 +401,10 @@ async def replay_spooled(channel: Channel, consume: Consumer) -> int:
     return len(fresh)
 
 
-def replayer(channel: Channel, consume: Consumer) -> Callable[[], None]:
-    """What starts `replay_spooled` for the channel in the background, on the running event loop:
-    run by a publishing function at its first request."""
+def durable_publishing(channel: Channel, consume: Consumer) -> Callable[[], None]:
+    """What a function publishing to `channel` runs at its first request, on its event loop:
+    replay the channel's kept events in the background, and keep unsettled events on disk as
+    soon as the process is told to stop."""
 
     async def replay() -> None:
         try:
@@ -405,6 +413,40 @@ def replayer(channel: Channel, consume: Consumer) -> Callable[[], None]:
             logger.exception("%s: replaying the kept events failed", channel.name)
 
     def start() -> None:
+        _keep_on_disk_when_stopped()
         _loop_state().spawn(replay())
 
     return start
+
+
+def _keep_on_disk_when_stopped() -> None:
+    """Keep unsettled events on disk when SIGTERM or SIGINT arrives, then let the server's own
+    handler shut down gracefully.
+
+    Needed because uvicorn, once it has shut down, restores the handlers it found and raises the
+    signal again: under gunicorn's uvicorn worker (functions-framework's production server) that
+    is the default action, which ends the process there, without cancelling the loop's tasks or
+    running `atexit`. Signals reach the main thread only; a loop on another thread (a test
+    server) relies on its tasks being cancelled when it ends.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        return
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        server_handler = signal.getsignal(signum)
+        if getattr(server_handler, "keeps_events", False):
+            continue
+        signal.signal(signum, _keeping_events(server_handler))
+
+
+def _keeping_events(server_handler: Callable[[int, FrameType | None], Any] | int | None) -> Any:
+    def handler(signum: int, frame: FrameType | None) -> None:
+        _stopping.set()
+        _keep_unsettled_on_disk()
+        if callable(server_handler):
+            server_handler(signum, frame)
+        elif server_handler != signal.SIG_IGN:
+            signal.signal(signum, signal.SIG_DFL)
+            signal.raise_signal(signum)
+
+    handler.keeps_events = True  # type: ignore[attr-defined]
+    return handler
