@@ -129,7 +129,6 @@ def test_a_turn_finished_during_a_30_second_outage_is_written_when_the_database_
         )
     assert streamed == ANSWER
     time.sleep(max(0.0, 30 - (time.monotonic() - down_at)))
-    assert caplog.text.count(f"turn {turn_id} (") >= 2  # tried, and still being retried
 
     back = restarted(outage_database)
     try:
