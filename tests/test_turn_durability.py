@@ -136,6 +136,7 @@ def test_a_turn_finished_during_a_30_second_outage_is_written_when_the_database_
     finally:
         back.stop()
     assert written == {"user": QUESTION, "assistant": ANSWER}
+    assert f"turn {turn_id}" in caplog.text  # the ordeal was logged, by id
     assert_no_content(caplog.text)
 
 

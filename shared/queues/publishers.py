@@ -372,7 +372,7 @@ async def wait_until_drained(timeout: float) -> bool:
         await asyncio.wait_for(state.settled.wait(), timeout)
     except TimeoutError:
         for held in list(state.pending):
-            logger.error(
+            logger.warning(
                 "%s (%d bytes) was not settled after %ss; still retrying, kept in %s if "
                 "the process stops first",
                 held,
