@@ -420,8 +420,8 @@ def durable_publishing(channel: Channel, consume: Consumer) -> Callable[[], None
 
 
 def _keep_on_disk_when_stopped() -> None:
-    """Keep unsettled events on disk when SIGTERM or SIGINT arrives, then let the server's own
-    handler shut down gracefully.
+    """Keep unsettled events on disk when a stop signal arrives (SIGTERM; SIGINT; SIGQUIT, which
+    gunicorn sends its workers for a quick shutdown), then let the server's own handler run.
 
     Needed because uvicorn, once it has shut down, restores the handlers it found and raises the
     signal again: under gunicorn's uvicorn worker (functions-framework's production server) that
@@ -431,7 +431,7 @@ def _keep_on_disk_when_stopped() -> None:
     """
     if threading.current_thread() is not threading.main_thread():
         return
-    for signum in (signal.SIGTERM, signal.SIGINT):
+    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT):
         server_handler = signal.getsignal(signum)
         if getattr(server_handler, "keeps_events", False):
             continue
