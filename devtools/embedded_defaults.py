@@ -2,7 +2,8 @@
 
 Each default applies only where the configuration (environment, `.env`, secret files) names
 nothing: SecantusDB with its data in `$DATA_DIR/mongo` for MONGODB_URI, the fake DeepSeek for a
-DeepSeek key, `*` for CORS_ORIGINS, and signing and admin keys kept in `$DATA_DIR`. Whatever is
+DeepSeek key, `*` for CORS_ORIGINS, signing and admin keys kept in `$DATA_DIR`, and undelivered
+events kept in `$DATA_DIR/spool` (EVENT_SPOOL_DIR), so the next start replays them. Whatever is
 started here stops when the caller's ExitStack closes.
 """
 
@@ -70,6 +71,8 @@ def apply_embedded_defaults(stack: ExitStack) -> str:
         # queue-triggered function does (`python -m devtools.sign_event` signs it).
         _set(EVENT_SIGNING_KEY=local_secret(SIGNING_KEY_FILE))
         logger.info("no EVENT_SIGNING_KEY: queue events are signed with %s", SIGNING_KEY_FILE)
+    if "event_spool_dir" not in get_settings().model_fields_set:
+        _set(EVENT_SPOOL_DIR=str(DATA_DIR / "spool"))
     if not get_settings().admin_api_keys:
         _set(ADMIN_API_KEY=local_secret(ADMIN_KEY_FILE, prefix="ba_admin_"))
         logger.info("no ADMIN_API_KEY: the admin key is kept in %s", ADMIN_KEY_FILE)

@@ -1,5 +1,6 @@
 """Configuration, read once per process from the environment, `.env` and OpenFaaS secret files."""
 
+import tempfile
 from functools import cache
 from pathlib import Path
 from typing import Annotated, Literal
@@ -110,6 +111,19 @@ class Settings(BaseSettings):
     history_publish_timeout_s: float = Field(
         5, gt=0, le=120, validation_alias=_setting("HISTORY_PUBLISH_TIMEOUT_S")
     )
+    # An event (turn or cell) that cannot be delivered is retried for as long as the process
+    # lives, its backoff doubling up to this.
+    event_retry_max_backoff_s: float = Field(
+        30, gt=0, le=3600, validation_alias=_setting("EVENT_RETRY_MAX_BACKOFF_S")
+    )
+    # Where such an event is kept once it has failed this long, and when the process stops
+    # first; the next process replays it. Deployments mount a volume here (an emptyDir
+    # survives a container restart); `make dev` keeps it in `.data/spool`.
+    event_spool_dir: Path = Field(
+        Path(tempfile.gettempdir()) / "better-assistant-spool",
+        validation_alias=_setting("EVENT_SPOOL_DIR"),
+    )
+    event_spool_after_s: float = Field(60, gt=0, validation_alias=_setting("EVENT_SPOOL_AFTER_S"))
 
     # Signs every queue event (HMAC-SHA256), so the queue-triggered functions take only ours.
     # Several, comma-separated, rotate it: the first signs, any of them verifies.

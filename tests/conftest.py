@@ -6,6 +6,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import pytest
@@ -80,8 +81,17 @@ def oidc() -> Iterator[FakeOidcIssuer]:
         yield issuer
 
 
+@pytest.fixture(scope="session")
+def event_spool(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Where the tests' undelivered events are kept: never the machine's own spool, whose turns a
+    test's replay would take for its own (and remove)."""
+    return tmp_path_factory.mktemp("spool")
+
+
 @pytest.fixture(autouse=True)
-def environment(mongo_uri: str, fake_deepseek: FakeDeepSeek, oidc: FakeOidcIssuer) -> Iterator[str]:
+def environment(
+    mongo_uri: str, fake_deepseek: FakeDeepSeek, oidc: FakeOidcIssuer, event_spool: Path
+) -> Iterator[str]:
     """Each test gets a fresh database and its own environment, restored afterwards."""
     saved = dict(os.environ)
     database = f"test_{uuid.uuid4().hex[:12]}"
@@ -97,6 +107,7 @@ def environment(mongo_uri: str, fake_deepseek: FakeDeepSeek, oidc: FakeOidcIssue
             "ADMIN_API_KEY": TEST_ADMIN_KEY,
             "OIDC_ISSUER": oidc.issuer,
             "OIDC_AUDIENCE": oidc.audience,
+            "EVENT_SPOOL_DIR": str(event_spool),
         }
     )
     fake_deepseek.default_scenario = Scenario()

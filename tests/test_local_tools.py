@@ -33,6 +33,7 @@ CONFIGURED = {
     "OIDC_ISSUER",
     "OIDC_AUDIENCE",
     "TEST_MONGODB_URI",
+    "EVENT_SPOOL_DIR",
 }
 
 

@@ -7,8 +7,11 @@ from shared.dialogs.repository import dialog_project
 from shared.http.asgi_adapter import asgi_function
 from shared.http.messages import EventStream, Response
 from shared.http.routing import Router
+from shared.queues.publishers import durable_publishing
 from shared.workflows.chat.models import ChatEvent, ChatRequest
 from shared.workflows.chat.service import ChatService
+from shared.workflows.history.channel import TURNS
+from shared.workflows.history.writer import consume_turn
 
 router = Router("chat")
 # Continuing a dialog is in the dialog's project; starting one, in the body's project.
@@ -26,4 +29,5 @@ async def chat(body: ChatRequest, caller: Caller) -> Response:
     return EventStream(events=service.stream_events(await service.start(body, caller.actor)))
 
 
-handle = asgi_function(router)
+# Turns kept on disk by an earlier process are written again, in the background.
+handle = asgi_function(router, on_start=durable_publishing(TURNS, consume_turn))

@@ -13,6 +13,7 @@ from shared.http.messages import Request
 from shared.http.routing import NO_BODY, BodyDoc, Router
 from shared.pagination import Page
 from shared.queues.cloudevents import STRUCTURED, StructuredEvent, received_event
+from shared.queues.publishers import durable_publishing
 from shared.workflows.dead_letters.models import (
     DeadLetter,
     DeadLetterListParams,
@@ -20,6 +21,8 @@ from shared.workflows.dead_letters.models import (
     DeadLetterSummary,
 )
 from shared.workflows.dead_letters.service import DeadLetterService
+from shared.workflows.evaluations.channel import CELLS
+from shared.workflows.evaluations.worker import consume_cell
 
 router = Router("dead-letters")
 
@@ -62,4 +65,6 @@ def delete_dead_letter(dead_letter_id: str) -> None:
     DeadLetterService().delete(dead_letter_id)
 
 
-handle = asgi_function(router)
+# A replayed cell hands out the next cells: those this process could not deliver are kept on
+# disk, and handed out again by the next start.
+handle = asgi_function(router, on_start=durable_publishing(CELLS, consume_cell))

@@ -10,9 +10,10 @@ from shared.http.asgi_adapter import asgi_function
 from shared.http.messages import Request
 from shared.http.routing import Router
 from shared.queues.cloudevents import event_body, event_from_request
+from shared.queues.publishers import durable_publishing
 from shared.workflows.evaluations.channel import CELLS
 from shared.workflows.evaluations.models import CellOutcome
-from shared.workflows.evaluations.worker import EvaluationWorker
+from shared.workflows.evaluations.worker import EvaluationWorker, consume_cell
 
 router = Router("evaluation-worker")
 
@@ -23,4 +24,5 @@ async def run_cell(request: Request) -> CellOutcome:
     return await EvaluationWorker().process(event_from_request(request, CELLS))
 
 
-handle = asgi_function(router)
+# Cells kept on disk by an earlier process are handed out again, in the background.
+handle = asgi_function(router, on_start=durable_publishing(CELLS, consume_cell))

@@ -12,6 +12,8 @@ from shared.http.asgi_adapter import asgi_function
 from shared.http.routing import NO_BODY, Router
 from shared.pagination import Page
 from shared.prompts.repository import prompt_project
+from shared.queues.publishers import durable_publishing
+from shared.workflows.evaluations.channel import CELLS
 from shared.workflows.evaluations.models import (
     CompareParams,
     Evaluation,
@@ -23,6 +25,7 @@ from shared.workflows.evaluations.models import (
 )
 from shared.workflows.evaluations.repository import evaluation_project
 from shared.workflows.evaluations.service import EvaluationService
+from shared.workflows.evaluations.worker import consume_cell
 
 router = Router("evaluations")
 EVALUATION = resource("evaluation", "evaluation_id", evaluation_project)
@@ -78,4 +81,5 @@ def compare_targets(evaluation_id: str, query: CompareParams) -> EvaluationCompa
     return EvaluationService().compare(evaluation_id, query)
 
 
-handle = asgi_function(router)
+# Cells kept on disk by an earlier process are handed out again, in the background.
+handle = asgi_function(router, on_start=durable_publishing(CELLS, consume_cell))

@@ -48,12 +48,24 @@ def to_starlette(response: Response) -> StarletteResponse:
     return StarletteResponse(response.body, response.status, response.headers)
 
 
-def asgi_function(router: Router) -> Callable[[StarletteRequest], Awaitable[StarletteResponse]]:
-    """The `handle` target functions-framework serves with each Starlette request."""
+def asgi_function(
+    router: Router, on_start: Callable[[], object] | None = None
+) -> Callable[[StarletteRequest], Awaitable[StarletteResponse]]:
+    """The `handle` target functions-framework serves with each Starlette request.
+
+    `on_start` runs once, on the event loop of the first request, before it is served (it must
+    not make it wait): the first moment this process's loop runs, since gunicorn builds the
+    handler before it forks the worker that serves it.
+    """
     serve_document(router)
     freeze_imported_objects()
+    started = False
 
     async def handle(request: StarletteRequest) -> StarletteResponse:
+        nonlocal started
+        if on_start is not None and not started:
+            started = True
+            on_start()
         path = "/" + request.path_params.get("path", "")
         query = {key: request.query_params.getlist(key) for key in request.query_params}
         neutral = Request(
