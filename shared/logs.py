@@ -36,6 +36,9 @@ _SECRET_PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
     # A password in a URL: `mongodb://user:password@host`.
     (re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://[^/\s:@]+:)[^/\s@]+@"), rf"\1{REDACTED}@"),
 )
+# Libraries that log what they send and receive (MongoDB commands with their documents, DeepSeek
+# requests with their messages, URLs with their query strings) below WARNING: what users wrote.
+_PAYLOAD_LOGGERS = ("pymongo", "openai", "httpx", "httpx2", "httpcore", "botocore", "urllib3")
 # Fields an access line carries besides the message, passed as the record's `extra`.
 _ACCESS_FIELDS = ("method", "status", "duration_ms")
 
@@ -134,6 +137,8 @@ class _StandardError(logging.StreamHandler[TextIO]):
 def configure_logging(function: str) -> None:
     """JSON lines on stderr at LOG_LEVEL, for the whole process; only the first call counts.
 
+    Libraries that would log payloads say only what went wrong, whatever the level.
+
     `function` names the lines logged outside any request (the dev gateway serves several).
     """
     global _process_function
@@ -146,6 +151,8 @@ def configure_logging(function: str) -> None:
     root = logging.getLogger()
     root.addHandler(handler)
     root.setLevel(get_settings().log_level.upper())
+    for name in _PAYLOAD_LOGGERS:
+        logging.getLogger(name).setLevel(max(logging.WARNING, root.level))
 
 
 def begin_request(request_id: str, function: str, method: str) -> Token[RequestLog | None]:
