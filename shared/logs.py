@@ -89,7 +89,12 @@ class RedactSecrets(logging.Filter):
     """Redacts a record's message and traceback before any handler after it formats them."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        record.msg, record.args = redact(record.getMessage()), None
+        try:
+            message = redact(record.getMessage())
+        except (TypeError, ValueError):
+            # Logging would report the call with its arguments, unredacted: say where it is.
+            message = f"a log call whose arguments do not fit its message, at line {record.lineno}"
+        record.msg, record.args = message, None
         if record.exc_info and not record.exc_text:
             record.exc_text = logging.Formatter().formatException(record.exc_info)
         if record.exc_text:
