@@ -12,6 +12,7 @@ from pymongo.database import Database
 from devtools.embedded_mongo import free_port
 from devtools.fake_deepseek import FakeDeepSeek, Scenario
 from tests.conftest import TEST_ADMIN_KEY, configure
+from tests.test_executions import read_events
 
 # What an upstream that echoes what it was sent, and names its own hosts, might answer.
 ECHOED_KEY = "sk-live4f9a8b7c6d5e4f3a2b1c"
@@ -31,16 +32,6 @@ def assert_no_leak(text: str) -> None:
 
 def upstream_lines(caplog: pytest.LogCaptureFixture) -> list[str]:
     return [r.getMessage() for r in caplog.records if r.name == "better_assistant.deepseek"]
-
-
-def read_events(response: httpx.Response) -> list[tuple[str, dict]]:
-    events, name = [], "message"
-    for line in response.iter_lines():
-        if line.startswith("event: "):
-            name = line[7:]
-        elif line.startswith("data: "):
-            events.append((name, json.loads(line[6:])))
-    return events
 
 
 @pytest.fixture
@@ -92,7 +83,7 @@ def test_a_streamed_run_ends_with_our_words(
 ) -> None:
     body = {"prompt_id": prompt["id"], "input": "hi", "stream": True}
     with client.stream("POST", "/executions", json=body) as response:
-        events = read_events(response)
+        events = list(read_events(response))
     assert events[-1][0] == "error"
     assert events[-1][1]["code"] == "upstream_unavailable"
     assert_no_leak(json.dumps(events))
@@ -104,7 +95,7 @@ def test_a_chat_turn_ends_with_our_words_and_keeps_them(
 ) -> None:
     body = {"project_id": project["id"], "input": "hello"}
     with client.stream("POST", "/chat", json=body) as response:
-        events = read_events(response)
+        events = list(read_events(response))
     assert events[-1] == (
         "error",
         {"code": "upstream_unavailable", "message": "DeepSeek is unavailable; try again shortly."},
