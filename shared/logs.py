@@ -103,7 +103,8 @@ class RedactSecrets(logging.Filter):
 
 
 class JsonFormatter(logging.Formatter):
-    """One JSON object per line: time, level, logger, message, and the request's fields."""
+    """One JSON object per line: time, level, logger, message, the request's fields and the
+    traceback, after `RedactSecrets`."""
 
     def format(self, record: logging.LogRecord) -> str:
         line: dict[str, Any] = {
@@ -114,13 +115,13 @@ class JsonFormatter(logging.Formatter):
         }
         request = _current_request.get()
         if request is not None:
-            line.update(request_id=request.request_id, function=request.function)
-            line["route"] = request.route
+            line.update(
+                request_id=request.request_id, function=request.function, route=request.route
+            )
         elif _process_function is not None:
             line["function"] = _process_function
         line.update((name, vars(record)[name]) for name in _ACCESS_FIELDS if name in vars(record))
-        if record.exc_info and not record.exc_text:
-            record.exc_text = self.formatException(record.exc_info)
+        # `RedactSecrets` has formatted the traceback, redacted.
         if record.exc_text:
             line["exception"] = record.exc_text
         return json.dumps(line, default=str, ensure_ascii=False)
@@ -142,9 +143,8 @@ class _StandardError(logging.StreamHandler[TextIO]):
 def configure_logging(function: str) -> None:
     """JSON lines on stderr at LOG_LEVEL, for the whole process; only the first call counts.
 
-    Libraries that would log payloads say only what went wrong, whatever the level.
-
     `function` names the lines logged outside any request (the dev gateway serves several).
+    Libraries that would log payloads say only what went wrong, whatever the level.
     """
     global _process_function
     if _process_function is not None:
