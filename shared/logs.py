@@ -26,10 +26,11 @@ _SECRET_PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
     (re.compile(r"(?i)\b(bearer\s+)[^\s\"',;]+"), rf"\1{REDACTED}"),
     # OpenAI-style keys (DeepSeek's among them) and our own project keys.
     (re.compile(r"\b(?:sk|ba)[-_][A-Za-z0-9_-]{8,}"), REDACTED),
+    # `api_key=...`, and `"api_key": "..."` in JSON; not `API_KEY: ...` in a sentence.
     (
         re.compile(
             r"(?i)\b([\w-]*(?:api[_-]?key|token|secret|password|passwd|credentials?)"
-            r"[\"']?\s*[:=]\s*[\"']?)[^\s\"'&,;}]+"
+            r"(?:\s*=\s*[\"']?|[\"']\s*:\s*[\"']))[^\s\"'&,;}]+"
         ),
         rf"\1{REDACTED}",
     ),

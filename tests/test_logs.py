@@ -93,6 +93,9 @@ def test_every_line_is_redacted(capsys: pytest.CaptureFixture[str]) -> None:
         '"password": "p4ssw0rd!"': '"password": "[redacted]"',
         "mongodb://admin:dbpass@mongo:27017": "mongodb://admin:[redacted]@mongo:27017",
         f"the admin key {TEST_ADMIN_KEY}": "the admin key [redacted]",
+        # Prose that names a setting stays readable.
+        "no DEEPSEEK_API_KEY: answers come from the fake": "no DEEPSEEK_API_KEY: answers come "
+        "from the fake",
     }
     logger = logging.getLogger("better_assistant.tests")
     capsys.readouterr()
