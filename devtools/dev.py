@@ -15,7 +15,7 @@ import uvicorn
 
 from devtools.embedded_defaults import apply_embedded_defaults, exit_on_sigterm, print_credentials
 from devtools.gateway import DOCS_PATH, DOCUMENT_PATH, build_gateway, function_names
-from shared.logs import configure_logging
+from shared.logs import apply_log_level, configure_logging
 
 logger = logging.getLogger("better_assistant.dev")
 
@@ -26,6 +26,7 @@ def main() -> None:
     # The functions' own JSON lines, the gateway's among them: its access lines replace uvicorn's,
     # which would print query strings.
     configure_logging("gateway")
+    apply_log_level()
     port = int(os.environ.get("PORT", "8080"))
     host = os.environ.get("HOST", "127.0.0.1")
     with ExitStack() as stack:

@@ -1,9 +1,9 @@
 """Logs operators can use: one JSON object per line, tied to its request, with secrets redacted.
 
-Configured once per process, when a function's handler is built, at the level LOG_LEVEL names.
-Lines carry ids, route templates, statuses and durations: never a body, a query string, a header
-or anything a user wrote. Text from elsewhere (an upstream's error message, an exception) goes
-through `redact` on its way out.
+Configured once per process, when a function's handler is built, at the level LOG_LEVEL names
+from its first request on. Lines carry ids, route templates, statuses and durations: never a
+body, a query string, a header or anything a user wrote. Text from elsewhere (an upstream's
+error message, an exception) goes through `redact` on its way out.
 """
 
 import json
@@ -61,6 +61,7 @@ class RequestLog:
 _current_request: ContextVar[RequestLog | None] = ContextVar("current_request", default=None)
 _configured_secrets: tuple[Settings, tuple[str, ...]] | None = None
 _process_function: str | None = None
+_level_applied = False
 
 
 def _secret_values(settings: Settings) -> tuple[str, ...]:
@@ -142,10 +143,11 @@ class _StandardError(logging.StreamHandler[TextIO]):
 
 
 def configure_logging(function: str) -> None:
-    """JSON lines on stderr at LOG_LEVEL, for the whole process; only the first call counts.
+    """JSON lines on stderr, for the whole process; only the first call counts.
 
     `function` names the lines logged outside any request (the dev gateway serves several).
-    Libraries that would log payloads say only what went wrong, whatever the level.
+    LOG_LEVEL applies from the first request on (`apply_log_level`): importing a function reads
+    no settings, so a cold start's import pays for nothing the first request would not.
     """
     global _process_function
     if _process_function is not None:
@@ -154,8 +156,17 @@ def configure_logging(function: str) -> None:
     handler = _StandardError()
     handler.addFilter(RedactSecrets())
     handler.setFormatter(JsonFormatter())
+    logging.getLogger().addHandler(handler)
+
+
+def apply_log_level() -> None:
+    """LOG_LEVEL for the whole process, once. Libraries that would log payloads say only what
+    went wrong, whatever the level."""
+    global _level_applied
+    if _level_applied:
+        return
+    _level_applied = True
     root = logging.getLogger()
-    root.addHandler(handler)
     root.setLevel(get_settings().log_level.upper())
     for name in _PAYLOAD_LOGGERS:
         logging.getLogger(name).setLevel(max(logging.WARNING, root.level))
@@ -163,6 +174,7 @@ def configure_logging(function: str) -> None:
 
 def begin_request(request_id: str, function: str, method: str) -> Token[RequestLog | None]:
     """Tie the lines logged from now on, in this context, to this request."""
+    apply_log_level()
     return _current_request.set(RequestLog(request_id, function, method))
 
 

@@ -10,7 +10,7 @@ import logging
 from pydantic import BaseModel
 
 from shared.clients import close_clients
-from shared.logs import configure_logging
+from shared.logs import apply_log_level, configure_logging
 from shared.queues.channel import Channel, Consumer
 from shared.queues.sqs import MAX_WAIT_S, drain_sqs
 from shared.workflows.evaluations.channel import CELLS
@@ -47,6 +47,7 @@ def main() -> None:
     parser.add_argument("--wait-seconds", type=int, default=MAX_WAIT_S)
     arguments = parser.parse_args()
     configure_logging(f"sqs-drain-{arguments.channel}")
+    apply_log_level()
     consumed = drain(arguments.channel, arguments.max_messages, arguments.wait_seconds)
     logger.info("%s: %d events consumed from SQS", arguments.channel, consumed)
 
