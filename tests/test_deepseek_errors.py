@@ -12,6 +12,8 @@ from pymongo.database import Database
 from devtools.embedded_mongo import free_port
 from devtools.fake_deepseek import FakeDeepSeek, Scenario
 from tests.conftest import TEST_ADMIN_KEY, configure
+from tests.test_datasets import create_dataset
+from tests.test_evaluations import finished, started
 from tests.test_executions import read_events
 
 # What an upstream that echoes what it was sent, and names its own hosts, might answer.
@@ -150,3 +152,23 @@ def test_each_refusal_is_our_code_and_message(
     response = client.post("/executions", json={"prompt_id": prompt["id"], "input": "hi"})
     assert response.json()["error"]["code"] == code
     assert_no_leak(response.text)
+
+
+def test_an_evaluation_cell_keeps_our_words(
+    client: httpx.Client,
+    project: dict,
+    make_prompt,
+    database: Database,
+    failing_upstream: FakeDeepSeek,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    configure(monkeypatch, DEEPSEEK_MAX_RETRIES="0")
+    prompt = make_prompt(template="Answer {{q}}.")
+    dataset = create_dataset(client, project, cases=[{"variables": {"q": "x"}}])
+    body = {"prompt_id": prompt["id"], "dataset_id": dataset["id"], "targets": [{}]}
+    run = finished(client, started(client, **body)["id"])
+    cell = run["results"][0]["targets"][0]["runs"][0]
+    assert cell["error"]["code"] == "upstream_unavailable"
+    assert_no_leak(json.dumps(run))
+    for name in database.list_collection_names():
+        assert_no_leak(str(list(database[name].find({}))))
