@@ -15,6 +15,7 @@ import uvicorn
 
 from devtools.embedded_defaults import apply_embedded_defaults, exit_on_sigterm, print_credentials
 from devtools.gateway import DOCS_PATH, DOCUMENT_PATH, build_gateway, function_names
+from shared.logs import apply_log_level, configure_logging
 
 logger = logging.getLogger("better_assistant.dev")
 
@@ -22,7 +23,10 @@ logger = logging.getLogger("better_assistant.dev")
 def main() -> None:
     # uvicorn re-raises the signal that stopped it; exiting through Python lets the database stop.
     exit_on_sigterm()
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    # The functions' own JSON lines, the gateway's among them: its access lines replace uvicorn's,
+    # which would print query strings.
+    configure_logging("gateway")
+    apply_log_level()
     port = int(os.environ.get("PORT", "8080"))
     host = os.environ.get("HOST", "127.0.0.1")
     with ExitStack() as stack:
@@ -34,7 +38,7 @@ def main() -> None:
         logger.info("Swagger UI %s%s, the API document %s%s", base, DOCS_PATH, base, DOCUMENT_PATH)
         logger.info("each function's own document: %s/<name>%s", base, DOCUMENT_PATH)
         print_credentials(base, admin_key)
-        uvicorn.run(gateway, host=host, port=port, log_level="info")
+        uvicorn.run(gateway, host=host, port=port, log_config=None, access_log=False)
 
 
 if __name__ == "__main__":

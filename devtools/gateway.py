@@ -25,6 +25,7 @@ from swagger_ui_bundle import swagger_ui_path
 from shared.clients import close_clients
 from shared.http.openapi import openapi_document
 from shared.http.routing import Router
+from shared.logs import configure_logging
 
 FUNCTIONS_DIR = Path(__file__).resolve().parent.parent / "functions"
 TARGET = "handle"
@@ -176,5 +177,8 @@ class Gateway:
 
 
 def build_gateway() -> Gateway:
+    # Before any function configures the process's logging for itself: lines logged outside a
+    # request are the gateway's.
+    configure_logging("gateway")
     functions = {name: load_function(name) for name in function_names()}
     return Gateway(functions, _api_pages(api_document()))

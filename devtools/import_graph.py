@@ -22,6 +22,7 @@ LAYERS: dict[str, tuple[str, ...]] = {
     "foundation": (
         "shared",
         "shared.settings",
+        "shared.logs",
         "shared.errors",
         "shared.models",
         "shared.clients",

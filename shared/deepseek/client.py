@@ -50,7 +50,8 @@ def _retry_after(response: httpx2.Response) -> float | None:
 
 
 def _failure_reason(exc: Exception) -> str:
-    """What a failed call reports: a transport error's own words, else the failure's type.
+    """What the log says of a failed call: a transport error's own words, else the failure's
+    type (`errors` keeps both from the caller).
 
     The SDK's connection errors say only "Connection error."; the transport's words are its cause.
     """

@@ -1,6 +1,18 @@
-"""DeepSeek failures as the API's own errors: a status, a stable code, a clear message."""
+"""DeepSeek failures as the API's own errors: a status, a stable code, a message of our own.
+
+What DeepSeek or the transport said is for operators: it is logged here, redacted and cut
+short, and never reaches a client or a stored record. It may name internal hosts, and an
+upstream that echoes what it was sent could hand back a key.
+"""
+
+import logging
 
 from shared.errors import AppError
+from shared.logs import redact
+
+logger = logging.getLogger("better_assistant.deepseek")
+# Enough of an upstream's words to tell one failure from another.
+_LOGGED_CHARACTERS = 500
 
 
 class UpstreamError(AppError):
@@ -28,11 +40,19 @@ class UpstreamError(AppError):
             self.wait_before_retry(max(1, round(retry_after_s)))
 
 
+def _log_upstream(failure: str, upstream_text: str) -> None:
+    logger.warning("%s: %s", failure, redact(upstream_text[:_LOGGED_CHARACTERS]))
+
+
 def from_status(status: int, upstream_message: str, retry_after_s: float | None) -> UpstreamError:
-    """The error for an HTTP error status DeepSeek answered with."""
-    detail = f"DeepSeek answered {status}: {upstream_message}"
+    """The error for an HTTP error status DeepSeek answered with; its message is logged."""
+    _log_upstream(f"DeepSeek answered {status}", upstream_message)
     if status in (400, 422):
-        return UpstreamError(detail, code="upstream_bad_request", status=422)
+        return UpstreamError(
+            "DeepSeek refused the request as invalid; check the model and its parameters.",
+            code="upstream_bad_request",
+            status=422,
+        )
     if status == 401:
         return UpstreamError(
             "DeepSeek refused the API key; check DEEPSEEK_API_KEY.", code="upstream_auth_failed"
@@ -45,7 +65,7 @@ def from_status(status: int, upstream_message: str, retry_after_s: float | None)
         )
     if status == 429:
         return UpstreamError(
-            detail,
+            "DeepSeek is limiting the rate of our calls; try again later.",
             code="upstream_rate_limited",
             status=429,
             retryable=True,
@@ -53,18 +73,20 @@ def from_status(status: int, upstream_message: str, retry_after_s: float | None)
         )
     if status >= 500:
         return UpstreamError(
-            detail,
+            "DeepSeek is unavailable; try again shortly.",
             code="upstream_unavailable",
             status=503,
             retryable=True,
             retry_after_s=retry_after_s,
         )
-    return UpstreamError(detail)
+    return UpstreamError(f"DeepSeek refused the request (HTTP {status}).", code="upstream_rejected")
 
 
 def unreachable(reason: str) -> UpstreamError:
+    """DeepSeek could not be reached; the transport's reason is logged."""
+    _log_upstream("DeepSeek could not be reached", reason)
     return UpstreamError(
-        f"DeepSeek could not be reached: {reason}",
+        "DeepSeek could not be reached; try again shortly.",
         code="upstream_unreachable",
         status=503,
         retryable=True,
@@ -76,8 +98,12 @@ def timed_out(message: str) -> UpstreamError:
 
 
 def stream_broken(reason: str) -> UpstreamError:
+    """The answer's stream broke off; the transport's reason is logged."""
+    _log_upstream("The DeepSeek stream broke off", reason)
     return UpstreamError(
-        f"The DeepSeek stream broke off: {reason}", code="upstream_stream_broken", status=502
+        "The DeepSeek stream broke off before the answer was complete.",
+        code="upstream_stream_broken",
+        status=502,
     )
 
 

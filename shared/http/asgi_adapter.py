@@ -21,6 +21,7 @@ from shared.http.routing import (
     render_error,
 )
 from shared.http.sse import STREAM_HEADERS, encode_stream
+from shared.logs import begin_request, configure_logging, log_access
 from shared.settings import get_settings
 
 
@@ -57,6 +58,7 @@ def asgi_function(
     not make it wait): the first moment this process's loop runs, since gunicorn builds the
     handler before it forks the worker that serves it.
     """
+    configure_logging(router.name)
     serve_document(router)
     freeze_imported_objects()
     started = False
@@ -76,11 +78,18 @@ def asgi_function(
             read_body=lambda: b"",
             request_id=new_request_id(request.headers.get("x-request-id")),
         )
+        # Each request is a task of its own, and a streamed body is sent in it after this
+        # returns: the lines logged while it streams stay tied to the request.
+        begin_request(neutral.request_id, router.name, request.method)
         try:
             body = await read_body(request, get_settings().max_body_bytes)
         except Exception as exc:
-            return to_starlette(finish(neutral, render_error(exc, neutral.request_id)))
-        neutral.read_body = lambda: body
-        return to_starlette(await router.dispatch_async(neutral))
+            response = finish(neutral, render_error(exc, neutral.request_id))
+        else:
+            neutral.read_body = lambda: body
+            response = await router.dispatch_async(neutral)
+        # A stream's line comes when its headers are sent, not at its end.
+        log_access(response.status)
+        return to_starlette(response)
 
     return functions_framework.aio.http(handle)

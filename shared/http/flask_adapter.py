@@ -8,6 +8,7 @@ from shared.errors import PayloadTooLarge
 from shared.http.messages import Request
 from shared.http.openapi import serve_document
 from shared.http.routing import Router, freeze_imported_objects, new_request_id
+from shared.logs import begin_request, configure_logging, end_request, log_access
 from shared.settings import get_settings
 
 
@@ -29,20 +30,29 @@ def body_reader(request: flask.Request) -> Callable[[], bytes]:
 
 def flask_function(router: Router) -> Callable[[flask.Request], flask.Response]:
     """The `handle` target functions-framework calls with each Flask request."""
+    configure_logging(router.name)
     serve_document(router)
     freeze_imported_objects()
 
     def handle(request: flask.Request) -> flask.Response:
-        response = router.dispatch(
-            Request(
-                method=request.method,
-                path=request.path,
-                query={key: request.args.getlist(key) for key in request.args},
-                headers={key.lower(): value for key, value in request.headers.items()},
-                read_body=body_reader(request),
-                request_id=new_request_id(request.headers.get("X-Request-Id")),
+        request_id = new_request_id(request.headers.get("X-Request-Id"))
+        # The worker thread serves other requests after this one: its lines are this one's only
+        # until it is answered.
+        logged = begin_request(request_id, router.name, request.method)
+        try:
+            response = router.dispatch(
+                Request(
+                    method=request.method,
+                    path=request.path,
+                    query={key: request.args.getlist(key) for key in request.args},
+                    headers={key.lower(): value for key, value in request.headers.items()},
+                    read_body=body_reader(request),
+                    request_id=request_id,
+                )
             )
-        )
+            log_access(response.status)
+        finally:
+            end_request(logged)
         return flask.Response(response.body, status=response.status, headers=response.headers)
 
     # functions-framework imports the function inside its app's context. Paths that app's own

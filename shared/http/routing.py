@@ -29,6 +29,7 @@ from shared.access.policy import PUBLIC, Access
 from shared.db import DATABASE_UNAVAILABLE_ERRORS, ping_database
 from shared.errors import AppError, MethodNotAllowed, NotFound, ServiceUnavailable
 from shared.http.messages import Request, Response, json_response, no_content
+from shared.logs import note_route
 from shared.settings import get_settings
 
 logger = logging.getLogger("better_assistant")
@@ -218,6 +219,7 @@ class Router:
             if match is None:
                 continue
             if route.method == lookup_method:
+                note_route(route.path)
                 return route, match.groupdict()
             allowed.append(route.method)
         if allowed:

@@ -10,9 +10,9 @@ import logging
 from pydantic import BaseModel
 
 from shared.clients import close_clients
+from shared.logs import apply_log_level, configure_logging
 from shared.queues.channel import Channel, Consumer
 from shared.queues.sqs import MAX_WAIT_S, drain_sqs
-from shared.settings import get_settings
 from shared.workflows.evaluations.channel import CELLS
 from shared.workflows.evaluations.worker import consume_cell
 from shared.workflows.history.channel import TURNS
@@ -46,7 +46,8 @@ def main() -> None:
     parser.add_argument("--max-messages", type=int, default=1000)
     parser.add_argument("--wait-seconds", type=int, default=MAX_WAIT_S)
     arguments = parser.parse_args()
-    logging.basicConfig(level=get_settings().log_level, format="%(asctime)s %(name)s %(message)s")
+    configure_logging(f"sqs-drain-{arguments.channel}")
+    apply_log_level()
     consumed = drain(arguments.channel, arguments.max_messages, arguments.wait_seconds)
     logger.info("%s: %d events consumed from SQS", arguments.channel, consumed)
 
