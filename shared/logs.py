@@ -167,7 +167,7 @@ def apply_log_level() -> None:
         return
     _level_applied = True
     root = logging.getLogger()
-    root.setLevel(get_settings().log_level.upper())
+    root.setLevel(get_settings().log_level)
     for name in _PAYLOAD_LOGGERS:
         logging.getLogger(name).setLevel(max(logging.WARNING, root.level))
 

@@ -10,6 +10,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 OPENFAAS_SECRETS_DIR = Path("/var/openfaas/secrets")
 QueueKind = Literal["local", "cloudevents", "openfaas", "sqs"]
+LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
 
 
 def _setting(env_name: str, secret_name: str | None = None) -> AliasChoices:
@@ -56,7 +57,7 @@ class Settings(BaseSettings):
         default_factory=list, validation_alias=_setting("CORS_ORIGINS")
     )
     max_body_bytes: int = Field(1_048_576, ge=1024, validation_alias=_setting("MAX_BODY_BYTES"))
-    log_level: str = Field("INFO", validation_alias=_setting("LOG_LEVEL"))
+    log_level: LogLevel = Field("INFO", validation_alias=_setting("LOG_LEVEL"))
 
     # The seed README called the key API_KEY; both names work.
     deepseek_api_key: SecretStr | None = Field(
@@ -158,6 +159,11 @@ class Settings(BaseSettings):
     evaluation_cell_lease_s: float = Field(
         900, gt=0, validation_alias=_setting("EVALUATION_CELL_LEASE_S")
     )
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _level_in_any_case(cls, value: object) -> object:
+        return value.strip().upper() if isinstance(value, str) else value
 
     @field_validator("deepseek_api_key", mode="before")
     @classmethod
