@@ -52,6 +52,14 @@ def asgi_function(router: Router) -> Callable[[StarletteRequest], Awaitable[Star
     """The `handle` target functions-framework serves with each Starlette request."""
     serve_document(router)
     freeze_imported_objects()
+    return functions_framework.aio.http(starlette_handler(router))
+
+
+def starlette_handler(
+    router: Router,
+) -> Callable[[StarletteRequest], Awaitable[StarletteResponse]]:
+    """Serves the route table to Starlette requests whose `path` path parameter is the path from
+    the function's root (functions-framework's catch-all route sets it)."""
 
     async def handle(request: StarletteRequest) -> StarletteResponse:
         path = "/" + request.path_params.get("path", "")
@@ -71,4 +79,4 @@ def asgi_function(router: Router) -> Callable[[StarletteRequest], Awaitable[Star
         neutral.read_body = lambda: body
         return to_starlette(await router.dispatch_async(neutral))
 
-    return functions_framework.aio.http(handle)
+    return handle

@@ -1,0 +1,280 @@
+"""MongoDB going away fails fast and comes back by itself; liveness never waits on it.
+
+The database here is a SecantusDB of the test's own, on a folder and port of its own, killed and
+started again on the same folder and port. Timings are only generous bounds that tell "answered
+at once" from "waited out the driver's server selection"; the figures are bench/database_outage's.
+"""
+
+import json
+import threading
+import time
+import uuid
+from collections import Counter
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+import pytest
+from pymongo import MongoClient
+from pymongo.errors import (
+    AutoReconnect,
+    BulkWriteError,
+    DuplicateKeyError,
+    NetworkTimeout,
+    NotPrimaryError,
+    OperationFailure,
+    ServerSelectionTimeoutError,
+    WTimeoutError,
+)
+
+from devtools.embedded_mongo import EmbeddedMongo, free_port
+from devtools.fake_deepseek import FakeDeepSeek, Scenario
+from shared.http.routing import render_error
+from tests.conftest import ADMIN_HEADERS, configure
+
+# The driver's server selection timeout in these tests: what a request waited for every
+# request before the breaker. "Fast" is anything well under it.
+SELECTION_TIMEOUT_S = 3
+FAST_S = 1.0
+
+
+class Database:
+    """A SecantusDB on `folder` and a fixed port that can be killed and started again."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.port = free_port()
+        self.server: EmbeddedMongo | None = None
+
+    @property
+    def uri(self) -> str:
+        return f"mongodb://127.0.0.1:{self.port}/?directConnection=true"
+
+    def start(self) -> None:
+        self.server = EmbeddedMongo(str(self.folder), port=self.port).start()
+
+    def kill(self) -> None:
+        assert self.server is not None and self.server.process is not None
+        self.server.process.kill()
+        self.server.process.wait()
+        self.server.stop()
+
+
+@pytest.fixture
+def own_database(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Database]:
+    database = Database(tmp_path / "mongo")
+    database.start()
+    configure(
+        monkeypatch, MONGODB_URI=database.uri, MONGODB_TIMEOUT_MS=str(SELECTION_TIMEOUT_S * 1000)
+    )
+    yield database
+    if database.server is not None:
+        database.server.stop()
+
+
+def timed(
+    client: httpx.Client, method: str, path: str, **kwargs: object
+) -> tuple[httpx.Response, float]:
+    started = time.monotonic()
+    response = client.request(method, path, **kwargs)
+    return response, time.monotonic() - started
+
+
+def assert_database_unavailable(response: httpx.Response) -> None:
+    assert response.status_code == 503, response.text
+    assert response.json()["error"]["code"] == "database_unavailable"
+    assert int(response.headers["Retry-After"]) >= 1
+
+
+def wait_until(predicate, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.05)
+
+
+def test_the_breaker_answers_at_once_during_an_outage_and_closes_when_the_database_returns(
+    client: httpx.Client, own_database: Database
+) -> None:
+    created = client.post("/projects", json={"name": "before the outage"})
+    assert created.status_code == 201, created.text
+    project_id = created.json()["id"]
+
+    own_database.kill()
+    # The first requests find the database gone (at worst after the selection timeout).
+    first, _ = timed(client, "GET", f"/projects/{project_id}")
+    assert_database_unavailable(first)
+    for method, path, body in [
+        ("GET", f"/projects/{project_id}", None),
+        ("GET", "/projects", None),
+        ("POST", "/projects", {"name": "during the outage"}),
+        ("GET", "/projects/readyz", None),
+        ("GET", "/chat/readyz", None),
+    ]:
+        response, seconds = timed(client, method, path, json=body)
+        assert_database_unavailable(response)
+        assert seconds < FAST_S, f"{method} {path} waited {seconds:.2f} s"
+    health, seconds = timed(client, "GET", "/projects/healthz")
+    assert health.status_code == 200
+    assert seconds < FAST_S
+
+    own_database.start()
+    # Nobody has to ask: the probe notices the database and the next request goes through.
+    wait_until(lambda: client.get("/projects/readyz").status_code == 200, timeout=10)
+    again = client.get(f"/projects/{project_id}")
+    assert again.status_code == 200, again.text
+    assert again.json()["name"] == "before the outage"
+
+
+@pytest.fixture
+def unreachable_database(monkeypatch: pytest.MonkeyPatch) -> None:
+    configure(
+        monkeypatch,
+        MONGODB_URI=f"mongodb://127.0.0.1:{free_port()}/?directConnection=true",
+        MONGODB_TIMEOUT_MS=str(SELECTION_TIMEOUT_S * 1000),
+    )
+
+
+SOME_ID = "6b0731e5942f52642075caa9"
+
+
+@pytest.mark.usefixtures("unreachable_database")
+@pytest.mark.parametrize(
+    ("function", "method", "path", "body"),
+    [
+        ("projects", "GET", "/projects", None),
+        ("prompts", "GET", f"/prompts/{SOME_ID}", None),
+        ("chat", "POST", "/chat", {"project_id": SOME_ID, "input": "hello"}),
+        ("evaluations", "GET", f"/evaluations/{SOME_ID}", None),
+    ],
+)
+def test_liveness_answers_while_every_worker_thread_waits_on_the_database(
+    gateway_url: str, function: str, method: str, path: str, body: dict | None
+) -> None:
+    # Enough requests to hold every worker thread of the function (the event loop's default
+    # pool for ASGI functions, the WSGI bridge's for Flask ones) in the driver's server selection.
+    waiting = 40
+    with (
+        httpx.Client(base_url=gateway_url, timeout=30, headers=ADMIN_HEADERS) as http,
+        ThreadPoolExecutor(waiting) as pool,
+    ):
+        stuck = [pool.submit(http.request, method, path, json=body) for _ in range(waiting)]
+        time.sleep(0.5)
+        health, seconds = timed(http, "GET", f"/{function}/healthz")
+        assert health.status_code == 200
+        assert seconds < FAST_S, f"/{function}/healthz waited {seconds:.2f} s"
+        assert {future.result().status_code for future in stuck} == {503}
+
+
+@pytest.mark.usefixtures("unreachable_database")
+@pytest.mark.parametrize(
+    "error",
+    [
+        NotPrimaryError("not primary", {"code": 10107}),
+        AutoReconnect("connection closed"),
+        NetworkTimeout("timed out"),
+        ServerSelectionTimeoutError("no servers"),
+        WTimeoutError("waiting for replication timed out", 64, {"code": 64}),
+        OperationFailure("shutting down", 91),
+        OperationFailure("primary stepped down", 189),
+        BulkWriteError({"writeErrors": [], "writeConcernErrors": [{"code": 64, "errmsg": "x"}]}),
+        OperationFailure("in a transaction", 251, {"errorLabels": ["TransientTransactionError"]}),
+        OperationFailure("retry me", 1, {"errorLabels": ["RetryableWriteError"]}),
+    ],
+    ids=lambda error: type(error).__name__,
+)
+def test_transient_driver_errors_are_a_503_database_unavailable(error: Exception) -> None:
+    response = render_error(error, "request-1")
+    assert response.status == 503
+    assert json.loads(response.body)["error"]["code"] == "database_unavailable"
+    assert response.headers["Retry-After"] == "1"
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        OperationFailure("bad query", 2),
+        DuplicateKeyError("duplicate", 11000),
+        BulkWriteError({"writeErrors": [{"code": 11000, "errmsg": "dup"}]}),
+        RuntimeError("a bug"),
+    ],
+    ids=lambda error: type(error).__name__,
+)
+def test_other_errors_stay_a_500_with_the_request_id(error: Exception) -> None:
+    response = render_error(error, "request-2")
+    assert response.status == 500
+    assert json.loads(response.body)["error"] == {
+        "code": "internal_error",
+        "message": "An unexpected error occurred.",
+        "details": {"request_id": "request-2"},
+    }
+
+
+# The fault suite: bounded load, with the database killed and restarted in the middle of it.
+WORKERS = 8
+REQUESTS = 400
+CHATS = 6
+OUTAGE_S = 4
+LOAD_DEADLINE_S = 25
+
+
+def test_a_killed_database_under_load_loses_no_acknowledged_write_and_gives_no_500(
+    gateway_url: str,
+    own_database: Database,
+    environment: str,
+    fake_deepseek: FakeDeepSeek,
+) -> None:
+    fake_deepseek.default_scenario = Scenario(tokens=5, token_interval_s=0.05)
+    with httpx.Client(base_url=gateway_url, timeout=30, headers=ADMIN_HEADERS) as http:
+        project = http.post("/projects", json={"name": "load"}).json()
+    run = uuid.uuid4().hex[:8]
+    statuses: Counter[int] = Counter()
+    acknowledged: list[str] = []
+    lock = threading.Lock()
+    started = time.monotonic()
+    deadline = started + LOAD_DEADLINE_S
+
+    def one(index: int, http: httpx.Client) -> None:
+        if index % (REQUESTS // CHATS) == 0:
+            body = {"project_id": project["id"], "input": f"question {index}"}
+            with http.stream("POST", "/chat", json=body) as response:
+                response.read()
+                status = response.status_code
+        elif index % 2 == 0:
+            name = f"{run}-{index}"
+            body = {"project_id": project["id"], "name": name, "type": "text", "template": "{{x}}"}
+            status = http.post("/prompts", json=body).status_code
+            if status == 201:
+                with lock:
+                    acknowledged.append(name)
+        else:
+            status = http.get(f"/projects/{project['id']}").status_code
+        with lock:
+            statuses[status] += 1
+
+    def worker(first: int) -> None:
+        with httpx.Client(base_url=gateway_url, timeout=30, headers=ADMIN_HEADERS) as http:
+            for index in range(first, REQUESTS, WORKERS):
+                if time.monotonic() > deadline:
+                    return
+                one(index, http)
+                # Paced, so that the outage falls in the middle of the run.
+                time.sleep(0.1)
+
+    with ThreadPoolExecutor(WORKERS) as pool:
+        load = [pool.submit(worker, first) for first in range(WORKERS)]
+        time.sleep(1.5)
+        own_database.kill()
+        time.sleep(OUTAGE_S)
+        own_database.start()
+        for future in load:
+            future.result()
+
+    assert set(statuses) <= {200, 201, 503}, statuses
+    assert statuses[503] > 0, "the outage was not seen"
+    assert statuses[201] > 0 and statuses[200] > 0, statuses
+    assert sum(statuses.values()) == REQUESTS, "the run did not finish within its deadline"
+    with MongoClient(own_database.uri, serverSelectionTimeoutMS=5000) as mongo:
+        stored = {prompt["name"] for prompt in mongo[environment].prompts.find()}
+    assert set(acknowledged) <= stored
