@@ -131,6 +131,10 @@ def _connect(uri: str, timeout_ms: int) -> _Connection:
         connectTimeoutMS=timeout_ms,
         socketTimeoutMS=max(timeout_ms * 10, 30_000),
         appname="better-assistant",
+        # A write is acknowledged once it is in the journal: a 2xx is never lost to a crash of
+        # the database (with w=1 it could be, by up to the journal's commit interval). Replica
+        # sets' default, w=majority, journals already.
+        journal=True,
         event_listeners=[_HeartbeatWatch(breaker)],
     )
     holder.append(client)
