@@ -9,9 +9,9 @@ import json
 import threading
 import time
 import uuid
-from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -213,10 +213,21 @@ def test_other_errors_stay_a_500_with_the_request_id(error: Exception) -> None:
 
 # The fault suite: bounded load, with the database killed and restarted in the middle of it.
 WORKERS = 8
-REQUESTS = 400
+REQUESTS = 300
+# Requests kept for once the database is back (the rest are spread over the outage).
+AFTER = 60
 CHATS = 6
-OUTAGE_S = 4
-LOAD_DEADLINE_S = 25
+WARM_S = 1.0
+OUTAGE_S = 4.0
+PAUSE_S = WORKERS * (WARM_S + OUTAGE_S) / (REQUESTS - AFTER)
+
+
+@dataclass
+class Outcome:
+    sent: float
+    seconds: float
+    status: int
+    code: str | None
 
 
 def test_a_killed_database_under_load_loses_no_acknowledged_write_and_gives_no_500(
@@ -229,52 +240,63 @@ def test_a_killed_database_under_load_loses_no_acknowledged_write_and_gives_no_5
     with httpx.Client(base_url=gateway_url, timeout=30, headers=ADMIN_HEADERS) as http:
         project = http.post("/projects", json={"name": "load"}).json()
     run = uuid.uuid4().hex[:8]
-    statuses: Counter[int] = Counter()
+    outcomes: list[Outcome] = []
     acknowledged: list[str] = []
+    indexes = iter(range(REQUESTS))
     lock = threading.Lock()
-    started = time.monotonic()
-    deadline = started + LOAD_DEADLINE_S
+    back = threading.Event()
 
     def one(index: int, http: httpx.Client) -> None:
+        sent = time.monotonic()
         if index % (REQUESTS // CHATS) == 0:
             body = {"project_id": project["id"], "input": f"question {index}"}
             with http.stream("POST", "/chat", json=body) as response:
                 response.read()
-                status = response.status_code
         elif index % 2 == 0:
             name = f"{run}-{index}"
             body = {"project_id": project["id"], "name": name, "type": "text", "template": "{{x}}"}
-            status = http.post("/prompts", json=body).status_code
-            if status == 201:
+            response = http.post("/prompts", json=body)
+            if response.status_code == 201:
                 with lock:
                     acknowledged.append(name)
         else:
-            status = http.get(f"/projects/{project['id']}").status_code
+            response = http.get(f"/projects/{project['id']}")
+        code = response.json()["error"]["code"] if response.status_code >= 400 else None
         with lock:
-            statuses[status] += 1
+            outcomes.append(Outcome(sent, time.monotonic() - sent, response.status_code, code))
 
-    def worker(first: int) -> None:
+    def worker() -> None:
         with httpx.Client(base_url=gateway_url, timeout=30, headers=ADMIN_HEADERS) as http:
-            for index in range(first, REQUESTS, WORKERS):
-                if time.monotonic() > deadline:
-                    return
+            for index in indexes:
+                if index >= REQUESTS - AFTER:
+                    assert back.wait(60), "the database did not come back"
                 one(index, http)
-                # Paced, so that the outage falls in the middle of the run.
-                time.sleep(0.1)
+                time.sleep(PAUSE_S)
 
     with ThreadPoolExecutor(WORKERS) as pool:
-        load = [pool.submit(worker, first) for first in range(WORKERS)]
-        time.sleep(1.5)
+        load = [pool.submit(worker) for _ in range(WORKERS)]
+        time.sleep(WARM_S)
+        killed = time.monotonic()
         own_database.kill()
         time.sleep(OUTAGE_S)
+        restarted = time.monotonic()
         own_database.start()
+        back.set()
         for future in load:
             future.result()
 
-    assert set(statuses) <= {200, 201, 503}, statuses
-    assert statuses[503] > 0, "the outage was not seen"
-    assert statuses[201] > 0 and statuses[200] > 0, statuses
-    assert sum(statuses.values()) == REQUESTS, "the run did not finish within its deadline"
+    assert len(outcomes) == REQUESTS
+    assert {outcome.status for outcome in outcomes} <= {200, 201, 503}
+    unavailable = [outcome for outcome in outcomes if outcome.status == 503]
+    assert unavailable, "the outage was not seen"
+    assert {outcome.code for outcome in unavailable} == {"database_unavailable"}
+    # The breaker opened: once the first requests have found the database gone, nothing waits
+    # for the driver's server selection any more.
+    settled = [o for o in unavailable if killed + SELECTION_TIMEOUT_S + 1 < o.sent < restarted]
+    assert settled and max(o.seconds for o in settled) < FAST_S
+    # ... and closed by itself: requests sent once the database is back go through.
+    after = [outcome for outcome in outcomes if outcome.sent > restarted + 1]
+    assert after and all(outcome.status in (200, 201) for outcome in after[-WORKERS:])
     with MongoClient(own_database.uri, serverSelectionTimeoutMS=5000) as mongo:
         stored = {prompt["name"] for prompt in mongo[environment].prompts.find()}
     assert set(acknowledged) <= stored
