@@ -6,7 +6,6 @@ selection, until a background ping gets an answer again.
 """
 
 import threading
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -98,12 +97,29 @@ def _means_unreachable(exc: BaseException) -> bool:
     )
 
 
-class _HeartbeatWatch(ServerHeartbeatListener):
-    """Opens the breaker when the driver's own monitor finds the server gone: after a network
-    error the driver checks the server at once, often before the failing request returns."""
+class _Connection(ServerHeartbeatListener):
+    """The process's client for one configuration and its breaker. It listens to the driver's
+    monitor, so the breaker opens the moment the monitor finds the server it writes to gone:
+    after a network error the driver checks the server at once, often before the failing
+    request has returned."""
 
-    def __init__(self, breaker: Breaker) -> None:
-        self.breaker = breaker
+    def __init__(self, uri: str, timeout_ms: int) -> None:
+        self.breaker = Breaker("mongodb", lambda: _ping(self.client))
+        self.client: MongoClient = MongoClient(
+            uri,
+            tz_aware=True,
+            serverSelectionTimeoutMS=timeout_ms,
+            connectTimeoutMS=timeout_ms,
+            socketTimeoutMS=max(timeout_ms * 10, 30_000),
+            appname="better-assistant",
+            # A write is acknowledged once it is in the journal: a 2xx is never lost to a crash
+            # of the database (with w=1 it could be, by up to the journal's commit interval).
+            # Replica sets' default, w=majority, journals already.
+            journal=True,
+            event_listeners=[self],
+            # Not before `self.client` is set: the monitor's first heartbeat comes to `failed`.
+            connect=False,
+        )
 
     def started(self, event: ServerHeartbeatStartedEvent) -> None:
         pass
@@ -112,33 +128,12 @@ class _HeartbeatWatch(ServerHeartbeatListener):
         pass
 
     def failed(self, event: ServerHeartbeatFailedEvent) -> None:
-        self.breaker.trip(event.reply)
-
-
-@dataclass(frozen=True)
-class _Connection:
-    client: MongoClient
-    breaker: Breaker
-
-
-def _connect(uri: str, timeout_ms: int) -> _Connection:
-    holder: list[MongoClient] = []
-    breaker = Breaker("mongodb", lambda: _ping(holder[0]))
-    client: MongoClient = MongoClient(
-        uri,
-        tz_aware=True,
-        serverSelectionTimeoutMS=timeout_ms,
-        connectTimeoutMS=timeout_ms,
-        socketTimeoutMS=max(timeout_ms * 10, 30_000),
-        appname="better-assistant",
-        # A write is acknowledged once it is in the journal: a 2xx is never lost to a crash of
-        # the database (with w=1 it could be, by up to the journal's commit interval). Replica
-        # sets' default, w=majority, journals already.
-        journal=True,
-        event_listeners=[_HeartbeatWatch(breaker)],
-    )
-    holder.append(client)
-    return _Connection(client, breaker)
+        # Unless another server could take the writes: a secondary (or one mongos of several)
+        # going away leaves the database available.
+        servers = self.client.topology_description.server_descriptions()
+        others = (server for address, server in servers.items() if address != event.connection_id)
+        if not any(server.is_writable for server in others):
+            self.breaker.trip(event.reply)
 
 
 def _ping(client: MongoClient) -> None:
@@ -150,7 +145,7 @@ def _ping(client: MongoClient) -> None:
 def _connection() -> _Connection:
     settings = get_settings()
     uri, timeout_ms = settings.mongodb_uri, settings.mongodb_timeout_ms
-    return process_client("mongodb", (uri, timeout_ms), lambda: _connect(uri, timeout_ms))
+    return process_client("mongodb", (uri, timeout_ms), lambda: _Connection(uri, timeout_ms))
 
 
 def get_database() -> Database:
