@@ -61,7 +61,7 @@ class Sample:
     sent: float
     ms: float
     status: int  # 0: no HTTP answer
-    code: str | None = None
+    code: str | None = None  # the error's code, or the transport error's type
 
 
 @dataclass
@@ -164,8 +164,10 @@ async def load(
                         code = httpx.Response(status, content=body).json()["error"]["code"]
                     elif kind == "write":
                         run.written.append(httpx.Response(status, content=body).json()["id"])
-            except (httpx.HTTPError, ValueError, KeyError):
-                pass
+            except httpx.HTTPError as exc:
+                code = type(exc).__name__
+            except (ValueError, KeyError):
+                code = "unreadable body"
             run.samples.append(
                 Sample(kind, sent, (time.perf_counter() - sent) * 1000, status, code)
             )
