@@ -73,33 +73,11 @@ class Run:
     answering_at: float = 0.0
 
 
-class Database:
-    """The embedded MongoDB on a fixed folder and port, killed and started again."""
-
-    def __init__(self, folder: Path) -> None:
-        self.folder = folder
-        self.port = free_port()
-        self.server: EmbeddedMongo | None = None
-
-    @property
-    def uri(self) -> str:
-        return f"mongodb://127.0.0.1:{self.port}/?directConnection=true"
-
-    def start(self) -> None:
-        self.server = EmbeddedMongo(str(self.folder), port=self.port).start()
-        assert self.server.process is not None
-        # Starting again takes seconds of CPU, during the outage: behind the prober, not ahead.
-        os.setpriority(os.PRIO_PROCESS, self.server.process.pid, 10)
-
-    def kill(self) -> None:
-        if self.server is not None and self.server.process is not None:
-            self.server.process.kill()
-            self.server.process.wait()
-            self.server.stop()
-
-    def stop(self) -> None:
-        if self.server is not None:
-            self.server.stop()
+def start(database: EmbeddedMongo) -> None:
+    database.start()
+    assert database.process is not None
+    # Starting again takes seconds of CPU, during the outage: behind the prober, not ahead.
+    os.setpriority(os.PRIO_PROCESS, database.process.pid, 10)
 
 
 @contextmanager
@@ -138,7 +116,7 @@ def standalone(env: dict[str, str]) -> Iterator[dict[str, str]]:
 
 
 async def load(
-    urls: dict[str, str], database: Database, project_id: str, args: argparse.Namespace
+    urls: dict[str, str], database: EmbeddedMongo, project_id: str, args: argparse.Namespace
 ) -> Run:
     run = Run()
     remaining = args.requests
@@ -195,7 +173,7 @@ async def load(
             await asyncio.to_thread(database.kill)
             await asyncio.sleep(args.outage_s)
             run.restarted_at = time.perf_counter()
-            await asyncio.to_thread(database.start)
+            await asyncio.to_thread(start, database)
             run.answering_at = time.perf_counter()
             back.set()
 
@@ -308,7 +286,7 @@ def report(mode: str, run: Run, lost: int) -> None:
     print(f"  acknowledged writes lost: {lost} of {len(run.written)}")
 
 
-def lost_writes(database: Database, written: list[str]) -> int:
+def lost_writes(database: EmbeddedMongo, written: list[str]) -> int:
     with MongoClient(database.uri, serverSelectionTimeoutMS=10_000) as client:
         ids = [ObjectId(value) for value in written]
         found = client[DATABASE].projects.count_documents({"_id": {"$in": ids}})
@@ -317,8 +295,8 @@ def lost_writes(database: Database, written: list[str]) -> int:
 
 def measure(mode: str, args: argparse.Namespace, fake: FakeDeepSeek) -> None:
     with tempfile.TemporaryDirectory(prefix="bench-outage-") as scratch:
-        database = Database(Path(scratch) / "mongo")
-        database.start()
+        database = EmbeddedMongo(str(Path(scratch) / "mongo"), port=free_port())
+        start(database)
         env = {
             "MONGODB_URI": database.uri,
             "MONGODB_DB": DATABASE,
