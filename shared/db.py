@@ -148,13 +148,17 @@ def _connection() -> _Connection:
     return process_client("mongodb", (uri, timeout_ms), lambda: _Connection(uri, timeout_ms))
 
 
-def get_database() -> Database:
-    """The configured database on the process-wide client; `DatabaseUnreachable` at once while
-    MongoDB is known to be unreachable."""
+def _available() -> _Connection:
     connection = _connection()
     if connection.breaker.is_open:
         raise DatabaseUnreachable("MongoDB is unreachable (circuit breaker open)")
-    return connection.client[get_settings().mongodb_db]
+    return connection
+
+
+def get_database() -> Database:
+    """The configured database on the process-wide client; `DatabaseUnreachable` at once while
+    MongoDB is known to be unreachable."""
+    return _available().client[get_settings().mongodb_db]
 
 
 def database_failed(exc: BaseException) -> None:
@@ -164,15 +168,9 @@ def database_failed(exc: BaseException) -> None:
 
 
 def ping_database() -> None:
-    """One short round trip to MongoDB (readiness); raises a driver error when it cannot answer."""
-    connection = _connection()
-    if connection.breaker.is_open:
-        raise DatabaseUnreachable("MongoDB is unreachable (circuit breaker open)")
-    try:
-        _ping(connection.client)
-    except PyMongoError as exc:
-        database_failed(exc)
-        raise
+    """One short round trip to MongoDB (readiness); raises a driver error when it cannot answer,
+    `DatabaseUnreachable` at once while the breaker is open."""
+    _ping(_available().client)
 
 
 def indexed_collection(name: str, indexes: list[IndexModel]) -> Collection:
