@@ -276,3 +276,16 @@ def test_a_killed_database_under_load_loses_no_acknowledged_write_and_gives_no_5
     with MongoClient(own_database.uri, serverSelectionTimeoutMS=5000) as mongo:
         stored = {prompt["name"] for prompt in mongo[environment].prompts.find()}
     assert set(acknowledged) <= stored
+
+
+def test_an_acknowledged_write_survives_a_crash_of_the_database_right_after_it(
+    client: httpx.Client, own_database: EmbeddedMongo, environment: str
+) -> None:
+    names = [f"acknowledged {index}" for index in range(30)]
+    for name in names:
+        assert client.post("/projects", json={"name": name}).status_code == 201
+    own_database.kill()
+    own_database.start()
+    with MongoClient(own_database.uri, serverSelectionTimeoutMS=5000) as mongo:
+        stored = {project["name"] for project in mongo[environment].projects.find()}
+    assert set(names) <= stored
