@@ -45,6 +45,7 @@ bench: sync ## Run the benchmarks and print their figures (a few minutes; Linux,
 	$(UV) run --frozen python -m bench.cold_start
 	$(UV) run --frozen python -m bench.chat_overhead
 	$(UV) run --frozen python -m bench.evaluation
+	$(UV) run --frozen python -m bench.database_outage
 
 # Deployment: one image for every function; see README "Deploy".
 IMAGE_NAME ?= better-assistant

@@ -147,6 +147,14 @@ class EmbeddedMongo:
                 self.process.wait()
         self._release_storage()
 
+    def kill(self) -> None:
+        """Stop the server as a crash would (SIGKILL): no shutdown, nothing flushed. `start`
+        brings it back on the same folder and port."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+        self._release_storage()
+
     def _release_storage(self) -> None:
         if self._lock is not None:
             self._lock.close()

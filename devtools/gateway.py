@@ -17,12 +17,14 @@ import functions_framework
 from a2wsgi import WSGIMiddleware
 from flask import Flask
 from functions_framework import _function_registry
+from starlette.requests import Request as StarletteRequest
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Receive, Scope, Send
 from swagger_ui_bundle import swagger_ui_path
 
 from shared.clients import close_clients
+from shared.http.asgi_adapter import starlette_handler
 from shared.http.openapi import openapi_document
 from shared.http.routing import Router
 from shared.logs import configure_logging
@@ -46,14 +48,33 @@ def _input_terminated(app: WSGIApplication) -> WSGIApplication:
     return application
 
 
-def load_function(name: str) -> ASGIApp:
-    """The function's app as functions-framework builds it, as ASGI."""
+def load_function(name: str, router: Router) -> ASGIApp:
+    """The function's app as functions-framework builds it, as ASGI; `router` is its route table."""
     # The framework records ASGI targets by name, process-wide; every function's target is
     # `handle`, so forget the previous function's kind before loading the next.
     _function_registry.ASGI_FUNCTIONS.discard(TARGET)
     _function_registry.REGISTRY_MAP.pop(TARGET, None)
     app = functions_framework.create_app(TARGET, str(FUNCTIONS_DIR / name / "main.py"))
-    return WSGIMiddleware(_input_terminated(app)) if isinstance(app, Flask) else app
+    if isinstance(app, Flask):
+        return _live_on_the_loop(WSGIMiddleware(_input_terminated(app)), router)
+    return app
+
+
+def _live_on_the_loop(app: ASGIApp, router: Router) -> ASGIApp:
+    """A Flask function whose liveness is answered on the event loop, as an ASGI function's is:
+    the Flask app runs on a2wsgi's few worker threads, where requests waiting on a database
+    would hold `/healthz` back."""
+    handle = starlette_handler(router)
+
+    async def application(scope: Scope, receive: Receive, send: Send) -> None:
+        relative = scope["path"][len(scope.get("root_path", "")) :]
+        if scope["type"] == "http" and relative in ("/healthz", "/healthz/"):
+            request = StarletteRequest(dict(scope, path_params={"path": "healthz"}), receive)
+            await (await handle(request))(scope, receive, send)
+            return
+        await app(scope, receive, send)
+
+    return application
 
 
 def load_router(name: str) -> Router:
@@ -93,10 +114,11 @@ SERVERS = [
 ]
 
 
-def api_document() -> dict[str, Any]:
-    """The OpenAPI document of every function, with the paths this gateway serves."""
+def api_document(routers: dict[str, Router] | None = None) -> dict[str, Any]:
+    """The OpenAPI document of every function (their route tables, when loaded already), with
+    the paths this gateway serves."""
     return openapi_document(
-        {name: load_router(name) for name in function_names()},
+        routers or {name: load_router(name) for name in function_names()},
         title="Better-Assistant API",
         version=version("better-assistant"),
         description="Every function of the backend, as mounted by the dev gateway under `/<name>`; "
@@ -180,5 +202,6 @@ def build_gateway() -> Gateway:
     # Before any function configures the process's logging for itself: lines logged outside a
     # request are the gateway's.
     configure_logging("gateway")
-    functions = {name: load_function(name) for name in function_names()}
-    return Gateway(functions, _api_pages(api_document()))
+    routers = {name: load_router(name) for name in function_names()}
+    functions = {name: load_function(name, router) for name, router in routers.items()}
+    return Gateway(functions, _api_pages(api_document(routers)))

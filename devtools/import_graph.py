@@ -26,6 +26,7 @@ LAYERS: dict[str, tuple[str, ...]] = {
         "shared.errors",
         "shared.models",
         "shared.clients",
+        "shared.breaker",
         "shared.db",
         "shared.pagination",
         "shared.batching",

@@ -7,7 +7,8 @@ function, or a written file differs from what this module renders.
 
 Three kinds of function, by how they are served:
 - threaded (the default): Flask under gunicorn's gthread worker; one instance serves `threads`
-  requests at once, so that is its container concurrency; requests are short.
+  requests at once, so that is its container concurrency (it has two more threads, for the
+  probes); requests are short.
 - asynchronous (`serves="async"`): ASGI (`functions_framework.aio`) under a uvicorn worker; one
   event loop holds many streams that mostly wait on DeepSeek, so concurrency is high and requests
   may last as long as `STREAM_TIMEOUT_S`.
@@ -88,6 +89,10 @@ SETTINGS: dict[str, str] = {
 RUNTIME_VARIABLES = frozenset(
     {"FUNCTION_TARGET", "FUNCTION_SOURCE", "FUNCTION_SIGNATURE_TYPE", "PORT", "HOST", "THREADS"}
 )
+
+
+# gunicorn threads a threaded function has beyond its container concurrency: liveness and readiness.
+PROBE_THREADS = 2
 
 
 @dataclass(frozen=True)
@@ -221,7 +226,9 @@ def function_environment(name: str, function: Function) -> dict[str, str]:
     environment = {"FUNCTION_TARGET": TARGET, "FUNCTION_SOURCE": f"functions/{name}/main.py"}
     if function.serves == "threads":
         # functions-framework's default is 4 per CPU the node has, not per CPU the pod may use.
-        environment["THREADS"] = str(function.threads)
+        # Past the requests the platform may send at once, threads kept for the probes: liveness
+        # must not queue behind requests that wait on a database.
+        environment["THREADS"] = str(function.threads + PROBE_THREADS)
     return environment
 
 

@@ -104,6 +104,16 @@ class ServiceUnavailable(AppError):
     code = "service_unavailable"
 
 
+class DatabaseUnavailable(ServiceUnavailable):
+    """MongoDB cannot serve now (unreachable, electing a primary, replicating too slowly)."""
+
+    code = "database_unavailable"
+
+    def __init__(self, retry_after_s: int) -> None:
+        super().__init__("The database is unavailable; try again shortly.")
+        self.wait_before_retry(retry_after_s)
+
+
 def not_found(kind: str, identifier: object) -> NotFound:
     return NotFound(
         f"{kind} {identifier!s} does not exist.", details={"kind": kind, "id": str(identifier)}

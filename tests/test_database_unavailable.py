@@ -35,7 +35,8 @@ def test_requests_answer_503_quickly(
     started = time.monotonic()
     response = client.request(method, path, json=body)
     assert response.status_code == 503
-    assert response.json()["error"]["code"] == "service_unavailable"
+    assert response.json()["error"]["code"] == "database_unavailable"
+    assert response.headers["Retry-After"] == "1"
     assert time.monotonic() - started < 5
 
 

@@ -22,6 +22,7 @@ from devtools.manifests import (
     FUNCTIONS,
     KNATIVE_DEFAULT_MAX_TIMEOUT_S,
     KNATIVE_DIR,
+    PROBE_THREADS,
     RUNTIME_VARIABLES,
     SECRETS,
     STACK_FILE,
@@ -172,8 +173,10 @@ def test_concurrency_and_timeouts_fit_the_way_the_function_serves(name: str) -> 
     spec = knative_services()[name]["spec"]["template"]["spec"]
     function = FUNCTIONS[name]
     if function.serves == "threads":
-        # One request per gunicorn thread; a default cluster accepts the timeout.
-        assert spec["containerConcurrency"] == int(plain_env(knative_services()[name])["THREADS"])
+        # One request per gunicorn thread, and threads to spare for the probes; a default
+        # cluster accepts the timeout.
+        threads = int(plain_env(knative_services()[name])["THREADS"])
+        assert spec["containerConcurrency"] == threads - PROBE_THREADS
         assert spec["timeoutSeconds"] <= KNATIVE_DEFAULT_MAX_TIMEOUT_S
     else:
         # One event loop holds many streams waiting on DeepSeek, minutes before a first token.

@@ -1,5 +1,7 @@
 """The `chat` function: one streamed turn of a dialog (ASGI, so one instance holds many streams)."""
 
+import anyio
+
 from shared.access.callers import Caller
 from shared.access.models import Permission
 from shared.access.policy import first_of, in_project, project, resource
@@ -25,7 +27,8 @@ DIALOG_OR_PROJECT = first_of(
 )
 async def chat(body: ChatRequest, caller: Caller) -> Response:
     """Send the user's input; the answer streams back as server-sent events."""
-    service = ChatService()
+    # Building it creates its collections' indexes once: a database round trip, off the loop.
+    service = await anyio.to_thread.run_sync(ChatService)
     return EventStream(events=service.stream_events(await service.start(body, caller.actor)))
 
 

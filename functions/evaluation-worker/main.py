@@ -5,6 +5,8 @@ run once however often it is delivered; a malformed event is a 4xx so it is not 
 unreachable database is a 503 so it is. ASGI: a cell waits on DeepSeek most of its time.
 """
 
+import anyio
+
 from shared.access.policy import SIGNED_EVENT
 from shared.http.asgi_adapter import asgi_function
 from shared.http.messages import Request
@@ -21,7 +23,9 @@ router = Router("evaluation-worker")
 @router.post("/", access=SIGNED_EVENT, body_doc=event_body(CELLS))
 async def run_cell(request: Request) -> CellOutcome:
     """Run and grade one cell: a CloudEvent (binary or structured mode) or the plain JSON cell."""
-    return await EvaluationWorker().process(event_from_request(request, CELLS))
+    # Building it creates its collections' indexes once: a database round trip, off the loop.
+    worker = await anyio.to_thread.run_sync(EvaluationWorker)
+    return await worker.process(event_from_request(request, CELLS))
 
 
 # Cells kept on disk by an earlier process are handed out again, in the background.

@@ -61,6 +61,14 @@ def asgi_function(
     configure_logging(router.name)
     serve_document(router)
     freeze_imported_objects()
+    return functions_framework.aio.http(starlette_handler(router, on_start))
+
+
+def starlette_handler(
+    router: Router, on_start: Callable[[], object] | None = None
+) -> Callable[[StarletteRequest], Awaitable[StarletteResponse]]:
+    """Serves the route table to Starlette requests whose `path` path parameter is the path from
+    the function's root (functions-framework's catch-all route sets it)."""
     started = False
 
     async def handle(request: StarletteRequest) -> StarletteResponse:
@@ -92,4 +100,4 @@ def asgi_function(
         log_access(response.status)
         return to_starlette(response)
 
-    return functions_framework.aio.http(handle)
+    return handle

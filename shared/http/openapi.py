@@ -84,11 +84,18 @@ _ERRORS = {
     429: "`rate_limited`: over the project's requests_per_minute for this key or user; retry "
     "after the `Retry-After` seconds.",
     500: "Unexpected failure; `details.request_id` identifies it in the logs.",
-    503: "MongoDB is unreachable; retry shortly.",
+    503: "`database_unavailable`: MongoDB cannot serve now (unreachable, electing a primary); "
+    "retry after the `Retry-After` seconds. Other codes name another dependency that is down.",
 }
 _RETRY_AFTER = {
-    "description": "Seconds until the caller's window has room again.",
-    "schema": {"type": "integer"},
+    429: {
+        "description": "Seconds until the caller's window has room again.",
+        "schema": {"type": "integer"},
+    },
+    503: {
+        "description": "Seconds to wait before trying again (sent with `database_unavailable`).",
+        "schema": {"type": "integer"},
+    },
 }
 _REQUEST_ID = {
     "description": "The request id: yours when you sent a sane X-Request-Id, else a fresh one.",
@@ -295,8 +302,8 @@ def _error_response(status: int) -> dict[str, Any]:
         "description": _ERRORS[status],
         "content": {"application/json": {"schema": {"$ref": _REF.format(model="ErrorBody")}}},
     }
-    if status == 429:
-        response["headers"] = {"Retry-After": _RETRY_AFTER}
+    if status in _RETRY_AFTER:
+        response["headers"] = {"Retry-After": _RETRY_AFTER[status]}
     return response
 
 

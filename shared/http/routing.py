@@ -26,8 +26,14 @@ from pydantic import BaseModel
 
 from shared.access.callers import Caller, authenticate
 from shared.access.policy import PUBLIC, Access
-from shared.db import DATABASE_UNAVAILABLE_ERRORS, ping_database
-from shared.errors import AppError, MethodNotAllowed, NotFound, ServiceUnavailable
+from shared.db import (
+    RETRY_AFTER_S,
+    DatabaseUnreachable,
+    database_failed,
+    is_database_unavailable,
+    ping_database,
+)
+from shared.errors import AppError, DatabaseUnavailable, MethodNotAllowed, NotFound
 from shared.http.messages import Request, Response, json_response, no_content
 from shared.logs import note_route
 from shared.settings import get_settings
@@ -247,6 +253,10 @@ class Router:
                 # Admission may read MongoDB (a key, a membership): never on the event loop.
                 arguments = await asyncio.to_thread(route.admit, request, path_values)
                 result = await route.handler(**arguments)
+            elif route.handler is _health:
+                # Liveness touches nothing: answered on the loop, never queued behind requests
+                # that hold the worker threads (waiting on a database, say).
+                result = _admitted_call(route, request, path_values)
             else:
                 result = await asyncio.to_thread(_admitted_call, route, request, path_values)
             response = route.render(result)
@@ -285,9 +295,13 @@ def finish(request: Request, response: Response) -> Response:
 
 def render_error(exc: Exception, request_id: str) -> Response:
     """The response for any exception; internals are logged, never sent."""
-    if isinstance(exc, DATABASE_UNAVAILABLE_ERRORS):
-        logger.warning("database unavailable request_id=%s: %s", request_id, exc)
-        exc = ServiceUnavailable("The database is unreachable; try again shortly.")
+    if isinstance(exc, DatabaseUnreachable):
+        # The breaker's own refusal: it logged when it opened, and will when it closes.
+        exc = DatabaseUnavailable(RETRY_AFTER_S)
+    elif is_database_unavailable(exc):
+        database_failed(exc)
+        logger.warning("database unavailable request_id=%s: %s", request_id, type(exc).__name__)
+        exc = DatabaseUnavailable(RETRY_AFTER_S)
     if isinstance(exc, AppError):
         return json_response(exc.to_body(), exc.status, exc.headers)
     logger.exception("unhandled error request_id=%s", request_id)
@@ -336,6 +350,6 @@ def _health() -> HealthStatus:
 
 
 def _readiness() -> HealthStatus:
-    """Readiness: one round trip to MongoDB (503 when it is unreachable)."""
+    """Readiness: one short round trip to MongoDB (503 at once while it is unreachable)."""
     ping_database()
     return HealthStatus(status="ready")
