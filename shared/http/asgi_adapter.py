@@ -3,9 +3,13 @@
 Used by the functions that stream: one instance holds many concurrent streams on one event loop.
 """
 
+import functools
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 import functions_framework.aio
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
 from starlette.requests import Request as StarletteRequest
 from starlette.responses import Response as StarletteResponse
 from starlette.responses import StreamingResponse
@@ -48,13 +52,59 @@ def to_starlette(response: Response) -> StarletteResponse:
     return StarletteResponse(response.body, response.status, response.headers)
 
 
+def route_path(scope: Any) -> str:
+    """The path from the function's root (the gateway mounts it under `root_path`), as sent:
+    Starlette's `{path:path}` would turn `/%0A` into `/` and miss paths with a newline."""
+    path, root = scope["path"], scope.get("root_path", "")
+    if root and path.startswith(f"{root}/"):
+        path = path[len(root) :]
+    return path or "/"
+
+
+# Set on `handle`: the app functions-framework builds for it hands every request to it.
+_SERVES_EVERY_REQUEST = "serves_every_request"
+
+
+def _every_request_to_the_function(
+    build: Callable[..., Starlette],
+) -> Callable[..., Starlette]:
+    """functions-framework's app routes only some methods and paths to the function and answers
+    the rest itself, in text without a request id (TRACE, a newline inside the path,
+    `/robots.txt`); the function's own routing answers those too, with the one error model."""
+
+    @functools.wraps(build)
+    def build_app(function: Callable[..., Any], *args: Any, **kwargs: Any) -> Starlette:
+        app = build(function, *args, **kwargs)
+        if getattr(function, _SERVES_EVERY_REQUEST, False):
+
+            async def refused(request: StarletteRequest, _: Exception) -> StarletteResponse:
+                return await function(request)
+
+            app.add_exception_handler(HTTPException, refused)
+        return app
+
+    setattr(build_app, _SERVES_EVERY_REQUEST, True)
+    return build_app
+
+
+def _hand_every_request_to_functions() -> None:
+    # Both of the framework's entry points (its CLI, and `create_app` as the gateway and the
+    # tests call it) build the app through this one function, after importing `main.py`.
+    build = functions_framework.aio._create_asgi_app_with_function
+    if not getattr(build, _SERVES_EVERY_REQUEST, False):
+        functions_framework.aio._create_asgi_app_with_function = _every_request_to_the_function(
+            build
+        )
+
+
 def asgi_function(router: Router) -> Callable[[StarletteRequest], Awaitable[StarletteResponse]]:
     """The `handle` target functions-framework serves with each Starlette request."""
     serve_document(router)
     freeze_imported_objects()
+    _hand_every_request_to_functions()
 
     async def handle(request: StarletteRequest) -> StarletteResponse:
-        path = "/" + request.path_params.get("path", "")
+        path = route_path(request.scope)
         query = {key: request.query_params.getlist(key) for key in request.query_params}
         neutral = Request(
             method=request.method,
@@ -71,4 +121,5 @@ def asgi_function(router: Router) -> Callable[[StarletteRequest], Awaitable[Star
         neutral.read_body = lambda: body
         return to_starlette(await router.dispatch_async(neutral))
 
+    setattr(handle, _SERVES_EVERY_REQUEST, True)
     return functions_framework.aio.http(handle)

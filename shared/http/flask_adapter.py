@@ -3,6 +3,7 @@
 from collections.abc import Callable
 
 import flask
+from werkzeug.wsgi import get_path_info
 
 from shared.errors import PayloadTooLarge
 from shared.http.messages import Request
@@ -36,7 +37,8 @@ def flask_function(router: Router) -> Callable[[flask.Request], flask.Response]:
         response = router.dispatch(
             Request(
                 method=request.method,
-                path=request.path,
+                # As sent: `request.path` merges leading slashes, so `//` would be the root.
+                path=get_path_info(request.environ) or "/",
                 query={key: request.args.getlist(key) for key in request.args},
                 headers={key.lower(): value for key, value in request.headers.items()},
                 read_body=body_reader(request),

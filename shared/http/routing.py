@@ -132,7 +132,8 @@ class Route:
 
 
 def _compile(path: str, path_types: dict[str, type]) -> re.Pattern[str]:
-    """`/{prompt_id}/versions/{number}` -> a regex with a named group per path parameter."""
+    """`/{prompt_id}/versions/{number}` -> a regex with a named group per path parameter, to be
+    matched against the whole path (`fullmatch`)."""
     parts = _PARAMETER.split(path.rstrip("/") or "/")
     regex = ""
     for index, part in enumerate(parts):
@@ -145,9 +146,9 @@ def _compile(path: str, path_types: dict[str, type]) -> re.Pattern[str]:
         else:
             regex += f"(?P<{part}>[^/]+)"
     if regex == "/":
-        return re.compile("^/?$")
+        return re.compile("/?")
     # A trailing slash is optional, except after the rest of a path, which keeps its own.
-    return re.compile(f"^{regex}$" if regex.endswith(".+)") else f"^{regex}/?$")
+    return re.compile(regex if regex.endswith(".+)") else f"{regex}/?")
 
 
 class Router:
@@ -214,7 +215,8 @@ class Router:
         allowed: list[str] = []
         lookup_method = "GET" if method == "HEAD" else method
         for route in self.routes:
-            match = route.pattern.match(path)
+            # The whole path, to its last character: `$` would also match before a final newline.
+            match = route.pattern.fullmatch(path)
             if match is None:
                 continue
             if route.method == lookup_method:
