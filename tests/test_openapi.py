@@ -147,6 +147,24 @@ def test_generated_requests_never_get_a_server_error(
     )
 
 
+def test_streamed_events_are_as_documented(
+    client: httpx.Client, existing: dict[str, object]
+) -> None:
+    """Each event's `data:` is a line of JSON text whose content is the documented model (the
+    document once called it an object, which no event on the wire is)."""
+    execution = {
+        "prompt_id": existing["prompt_id"],
+        "variables": {"question": "hi"},
+        "stream": True,
+    }
+    chat = {"project_id": existing["project_id"], "input": "hi"}
+    for path, body in [("/executions", execution), ("/chat", chat)]:
+        response = client.post(path, json=body)
+        assert response.headers["content-type"].startswith("text/event-stream"), response.text
+        assert response.text.startswith("event: meta\ndata: {")
+        fuzzed[path]["POST"].validate_response(response)
+
+
 def test_requests_the_fuzzer_once_broke_are_refused_cleanly(
     client: httpx.Client, existing: dict[str, object]
 ) -> None:

@@ -10,6 +10,7 @@ every function's routes under `/<function>` (the gateway's mount, and OpenFaaS's
 """
 
 import re
+import typing
 from collections.abc import Mapping
 from functools import cache
 from importlib.metadata import version
@@ -130,6 +131,26 @@ def _error_statuses(route: Route) -> list[int]:
     if route.metered:
         statuses |= {402, 429}
     return sorted(statuses)
+
+
+def _event_types(route: Route) -> tuple[Any, ...]:
+    """The event models of a streamed route's (discriminated) union."""
+    union = (
+        typing.get_args(route.events)[0]
+        if typing.get_origin(route.events) is typing.Annotated
+        else route.events
+    )
+    return typing.get_args(union) or (union,)
+
+
+def _as_sent(event: dict[str, Any]) -> dict[str, Any]:
+    """An event as a stream carries it: `data` is a line of JSON text (RFC 8895 `data:` field,
+    OpenAPI's `text/event-stream` items), whose content is what the model describes."""
+    data = event["properties"]["data"]
+    if "contentSchema" in data:  # an event shared by two streams, already rewritten
+        return event
+    text = {"type": "string", "contentMediaType": "application/json", "contentSchema": data}
+    return {**event, "properties": {**event["properties"], "data": text}}
 
 
 def _camel(*parts: str) -> str:
@@ -326,7 +347,14 @@ def openapi_document(
             if _is_streamed(route):
                 events_name = _camel(route.handler.__name__, "events")
                 collector.add(route.events, "serialization", title=events_name)
+                for event in _event_types(route):
+                    collector.add(event, "serialization")
     refs, schemas = collector.build()
+    for router in routers.values():
+        for route in filter(_is_streamed, router.routes):
+            for event in _event_types(route):
+                name = refs[(id(event), "serialization")]["$ref"].rsplit("/", 1)[1]
+                schemas[name] = _as_sent(schemas[name])
     paths: dict[str, dict[str, Any]] = {}
     path_of = _gateway_path if mounted else _own_path
     for function, router in routers.items():
