@@ -28,6 +28,8 @@ OPENAPI_VERSION = "3.1.0"
 DOCUMENT_PATH = "/openapi.json"
 _REF = "#/components/schemas/{model}"
 _WORDS = re.compile(r"[A-Za-z0-9]+")
+# A path below a created record: its id, then nothing or more fixed segments.
+_PREFIX = re.compile(r"/\{\w+\}(/[^{}]*)?")
 _SECURITY_SCHEMES = {
     "bearer": {
         "type": "http",
@@ -264,6 +266,28 @@ def _success(route: Route, refs: dict[tuple[int, JsonSchemaMode], Any]) -> dict[
     return responses
 
 
+def _links(function: str, route: Route, router: Router) -> dict[str, Any]:
+    """What a client may do next with the record a POST creates: every operation of the same
+    function addressed by that record's id alone (`/{dataset_id}`, `/{dataset_id}/cases`)."""
+    response = route.response
+    creates = isinstance(response, type) and issubclass(response, BaseModel)
+    if route.method != "POST" or not creates or "id" not in response.model_fields:
+        return {}
+    base = route.path.rstrip("/")
+    links = {}
+    for target in router.routes:
+        names = list(target.path_types)
+        if len(names) != 1 or not target.path.startswith(f"{base}/{{{names[0]}}}"):
+            continue
+        if _PREFIX.fullmatch(target.path[len(base) :]) is None:
+            continue
+        links[_camel(target.handler.__name__)] = {
+            "operationId": _operation_id(function, target),
+            "parameters": {names[0]: "$response.body#/id"},
+        }
+    return links
+
+
 def _operation(
     function: str, route: Route, refs: dict[tuple[int, JsonSchemaMode], Any], schemas: dict
 ) -> dict[str, Any]:
@@ -360,6 +384,9 @@ def openapi_document(
     for function, router in routers.items():
         for route in router.routes:
             operation = _operation(function, route, refs, schemas)
+            links = _links(function, route, router)
+            if links:
+                operation["responses"][str(route.status)]["links"] = links
             paths.setdefault(path_of(function, route), {})[route.method.lower()] = operation
     used = {
         scheme
