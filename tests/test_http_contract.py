@@ -8,7 +8,7 @@ import pytest
 
 from devtools.gateway import function_names
 from shared.access.policy import PUBLIC
-from shared.errors import NotFound
+from shared.errors import MethodNotAllowed, NotFound
 from shared.http.messages import Request
 from shared.http.routing import Router
 from tests.conftest import ADMIN_HEADERS, configure
@@ -87,6 +87,18 @@ def test_a_route_matches_the_whole_path_not_a_final_newline() -> None:
     for path in ["/\n", "/x/parts\n"]:
         with pytest.raises(NotFound):
             router.resolve("GET", path)
+
+
+def test_a_path_belongs_to_the_first_route_that_matches_it() -> None:
+    """`/healthz` is no record id: other methods on it are 405 listing only its own."""
+    router = Router("things")
+    router.get("/{thing_id}", access=PUBLIC)(lambda thing_id: None)
+    router.delete("/{thing_id}", access=PUBLIC)(lambda thing_id: None)
+    with pytest.raises(MethodNotAllowed) as refused:
+        router.resolve("DELETE", "/healthz")
+    assert refused.value.headers["Allow"] == "GET, OPTIONS"
+    route, values = router.resolve("DELETE", "/thing")
+    assert (route.method, values) == ("DELETE", {"thing_id": "thing"})
 
 
 def test_a_newline_is_no_empty_path(client: httpx.Client) -> None:

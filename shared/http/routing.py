@@ -211,14 +211,20 @@ class Router:
         return self.route("DELETE", path, access=access, status=204)
 
     def resolve(self, method: str, path: str) -> tuple[Route, dict[str, str]]:
-        """The route and raw path values for a request; 404 or 405 when there is none."""
+        """The route and raw path values for a request; 404 or 405 when there is none.
+
+        The first path in the table that matches owns the request: `PUT /openapi.json` is a 405
+        of the document's path, not an update of a record whose id would be `openapi.json`.
+        """
         allowed: list[str] = []
         lookup_method = "GET" if method == "HEAD" else method
+        owner = None
         for route in self.routes:
             # The whole path, to its last character: `$` would also match before a final newline.
             match = route.pattern.fullmatch(path)
-            if match is None:
+            if match is None or owner not in (None, route.path):
                 continue
+            owner = route.path
             if route.method == lookup_method:
                 return route, match.groupdict()
             allowed.append(route.method)
