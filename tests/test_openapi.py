@@ -14,10 +14,13 @@ from schemathesis.checks import not_a_server_error
 from schemathesis.config import SchemathesisConfig
 from schemathesis.core.failures import FailureGroup
 from schemathesis.specs.openapi.checks import (
+    allow_header_conformance,
     content_type_conformance,
+    missing_required_header,
     response_headers_conformance,
     response_schema_conformance,
     status_code_conformance,
+    unsupported_method,
 )
 
 from devtools.gateway import api_document, function_names, load_router
@@ -163,6 +166,9 @@ CHECKS = [
     content_type_conformance,
     response_headers_conformance,
     response_schema_conformance,
+    unsupported_method,
+    allow_header_conformance,
+    missing_required_header,
 ]
 STATEFUL_SCENARIOS = 30
 
