@@ -3,7 +3,6 @@
 from collections.abc import Callable
 
 import flask
-from werkzeug.wsgi import get_path_info
 
 from shared.errors import PayloadTooLarge
 from shared.http.messages import Request
@@ -28,6 +27,13 @@ def body_reader(request: flask.Request) -> Callable[[], bytes]:
     return read
 
 
+def path_as_sent(request: flask.Request) -> str:
+    """The decoded path: `request.path` merges leading slashes, so `//` would be the root."""
+    # WSGI hands PATH_INFO over as the raw bytes in latin-1.
+    raw = request.environ.get("PATH_INFO", "").encode("latin-1")
+    return raw.decode(errors="replace") or "/"
+
+
 def flask_function(router: Router) -> Callable[[flask.Request], flask.Response]:
     """The `handle` target functions-framework calls with each Flask request."""
     serve_document(router)
@@ -37,8 +43,7 @@ def flask_function(router: Router) -> Callable[[flask.Request], flask.Response]:
         response = router.dispatch(
             Request(
                 method=request.method,
-                # As sent: `request.path` merges leading slashes, so `//` would be the root.
-                path=get_path_info(request.environ) or "/",
+                path=path_as_sent(request),
                 query={key: request.args.getlist(key) for key in request.args},
                 headers={key.lower(): value for key, value in request.headers.items()},
                 read_body=body_reader(request),
