@@ -29,7 +29,7 @@ DOCUMENT_PATH = "/openapi.json"
 _REF = "#/components/schemas/{model}"
 _WORDS = re.compile(r"[A-Za-z0-9]+")
 # A path below a created record: its id, then nothing or more fixed segments.
-_PREFIX = re.compile(r"/\{\w+\}(/[^{}]*)?")
+_BELOW_RECORD = re.compile(r"/\{\w+\}(/[^{}]*)?")
 _SECURITY_SCHEMES = {
     "bearer": {
         "type": "http",
@@ -277,9 +277,8 @@ def _links(function: str, route: Route, router: Router) -> dict[str, Any]:
     links = {}
     for target in router.routes:
         names = list(target.path_types)
-        if len(names) != 1 or not target.path.startswith(f"{base}/{{{names[0]}}}"):
-            continue
-        if _PREFIX.fullmatch(target.path[len(base) :]) is None:
+        below = target.path.startswith(base) and _BELOW_RECORD.fullmatch(target.path[len(base) :])
+        if len(names) != 1 or not below:
             continue
         links[_camel(target.handler.__name__)] = {
             "operationId": _operation_id(function, target),
