@@ -16,11 +16,13 @@ from schemathesis.core.failures import FailureGroup
 from schemathesis.specs.openapi.checks import (
     allow_header_conformance,
     content_type_conformance,
+    ensure_resource_availability,
     missing_required_header,
     response_headers_conformance,
     response_schema_conformance,
     status_code_conformance,
     unsupported_method,
+    use_after_free,
 )
 
 from devtools.gateway import api_document, function_names, load_router
@@ -170,6 +172,8 @@ CHECKS = [
     allow_header_conformance,
     missing_required_header,
 ]
+# In sequences: a deleted record stays gone, a created one can be read.
+STATEFUL_CHECKS = [use_after_free, ensure_resource_availability]
 STATEFUL_SCENARIOS = 30
 
 
@@ -235,7 +239,9 @@ def test_linked_operations_in_sequence_never_get_a_server_error(gateway_url: str
             self, response: object, case: schemathesis.Case, **kwargs: object
         ) -> None:
             try:
-                case.validate_response(response, checks=CHECKS)
+                case.validate_response(
+                    response, checks=CHECKS + STATEFUL_CHECKS, recorder=self.recorder
+                )
             except (AssertionError, FailureGroup) as failure:
                 failures.append(f"{case.method} {case.formatted_path}: {failure}")
 
