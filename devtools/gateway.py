@@ -24,9 +24,10 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from swagger_ui_bundle import swagger_ui_path
 
 from shared.clients import close_clients
-from shared.http.asgi_adapter import starlette_handler
+from shared.errors import MethodNotAllowed, NotFound
+from shared.http.asgi_adapter import route_path, starlette_handler
 from shared.http.openapi import openapi_document
-from shared.http.routing import Router
+from shared.http.routing import Router, new_request_id, render_error
 from shared.logs import configure_logging
 
 FUNCTIONS_DIR = Path(__file__).resolve().parent.parent / "functions"
@@ -67,10 +68,8 @@ def _live_on_the_loop(app: ASGIApp, router: Router) -> ASGIApp:
     handle = starlette_handler(router)
 
     async def application(scope: Scope, receive: Receive, send: Send) -> None:
-        relative = scope["path"][len(scope.get("root_path", "")) :]
-        if scope["type"] == "http" and relative in ("/healthz", "/healthz/"):
-            request = StarletteRequest(dict(scope, path_params={"path": "healthz"}), receive)
-            await (await handle(request))(scope, receive, send)
+        if scope["type"] == "http" and route_path(scope) in ("/healthz", "/healthz/"):
+            await (await handle(StarletteRequest(scope, receive)))(scope, receive, send)
             return
         await app(scope, receive, send)
 
@@ -174,15 +173,27 @@ class Gateway:
             path = scope["path"] if scope["path"] != mount else f"{mount}/"
             await function(dict(scope, root_path=mount, path=path), receive, send)
             return
+        await self._own_page(name, scope, receive, send)
+
+    async def _own_page(self, name: str, scope: Scope, receive: Receive, send: Send) -> None:
+        """The index, the document and the docs; anything else gets the functions' error model."""
+        headers = {
+            key.decode("latin-1"): value.decode("latin-1") for key, value in scope["headers"]
+        }
+        request_id = new_request_id(headers.get("x-request-id"))
         page = self.pages.get(name)
-        if page is not None:
+        if name == "":
+            page = JSONResponse({"functions": [f"/{known}" for known in self.functions]})
+        if page is not None and scope["method"] in ("GET", "HEAD"):
             await page(scope, receive, send)
             return
-        status = 200 if name == "" else 404
-        body = {"functions": [f"/{known}" for known in self.functions]}
-        if status == 404:
-            body = {"error": {"code": "function_not_found", "message": f"No function {name!r}."}}
-        await JSONResponse(body, status)(scope, receive, send)
+        error = MethodNotAllowed(["GET", "HEAD"]) if page is not None else None
+        refused = render_error(
+            error or NotFound(f"No function {name!r}.", code="function_not_found"), request_id
+        )
+        await Response(
+            refused.body, refused.status, {**refused.headers, "X-Request-Id": request_id}
+        )(scope, receive, send)
 
     @staticmethod
     async def _lifespan(receive: Receive, send: Send) -> None:

@@ -383,4 +383,4 @@ def test_an_unreachable_database_is_a_503_so_the_broker_retries(
     )
     for response in (post_dead_turn(client, turn), client.get(SINK)):
         assert response.status_code == 503, response.text
-        assert response.json()["error"]["code"] == "service_unavailable"
+        assert response.json()["error"]["code"] == "database_unavailable"

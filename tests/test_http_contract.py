@@ -1,14 +1,111 @@
 """The one error model, limits, CORS and request ids, identical for every function."""
 
+import http.client
+from urllib.parse import urlsplit
+
 import httpx
 import pytest
 
+from devtools.gateway import function_names
 from shared.access.policy import PUBLIC
+from shared.errors import MethodNotAllowed, NotFound
 from shared.http.messages import Request
 from shared.http.routing import Router
-from tests.conftest import configure
+from tests.conftest import ADMIN_HEADERS, configure
 
 FUNCTIONS = ["projects", "prompts"]
+# Methods no route takes or that only a browser's preflight may send, and paths no route
+# matches or that a framework's own routing handles: a newline, a NUL, empty or dot segments,
+# the files frameworks answer themselves.
+ODD_METHODS = ["PATCH", "TRACE", "PROPFIND", "OPTIONS", "HEAD", "GET", "POST"]
+ODD_PATHS = [
+    "/%0A",
+    "/ab%0Acd",
+    "/%00",
+    "//",
+    "//x",
+    "/a/../b",
+    "/..",
+    "/robots.txt",
+    "/favicon.ico",
+    "/healthz%0A",
+    "/healthz/x",
+]
+
+
+def raw_request(base_url: str, method: str, path: str) -> tuple[http.client.HTTPResponse, bytes]:
+    """The request sent as written: clients normalize dot segments and escapes away."""
+    address = urlsplit(base_url)
+    connection = http.client.HTTPConnection(address.hostname, address.port, timeout=30)
+    try:
+        connection.putrequest(method, f"{address.path}{path}", skip_accept_encoding=True)
+        for name, value in ADMIN_HEADERS.items():
+            connection.putheader(name, value)
+        connection.endheaders()
+        response = connection.getresponse()
+        return response, response.read()
+    finally:
+        connection.close()
+
+
+def assert_odd_requests_get_the_error_model(base_url: str) -> None:
+    """Every odd method on every odd path: a 4xx in the error model, with a request id."""
+    wrong = []
+    for method in ODD_METHODS:
+        for path in ODD_PATHS:
+            response, body = raw_request(base_url, method, path)
+            in_error_model = (
+                400 <= response.status < 500
+                and response.getheader("content-type") == "application/json"
+                and response.getheader("x-request-id")
+                and (method == "HEAD" or b'"error":{"code":' in body)
+            )
+            if not in_error_model:
+                wrong.append((method, path, response.status, body[:80]))
+    assert not wrong
+
+
+@pytest.mark.parametrize("function", function_names())
+def test_every_unmatched_method_and_path_gets_the_error_model(
+    gateway_url: str, function: str
+) -> None:
+    assert_odd_requests_get_the_error_model(f"{gateway_url}/{function}")
+
+
+def test_the_gateway_answers_what_no_function_serves_in_the_error_model(gateway_url: str) -> None:
+    for method, path in [("GET", "/nothing"), ("POST", "/openapi.json"), ("DELETE", "/")]:
+        response, body = raw_request(gateway_url, method, path)
+        assert response.status in (404, 405)
+        assert response.getheader("x-request-id")
+        assert b'"error":{"code":' in body
+
+
+def test_a_route_matches_the_whole_path_not_a_final_newline() -> None:
+    router = Router("things")
+    router.get("/", access=PUBLIC)(lambda: None)
+    router.get("/{thing_id}/parts", access=PUBLIC)(lambda thing_id: None)
+    for path in ["/\n", "/x/parts\n"]:
+        with pytest.raises(NotFound):
+            router.resolve("GET", path)
+
+
+def test_a_path_belongs_to_the_first_route_that_matches_it() -> None:
+    """`/healthz` is no record id: other methods on it are 405 listing only its own."""
+    router = Router("things")
+    router.get("/{thing_id}", access=PUBLIC)(lambda thing_id: None)
+    router.delete("/{thing_id}", access=PUBLIC)(lambda thing_id: None)
+    with pytest.raises(MethodNotAllowed) as refused:
+        router.resolve("DELETE", "/healthz")
+    assert refused.value.headers["Allow"] == "GET, OPTIONS"
+    route, values = router.resolve("DELETE", "/thing")
+    assert (route.method, values) == ("DELETE", {"thing_id": "thing"})
+
+
+def test_a_newline_is_no_empty_path(client: httpx.Client) -> None:
+    """`/evaluations/%0A` once listed every run: it names one that does not exist."""
+    response = client.get("/evaluations/%0A")
+    assert response.status_code == 404
+    assert response.json()["error"]["code"] == "not_found"
 
 
 @pytest.mark.parametrize("function", FUNCTIONS)

@@ -14,6 +14,7 @@ from devtools.embedded_mongo import free_port
 from devtools.gateway import FUNCTIONS_DIR, TARGET, function_names
 from devtools.processes import wait_until_healthy
 from tests.conftest import ADMIN_HEADERS, TEST_ADMIN_KEY
+from tests.test_http_contract import assert_odd_requests_get_the_error_model
 
 CLI = Path(sys.executable).parent / "functions-framework"
 
@@ -62,6 +63,21 @@ def test_each_function_answers_at_its_own_root(deployed: dict[str, str], name: s
         missing = http.get("/nothing/here/at/all")
         assert missing.status_code == 404
         assert missing.json()["error"]["code"] == "route_not_found"
+
+
+@pytest.mark.parametrize("name", function_names())
+def test_each_function_alone_answers_every_unmatched_request_in_the_error_model(
+    deployed: dict[str, str], name: str
+) -> None:
+    """The framework's own routing (Starlette's for the ASGI functions) answers nothing itself."""
+    assert_odd_requests_get_the_error_model(deployed[name])
+
+
+def test_a_newline_is_no_empty_path_alone(deployed: dict[str, str]) -> None:
+    """Starlette's `{path:path}` once read `/%0A` as the root: the list of every run."""
+    response = httpx.get(f"{deployed['evaluations']}/%0A", headers=ADMIN_HEADERS)
+    assert response.status_code == 404
+    assert response.json()["error"]["code"] == "not_found"
 
 
 @pytest.mark.parametrize("name", function_names())

@@ -3,9 +3,13 @@
 Used by the functions that stream: one instance holds many concurrent streams on one event loop.
 """
 
+import functools
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 import functions_framework.aio
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
 from starlette.requests import Request as StarletteRequest
 from starlette.responses import Response as StarletteResponse
 from starlette.responses import StreamingResponse
@@ -49,6 +53,51 @@ def to_starlette(response: Response) -> StarletteResponse:
     return StarletteResponse(response.body, response.status, response.headers)
 
 
+def route_path(scope: Any) -> str:
+    """The path from the function's root (the gateway mounts it under `root_path`), as sent:
+    Starlette's `{path:path}` would turn `/%0A` into `/` and miss paths with a newline."""
+    path, root = scope["path"], scope.get("root_path", "")
+    if root and path.startswith(f"{root}/"):
+        path = path[len(root) :]
+    return path or "/"
+
+
+# Set on `handle`: the app functions-framework builds for it hands every request to it.
+_SERVES_EVERY_REQUEST = "serves_every_request"
+
+
+def _every_request_to_the_function(
+    build: Callable[..., Starlette],
+) -> Callable[..., Starlette]:
+    """functions-framework's app routes only some methods and paths to the function and answers
+    the rest itself, in text without a request id (TRACE, a newline inside the path,
+    `/robots.txt`); the function's own routing answers those too, with the one error model."""
+
+    @functools.wraps(build)
+    def build_app(function: Callable[..., Any], *args: Any, **kwargs: Any) -> Starlette:
+        app = build(function, *args, **kwargs)
+        if getattr(function, _SERVES_EVERY_REQUEST, False):
+
+            async def refused(request: StarletteRequest, _: Exception) -> StarletteResponse:
+                return await function(request)
+
+            app.add_exception_handler(HTTPException, refused)
+        return app
+
+    setattr(build_app, _SERVES_EVERY_REQUEST, True)
+    return build_app
+
+
+def _hand_every_request_to_functions() -> None:
+    # Both of the framework's entry points (its CLI, and `create_app` as the gateway and the
+    # tests call it) build the app through this one function, after importing `main.py`.
+    build = functions_framework.aio._create_asgi_app_with_function
+    if not getattr(build, _SERVES_EVERY_REQUEST, False):
+        functions_framework.aio._create_asgi_app_with_function = _every_request_to_the_function(
+            build
+        )
+
+
 def asgi_function(
     router: Router, on_start: Callable[[], object] | None = None
 ) -> Callable[[StarletteRequest], Awaitable[StarletteResponse]]:
@@ -61,14 +110,16 @@ def asgi_function(
     configure_logging(router.name)
     serve_document(router)
     freeze_imported_objects()
-    return functions_framework.aio.http(starlette_handler(router, on_start))
+    _hand_every_request_to_functions()
+    handle = starlette_handler(router, on_start)
+    setattr(handle, _SERVES_EVERY_REQUEST, True)
+    return functions_framework.aio.http(handle)
 
 
 def starlette_handler(
     router: Router, on_start: Callable[[], object] | None = None
 ) -> Callable[[StarletteRequest], Awaitable[StarletteResponse]]:
-    """Serves the route table to Starlette requests whose `path` path parameter is the path from
-    the function's root (functions-framework's catch-all route sets it)."""
+    """Serves the route table to Starlette requests, the path taken from the request's scope."""
     started = False
 
     async def handle(request: StarletteRequest) -> StarletteResponse:
@@ -76,7 +127,7 @@ def starlette_handler(
         if on_start is not None and not started:
             started = True
             on_start()
-        path = "/" + request.path_params.get("path", "")
+        path = route_path(request.scope)
         query = {key: request.query_params.getlist(key) for key in request.query_params}
         neutral = Request(
             method=request.method,

@@ -28,6 +28,13 @@ def body_reader(request: flask.Request) -> Callable[[], bytes]:
     return read
 
 
+def path_as_sent(request: flask.Request) -> str:
+    """The decoded path: `request.path` merges leading slashes, so `//` would be the root."""
+    # WSGI hands PATH_INFO over as the raw bytes in latin-1.
+    raw = request.environ.get("PATH_INFO", "").encode("latin-1")
+    return raw.decode(errors="replace") or "/"
+
+
 def flask_function(router: Router) -> Callable[[flask.Request], flask.Response]:
     """The `handle` target functions-framework calls with each Flask request."""
     configure_logging(router.name)
@@ -43,7 +50,7 @@ def flask_function(router: Router) -> Callable[[flask.Request], flask.Response]:
             response = router.dispatch(
                 Request(
                     method=request.method,
-                    path=request.path,
+                    path=path_as_sent(request),
                     query={key: request.args.getlist(key) for key in request.args},
                     headers={key.lower(): value for key, value in request.headers.items()},
                     read_body=body_reader(request),

@@ -10,6 +10,7 @@ every function's routes under `/<function>` (the gateway's mount, and OpenFaaS's
 """
 
 import re
+import typing
 from collections.abc import Mapping
 from functools import cache
 from importlib.metadata import version
@@ -27,6 +28,8 @@ OPENAPI_VERSION = "3.1.0"
 DOCUMENT_PATH = "/openapi.json"
 _REF = "#/components/schemas/{model}"
 _WORDS = re.compile(r"[A-Za-z0-9]+")
+# A path below a created record: its id, then nothing or more fixed segments.
+_BELOW_RECORD = re.compile(r"/\{\w+\}(/[^{}]*)?")
 _SECURITY_SCHEMES = {
     "bearer": {
         "type": "http",
@@ -144,6 +147,26 @@ def _error_statuses(route: Route) -> list[int]:
     return sorted(statuses)
 
 
+def _event_types(route: Route) -> tuple[Any, ...]:
+    """The event models of a streamed route's (discriminated) union."""
+    union = (
+        typing.get_args(route.events)[0]
+        if typing.get_origin(route.events) is typing.Annotated
+        else route.events
+    )
+    return typing.get_args(union) or (union,)
+
+
+def _as_sent(event: dict[str, Any]) -> dict[str, Any]:
+    """An event as a stream carries it: `data` is a line of JSON text (RFC 8895 `data:` field,
+    OpenAPI's `text/event-stream` items), whose content is what the model describes."""
+    data = event["properties"]["data"]
+    if "contentSchema" in data:  # an event shared by two streams, already rewritten
+        return event
+    text = {"type": "string", "contentMediaType": "application/json", "contentSchema": data}
+    return {**event, "properties": {**event["properties"], "data": text}}
+
+
 def _camel(*parts: str) -> str:
     return "".join(word[:1].upper() + word[1:] for part in parts for word in _WORDS.findall(part))
 
@@ -255,6 +278,27 @@ def _success(route: Route, refs: dict[tuple[int, JsonSchemaMode], Any]) -> dict[
     return responses
 
 
+def _links(function: str, route: Route, router: Router) -> dict[str, Any]:
+    """What a client may do next with the record a POST creates: every operation of the same
+    function addressed by that record's id alone (`/{dataset_id}`, `/{dataset_id}/cases`)."""
+    response = route.response
+    creates = isinstance(response, type) and issubclass(response, BaseModel)
+    if route.method != "POST" or not creates or "id" not in response.model_fields:
+        return {}
+    base = route.path.rstrip("/")
+    links = {}
+    for target in router.routes:
+        names = list(target.path_types)
+        below = target.path.startswith(base) and _BELOW_RECORD.fullmatch(target.path[len(base) :])
+        if len(names) != 1 or not below:
+            continue
+        links[_camel(target.handler.__name__)] = {
+            "operationId": _operation_id(function, target),
+            "parameters": {names[0]: "$response.body#/id"},
+        }
+    return links
+
+
 def _operation(
     function: str, route: Route, refs: dict[tuple[int, JsonSchemaMode], Any], schemas: dict
 ) -> dict[str, Any]:
@@ -338,12 +382,22 @@ def openapi_document(
             if _is_streamed(route):
                 events_name = _camel(route.handler.__name__, "events")
                 collector.add(route.events, "serialization", title=events_name)
+                for event in _event_types(route):
+                    collector.add(event, "serialization")
     refs, schemas = collector.build()
+    for router in routers.values():
+        for route in filter(_is_streamed, router.routes):
+            for event in _event_types(route):
+                name = refs[(id(event), "serialization")]["$ref"].rsplit("/", 1)[1]
+                schemas[name] = _as_sent(schemas[name])
     paths: dict[str, dict[str, Any]] = {}
     path_of = _gateway_path if mounted else _own_path
     for function, router in routers.items():
         for route in router.routes:
             operation = _operation(function, route, refs, schemas)
+            links = _links(function, route, router)
+            if links:
+                operation["responses"][str(route.status)]["links"] = links
             paths.setdefault(path_of(function, route), {})[route.method.lower()] = operation
     used = {
         scheme

@@ -139,7 +139,8 @@ class Route:
 
 
 def _compile(path: str, path_types: dict[str, type]) -> re.Pattern[str]:
-    """`/{prompt_id}/versions/{number}` -> a regex with a named group per path parameter."""
+    """`/{prompt_id}/versions/{number}` -> a regex with a named group per path parameter, to be
+    matched against the whole path (`fullmatch`)."""
     parts = _PARAMETER.split(path.rstrip("/") or "/")
     regex = ""
     for index, part in enumerate(parts):
@@ -152,9 +153,9 @@ def _compile(path: str, path_types: dict[str, type]) -> re.Pattern[str]:
         else:
             regex += f"(?P<{part}>[^/]+)"
     if regex == "/":
-        return re.compile("^/?$")
+        return re.compile("/?")
     # A trailing slash is optional, except after the rest of a path, which keeps its own.
-    return re.compile(f"^{regex}$" if regex.endswith(".+)") else f"^{regex}/?$")
+    return re.compile(regex if regex.endswith(".+)") else f"{regex}/?")
 
 
 class Router:
@@ -217,13 +218,20 @@ class Router:
         return self.route("DELETE", path, access=access, status=204)
 
     def resolve(self, method: str, path: str) -> tuple[Route, dict[str, str]]:
-        """The route and raw path values for a request; 404 or 405 when there is none."""
+        """The route and raw path values for a request; 404 or 405 when there is none.
+
+        The first path in the table that matches owns the request: `PUT /openapi.json` is a 405
+        of the document's path, not an update of a record whose id would be `openapi.json`.
+        """
         allowed: list[str] = []
         lookup_method = "GET" if method == "HEAD" else method
+        owner = None
         for route in self.routes:
-            match = route.pattern.match(path)
-            if match is None:
+            # The whole path, to its last character: `$` would also match before a final newline.
+            match = route.pattern.fullmatch(path)
+            if match is None or owner not in (None, route.path):
                 continue
+            owner = route.path
             if route.method == lookup_method:
                 note_route(route.path)
                 return route, match.groupdict()
