@@ -398,7 +398,7 @@ def test_an_unreachable_database_is_a_503_so_the_queue_retries(
     )
     response = post_binary(client, turn)
     assert response.status_code == 503
-    assert response.json()["error"]["code"] == "service_unavailable"
+    assert response.json()["error"]["code"] == "database_unavailable"
 
 
 def test_the_writer_answers_health_and_readiness(client: httpx.Client) -> None:
