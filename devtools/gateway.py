@@ -49,15 +49,17 @@ def _input_terminated(app: WSGIApplication) -> WSGIApplication:
     return application
 
 
-def load_function(name: str, router: Router) -> ASGIApp:
-    """The function's app as functions-framework builds it, as ASGI; `router` is its route table."""
+def load_function(name: str, router: Router | None = None) -> ASGIApp:
+    """The function's app as functions-framework builds it, as ASGI; `router` is its route table
+    when already loaded."""
     # The framework records ASGI targets by name, process-wide; every function's target is
     # `handle`, so forget the previous function's kind before loading the next.
     _function_registry.ASGI_FUNCTIONS.discard(TARGET)
     _function_registry.REGISTRY_MAP.pop(TARGET, None)
     app = functions_framework.create_app(TARGET, str(FUNCTIONS_DIR / name / "main.py"))
     if isinstance(app, Flask):
-        return _live_on_the_loop(WSGIMiddleware(_input_terminated(app)), router)
+        wsgi = WSGIMiddleware(_input_terminated(app))
+        return _live_on_the_loop(wsgi, router or load_router(name))
     return app
 
 
