@@ -5,7 +5,8 @@ the running event loop, so `make dev` needs nothing else), `cloudevents` (a bina
 to a Knative broker or sink), `openfaas` (OpenFaaS's async route of the consuming function) or
 `sqs`. Whatever the queue, `publish` retries with backoff, then consumes the event in this process,
 retrying that whatever the failure (every consumer is idempotent by event id) with a backoff capped
-at EVENT_RETRY_MAX_BACKOFF_S, for as long as the process lives. An event still failing after
+at EVENT_RETRY_MAX_BACKOFF_S, for as long as the process lives, in the background once the first
+attempt here has failed. An event still failing after
 EVENT_SPOOL_AFTER_S, or when its event loop or the process ends first, is kept on local disk
 (`shared.queues.spool`) and replayed by the next process (`replay_spooled`). Publishing never
 raises and never drops an event; events are logged by channel, id and size, never by content.
