@@ -80,7 +80,13 @@ def _secret_values(settings: Settings) -> tuple[str, ...]:
 
 def redact(text: str) -> str:
     """`text` with what looks like a secret, and every configured secret, replaced."""
-    for secret in _secret_values(get_settings()):
+    try:
+        secrets = _secret_values(get_settings())
+    except ValueError:
+        # Settings that do not load (the failure being logged, say): the patterns still apply,
+        # and a log call must not fail because of them.
+        secrets = ()
+    for secret in secrets:
         text = text.replace(secret, REDACTED)
     for pattern, replacement in _SECRET_PATTERNS:
         text = pattern.sub(replacement, text)

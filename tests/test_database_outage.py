@@ -32,6 +32,7 @@ from devtools.embedded_mongo import EmbeddedMongo, free_port
 from devtools.fake_deepseek import FakeDeepSeek, Scenario
 from shared.http.routing import render_error
 from tests.conftest import ADMIN_HEADERS, configure
+from tests.test_executions import read_events
 
 # The driver's server selection timeout in these tests: what a request waited for every
 # request before the breaker. "Fast" is anything well under it.
@@ -211,13 +212,17 @@ def test_a_killed_database_under_load_loses_no_acknowledged_write_and_gives_no_5
     own_database: EmbeddedMongo,
     environment: str,
     fake_deepseek: FakeDeepSeek,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     fake_deepseek.default_scenario = Scenario(tokens=5, token_interval_s=0.05)
+    # A turn that could not be written is retried soon enough to be seen written below.
+    configure(monkeypatch, EVENT_RETRY_MAX_BACKOFF_S="0.5")
     with httpx.Client(base_url=gateway_url, timeout=30, headers=ADMIN_HEADERS) as http:
         project = http.post("/projects", json={"name": "load"}).json()
     run = uuid.uuid4().hex[:8]
     outcomes: list[Outcome] = []
     acknowledged: list[str] = []
+    finished_turns: list[str] = []
     indexes = iter(range(REQUESTS))
     lock = threading.Lock()
     back = threading.Event()
@@ -227,7 +232,14 @@ def test_a_killed_database_under_load_loses_no_acknowledged_write_and_gives_no_5
         if index % (REQUESTS // CHATS) == 0:
             body = {"project_id": project["id"], "input": f"question {index}"}
             with http.stream("POST", "/chat", json=body) as response:
-                response.read()
+                if response.status_code == 200:
+                    events = dict(read_events(response))
+                else:
+                    events = {}
+                    response.read()
+            if "done" in events:
+                with lock:
+                    finished_turns.append(events["meta"]["turn_id"])
         elif index % 2 == 0:
             name = f"{run}-{index}"
             body = {"project_id": project["id"], "name": name, "type": "text", "template": "{{x}}"}
@@ -275,7 +287,15 @@ def test_a_killed_database_under_load_loses_no_acknowledged_write_and_gives_no_5
     assert after and all(outcome.status in (200, 201) for outcome in after[-WORKERS:])
     with MongoClient(own_database.uri, serverSelectionTimeoutMS=5000) as mongo:
         stored = {prompt["name"] for prompt in mongo[environment].prompts.find()}
-    assert set(acknowledged) <= stored
+        assert set(acknowledged) <= stored
+        # Every turn a user saw finish is written, those that finished during the outage too.
+        assert finished_turns, "no chat finished"
+        messages = mongo[environment].messages
+
+        def written() -> bool:
+            return set(finished_turns) <= set(messages.distinct("turn_id"))
+
+        wait_until(written, timeout=10)
 
 
 def test_an_acknowledged_write_survives_a_crash_of_the_database_right_after_it(

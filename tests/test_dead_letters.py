@@ -13,12 +13,11 @@ import httpx
 import pytest
 from pymongo.database import Database
 
-from devtools.embedded_mongo import free_port
 from shared.queues.signatures import SIGNATURE_HEADER, sign_data
 from shared.settings import get_settings
 from shared.workflows.evaluations.channel import CELLS
 from shared.workflows.history.channel import TURNS
-from tests.conftest import configure
+from tests.test_history_publishers import unreachable_database
 from tests.test_history_writer import create_dialog, make_turn
 
 SINK = "/dead-letters"
@@ -376,11 +375,7 @@ def test_an_unreachable_database_is_a_503_so_the_broker_retries(
     client: httpx.Client, dialog: dict, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     turn = make_turn(dialog)
-    configure(
-        monkeypatch,
-        MONGODB_URI=f"mongodb://127.0.0.1:{free_port()}/?directConnection=true",
-        MONGODB_TIMEOUT_MS="500",
-    )
+    unreachable_database(monkeypatch)
     for response in (post_dead_turn(client, turn), client.get(SINK)):
         assert response.status_code == 503, response.text
         assert response.json()["error"]["code"] == "database_unavailable"

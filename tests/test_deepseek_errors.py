@@ -11,6 +11,7 @@ from pymongo.database import Database
 
 from devtools.embedded_mongo import free_port
 from devtools.fake_deepseek import FakeDeepSeek, Scenario
+from shared.deepseek.errors import from_status
 from tests.conftest import TEST_ADMIN_KEY, configure
 from tests.test_datasets import create_dataset
 from tests.test_evaluations import finished, started
@@ -172,3 +173,15 @@ def test_an_evaluation_cell_keeps_our_words(
     assert_no_leak(json.dumps(run))
     for name in database.list_collection_names():
         assert_no_leak(str(list(database[name].find({}))))
+
+
+def test_a_secret_where_the_logged_words_are_cut_short_leaves_no_part_of_itself(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    key = "k3y-0f-0urs-7d1e9c4b2a8f6e5d"
+    configure(monkeypatch, DEEPSEEK_API_KEY=key)
+    # The upstream's words are cut to their first 500 characters, the key straddling the cut.
+    for padding in range(488, 500):
+        from_status(503, "x" * padding + f" {key} and more", None)
+    for line in upstream_lines(caplog):
+        assert key[:6] not in line, line

@@ -379,3 +379,20 @@ def test_drain_without_a_signing_key_drains_nothing(
     with pytest.raises(RuntimeError, match="EVENT_SIGNING_KEY"):
         drain("history", max_messages=10, wait_seconds=0)
     assert queued(sqs, url) == 1
+
+
+def test_a_caller_is_not_held_while_the_turn_waits_for_the_database(
+    turn: TurnEvent, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Neither the broker nor the database answers: the turn is retried here in the background,
+    # and the chat stream that published it ends instead of waiting for the database.
+    unreachable_database(monkeypatch)
+
+    async def run() -> None:
+        broker = f"http://127.0.0.1:{free_port()}"
+        publisher = CloudEventsPublisher(TURNS, consume_turn, broker)
+        await asyncio.wait_for(publisher.publish(turn), 5)
+        assert not await wait_until_drained(0.1)
+
+    asyncio.run(run())
+    assert any("retrying in" in r.getMessage() for r in caplog.records)

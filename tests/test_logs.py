@@ -17,7 +17,7 @@ from devtools.fake_deepseek import FakeDeepSeek, Scenario
 from devtools.gateway import FUNCTIONS_DIR, TARGET
 from devtools.processes import wait_until_healthy
 from shared.logs import configure_logging
-from tests.conftest import ADMIN_HEADERS, TEST_ADMIN_KEY
+from tests.conftest import ADMIN_HEADERS, TEST_ADMIN_KEY, configure
 
 CLI = Path(sys.executable).parent / "functions-framework"
 LINE_FIELDS = {"time", "level", "logger", "message", "function"}
@@ -163,3 +163,20 @@ def test_a_function_alone_honours_a_quieter_log_level(mongo_uri: str) -> None:
         lines = json_lines(written_by(process))
     assert access_lines(lines) == []
     assert all(line["level"] in ("WARNING", "ERROR", "CRITICAL") for line in lines)
+
+
+def test_lines_are_written_while_the_settings_do_not_load(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A setting out of bounds is reported by the log, not turned into another failure there."""
+    configure_logging("tests")
+    configure(monkeypatch, LOG_LEVEL="chatty")
+    logger = logging.getLogger("better_assistant.tests")
+    capsys.readouterr()
+    try:
+        raise RuntimeError("with the key sk-0123456789abcdef")
+    except RuntimeError:
+        logger.exception("unhandled error request_id=%s", "settings-1")
+    [line] = [line for line in json_lines(capsys.readouterr().err) if line["logger"] == logger.name]
+    assert line["message"] == "unhandled error request_id=settings-1"
+    assert "with the key [redacted]" in line["exception"]

@@ -333,20 +333,25 @@ def test_eventing_waits_for_a_queue_triggered_function() -> None:
     assert (KNATIVE_DIR / "eventing.yaml").exists() == any(f.consumes for f in FUNCTIONS.values())
 
 
+def kustomized(directory: Path) -> list[dict]:
+    """The documents `kubectl kustomize` builds from the directory."""
+    built = subprocess.run(
+        ["kubectl", "kustomize", str(directory)],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    ).stdout
+    return list(yaml.safe_load_all(built))
+
+
 @pytest.mark.skipif(
     shutil.which("kubectl") is None, reason="kubectl (with kustomize) not installed"
 )
 def test_kubectl_builds_the_kustomization(tmp_path: Path) -> None:
     shutil.copytree(KNATIVE_DIR, tmp_path / "knative")
     shutil.copy(KNATIVE_DIR / "secrets.env.example", tmp_path / "knative" / "secrets.env")
-    built = subprocess.run(
-        ["kubectl", "kustomize", str(tmp_path / "knative")],
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=60,
-    ).stdout
-    documents = list(yaml.safe_load_all(built))
+    documents = kustomized(tmp_path / "knative")
     for document in documents:
         validate(document)
     kinds = sorted(document["kind"] for document in documents)
@@ -360,14 +365,7 @@ def test_kubectl_builds_the_kustomization(tmp_path: Path) -> None:
 def built_secret_references(directory: Path) -> tuple[str, dict[str, set[str]]]:
     """`kubectl kustomize` of the directory: the Secret's name, and the Secret names each
     Knative Service's template refers to."""
-    built = subprocess.run(
-        ["kubectl", "kustomize", str(directory)],
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=60,
-    ).stdout
-    documents = list(yaml.safe_load_all(built))
+    documents = kustomized(directory)
     (secret,) = [d["metadata"]["name"] for d in documents if d["kind"] == "Secret"]
     references = {
         document["metadata"]["name"]: {

@@ -13,6 +13,9 @@ from shared.logs import redact
 logger = logging.getLogger("better_assistant.deepseek")
 # Enough of an upstream's words to tell one failure from another.
 _LOGGED_CHARACTERS = 500
+# What of them is read for secrets at most: a secret is redacted before the words are cut short,
+# as a secret cut in two would no longer be recognised.
+_READ_CHARACTERS = 100_000
 
 
 class UpstreamError(AppError):
@@ -41,7 +44,8 @@ class UpstreamError(AppError):
 
 
 def _log_upstream(failure: str, upstream_text: str) -> None:
-    logger.warning("%s: %s", failure, redact(upstream_text[:_LOGGED_CHARACTERS]))
+    redacted = redact(upstream_text[:_READ_CHARACTERS])
+    logger.warning("%s: %s", failure, redacted[:_LOGGED_CHARACTERS])
 
 
 def from_status(status: int, upstream_message: str, retry_after_s: float | None) -> UpstreamError:

@@ -5,7 +5,8 @@ the running event loop, so `make dev` needs nothing else), `cloudevents` (a bina
 to a Knative broker or sink), `openfaas` (OpenFaaS's async route of the consuming function) or
 `sqs`. Whatever the queue, `publish` retries with backoff, then consumes the event in this process,
 retrying that whatever the failure (every consumer is idempotent by event id) with a backoff capped
-at EVENT_RETRY_MAX_BACKOFF_S, for as long as the process lives. An event still failing after
+at EVENT_RETRY_MAX_BACKOFF_S, for as long as the process lives, in the background once the first
+attempt here has failed. An event still failing after
 EVENT_SPOOL_AFTER_S, or when its event loop or the process ends first, is kept on local disk
 (`shared.queues.spool`) and replayed by the next process (`replay_spooled`). Publishing never
 raises and never drops an event; events are logged by channel, id and size, never by content.
@@ -60,6 +61,9 @@ class _Held:
     channel: Channel[Any]
     event: BaseModel
     spool: Path | None = None
+    # Set once the queue took the event, or once handling it here succeeded or failed a first
+    # time: what a publisher's caller waits for; the retries go on without it.
+    passed_on: asyncio.Event = field(default_factory=asyncio.Event)
 
     def __str__(self) -> str:
         channel = self.channel
@@ -162,6 +166,7 @@ async def _consume_until_done(consume: Consumer, held: _Held) -> None:
         try:
             await consume(held.event)
         except Exception as exc:
+            held.passed_on.set()
             settings = get_settings()
             failing_for = time.monotonic() - failing_since
             if held.spool is None and (
@@ -231,12 +236,16 @@ class Publisher:
         self.consume = consume
 
     async def publish(self, event: BaseModel) -> None:
-        """Deliver the event (see the module's docstring); never raises.
+        """Deliver the event (see the module's docstring); never raises. Returns once the queue
+        took it, or once handling it here succeeded or failed a first time: the retries that
+        follow (for as long as the database is down, say) go on in the background.
 
         The delivery runs as its own task, so a caller cancelled meanwhile (a client that went
         away) does not cancel it.
         """
-        await asyncio.shield(self._start(_Held(self.channel, event)))
+        held = _Held(self.channel, event)
+        self._start(held)
+        await asyncio.shield(held.passed_on.wait())
 
     def replay(self, event: BaseModel, path: Path) -> None:
         """Deliver, in the background, an event kept on disk at `path`; the file is removed once
@@ -259,6 +268,7 @@ class Publisher:
             if held.spool is not None:
                 remove_spool_file(held.spool)
         finally:
+            held.passed_on.set()
             state.release(held)
 
     async def _deliver(self, held: _Held) -> None:
@@ -267,6 +277,7 @@ class Publisher:
             # Signed once for every attempt; without a key no attempt could succeed.
             signature = sign(held.event, get_settings().event_signing_keys)
             await _retrying(lambda: self.send(held.event, signature), f"{held}: publishing")
+            held.passed_on.set()
             return
         except Exception as exc:
             logger.warning("%s: publishing failed (%r); handling it here", held, exc)
