@@ -19,7 +19,7 @@ from pymongo.database import Database
 
 from devtools.embedded_mongo import EmbeddedMongo, free_port
 from devtools.fake_deepseek import FakeDeepSeek, Scenario
-from devtools.gateway import load_function, load_router
+from devtools.gateway import load_function
 from devtools.processes import wait_until_healthy
 from devtools.run import command
 from shared.queues.publishers import (
@@ -197,7 +197,7 @@ def test_the_next_start_replays_kept_turns_and_sets_corrupt_files_aside(
         write_spool_file(spool_path(TURNS, turn), turn)
     (spool / "history.truncated.json").write_text('{"turn_id": "trunc')
     # A new handler of the chat function: its first request starts the replay, without waiting.
-    with ServerThread(load_function("chat", load_router("chat"))) as chat:
+    with ServerThread(load_function("chat")) as chat:
         assert httpx.get(f"{chat.url}/healthz", timeout=5).status_code == 200
         wait_for(lambda: not list(spool.glob("*.json")), timeout=10)
     assert stored_turns(database) == {turn.turn_id: 2 for turn in turns}
@@ -263,7 +263,7 @@ def test_the_chat_function_keeps_an_unwritten_turn_across_a_sigterm(
 
     back = restarted(outage_database)
     try:
-        with ServerThread(load_function("chat", load_router("chat"))) as next_start:
+        with ServerThread(load_function("chat")) as next_start:
             assert httpx.get(f"{next_start.url}/healthz", timeout=5).status_code == 200
             written = wait_for(lambda: stored_messages(back.uri, environment, turn_id), timeout=15)
             wait_for(lambda: not list(spool.iterdir()), timeout=5)
