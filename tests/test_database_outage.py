@@ -30,6 +30,7 @@ from pymongo.errors import (
 
 from devtools.embedded_mongo import EmbeddedMongo, free_port
 from devtools.fake_deepseek import FakeDeepSeek, Scenario
+from shared.breaker import Breaker
 from shared.http.routing import render_error
 from tests.conftest import ADMIN_HEADERS, configure
 from tests.test_executions import read_events
@@ -309,3 +310,31 @@ def test_an_acknowledged_write_survives_a_crash_of_the_database_right_after_it(
     with MongoClient(own_database.uri, serverSelectionTimeoutMS=5000) as mongo:
         stored = {project["name"] for project in mongo[environment].projects.find()}
     assert set(names) <= stored
+
+
+def test_a_breaker_nobody_asks_about_stops_probing_until_it_is_asked_again() -> None:
+    """A configuration the process left behind (settings changed, a test's unreachable URI)
+    does not keep a thread pinging a dead address for the rest of the process's life."""
+    answering = threading.Event()
+
+    def probe() -> None:
+        if not answering.is_set():
+            raise ConnectionError("down")
+
+    breaker = Breaker("idle-check", probe, pause_s=0.01, idle_s=0.2)
+    breaker.trip("down")
+
+    def probing() -> bool:
+        return any(thread.name == "idle-check-probe" for thread in threading.enumerate())
+
+    assert probing()
+    deadline = time.monotonic() + 5
+    while probing() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert not probing()
+    assert breaker.is_open  # still refusing, and asking starts the probe again
+    answering.set()
+    deadline = time.monotonic() + 5
+    while breaker.is_open and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert not breaker.is_open
