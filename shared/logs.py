@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, TextIO
 
-from pydantic import SecretStr
+from pydantic import SecretStr, ValidationError
 
 from shared.settings import Settings, get_settings
 
@@ -171,9 +171,15 @@ def apply_log_level() -> None:
     global _level_applied
     if _level_applied:
         return
+    try:
+        level = get_settings().log_level
+    except ValidationError:
+        # The request goes on to fail in the error model, which says the settings are wrong; the
+        # level is applied once they load.
+        return
     _level_applied = True
     root = logging.getLogger()
-    root.setLevel(get_settings().log_level)
+    root.setLevel(level)
     for name in _PAYLOAD_LOGGERS:
         logging.getLogger(name).setLevel(max(logging.WARNING, root.level))
 

@@ -180,3 +180,25 @@ def test_lines_are_written_while_the_settings_do_not_load(
     [line] = [line for line in json_lines(capsys.readouterr().err) if line["logger"] == logger.name]
     assert line["message"] == "unhandled error request_id=settings-1"
     assert "with the key [redacted]" in line["exception"]
+
+
+@pytest.mark.parametrize("name", ["chat", "projects"])
+def test_a_function_whose_settings_do_not_load_stays_live_and_answers_in_the_error_model(
+    mongo_uri: str, name: str
+) -> None:
+    """A wrong setting is a failing readiness in JSON, with a request id and the reason logged,
+    not a text page on every path (liveness included, so the pod would be restarted in a loop)."""
+    url, process = serve_alone(name, mongo_uri, "chatty")
+    try:
+        ready = httpx.get(
+            f"{url}/readyz", headers={"X-Request-Id": "wrong-1", "Origin": "https://app.example"}
+        )
+    finally:
+        lines = json_lines(written_by(process))
+    assert ready.status_code == 500
+    assert ready.headers["X-Request-Id"] == "wrong-1"
+    assert ready.json()["error"]["details"] == {"request_id": "wrong-1"}
+    [failure] = [
+        line for line in lines if line.get("request_id") == "wrong-1" and "exception" in line
+    ]
+    assert "LOG_LEVEL" in failure["exception"]

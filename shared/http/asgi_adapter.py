@@ -29,17 +29,26 @@ from shared.logs import begin_request, configure_logging, log_access
 from shared.settings import get_settings
 
 
-async def read_body(request: StarletteRequest, limit: int) -> bytes:
-    """The body, refusing more than `limit` bytes whether or not a length was sent."""
-    too_large = PayloadTooLarge(f"The body exceeds {limit} bytes.", details={"limit": limit})
+def _too_large(limit: int) -> PayloadTooLarge:
+    return PayloadTooLarge(f"The body exceeds {limit} bytes.", details={"limit": limit})
+
+
+async def read_body(request: StarletteRequest) -> bytes:
+    """The body, refusing more than the configured limit whether or not a length was sent. A
+    request without a body reads no settings: liveness answers while they do not load."""
     declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise too_large
+    if declared is not None and declared.isdigit() and int(declared) > 0:
+        limit = get_settings().max_body_bytes
+        if int(declared) > limit:
+            raise _too_large(limit)
     body = bytearray()
     async for chunk in request.stream():
+        if not chunk:
+            continue
+        limit = get_settings().max_body_bytes
         body += chunk
         if len(body) > limit:
-            raise too_large
+            raise _too_large(limit)
     return bytes(body)
 
 
@@ -141,7 +150,7 @@ def starlette_handler(
         # returns: the lines logged while it streams stay tied to the request.
         begin_request(neutral.request_id, router.name, request.method)
         try:
-            body = await read_body(request, get_settings().max_body_bytes)
+            body = await read_body(request)
         except Exception as exc:
             response = finish(neutral, render_error(exc, neutral.request_id))
         else:

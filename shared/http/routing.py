@@ -22,7 +22,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, NewType
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 
 from shared.access.callers import Caller, authenticate
 from shared.access.policy import PUBLIC, Access
@@ -326,8 +326,14 @@ def render_error(exc: Exception, request_id: str) -> Response:
 def cors_headers(request: Request) -> dict[str, str]:
     """CORS headers for an allowed browser origin (and preflight answers)."""
     origin = request.header("origin")
-    allowed = get_settings().cors_origins
-    if not origin or ("*" not in allowed and origin not in allowed):
+    if not origin:
+        return {}
+    try:
+        allowed = get_settings().cors_origins
+    except ValidationError:
+        # Settings that do not load fail the request in the error model: no origin is allowed.
+        return {}
+    if "*" not in allowed and origin not in allowed:
         return {}
     headers = {
         "Access-Control-Allow-Origin": "*" if "*" in allowed else origin,
