@@ -20,7 +20,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from http import HTTPStatus
-from typing import Any, TypeVar, get_type_hints
+from typing import Any, TypeVar, get_origin, get_type_hints
 
 T = TypeVar("T")
 
@@ -71,6 +71,8 @@ class Scenario:
     finish_reason: str = "stop"
     cache_hit_tokens: int = 0
     echo: bool = False
+    # Functions the model calls instead of answering: [{"name": ..., "arguments": "<json>"}].
+    tool_calls: list[dict[str, str]] | None = None
 
 
 @dataclass
@@ -126,8 +128,10 @@ def find_directive(messages: list[Any]) -> tuple[str, Scenario] | None:
                 raise DirectiveError(f"Unknown #fake directive fields: {sorted(unknown)}")
             for name, value in spec.items():
                 hint = HINTS[name]
-                allowed = getattr(hint, "__args__", (hint,))
-                if not isinstance(value, hint) and not (float in allowed and type(value) is int):
+                allowed = tuple(
+                    get_origin(kind) or kind for kind in getattr(hint, "__args__", (hint,))
+                )
+                if not isinstance(value, allowed) and not (float in allowed and type(value) is int):
                     raise DirectiveError(f"#fake directive field {name!r} must be {hint}")
             found = (text[start:end], Scenario(**spec))
             pos = text.find(DIRECTIVE, end)
@@ -442,7 +446,10 @@ class FakeDeepSeek:
         if body.get("stream"):
             options = body.get("stream_options")
             with_usage = isinstance(options, dict) and bool(options.get("include_usage"))
-            frames, tail = self._frames(meta, thoughts, pieces, finish_reason)
+            if scenario.tool_calls:
+                frames, tail = self._tool_call_frames(meta, scenario.tool_calls)
+            else:
+                frames, tail = self._frames(meta, thoughts, pieces, finish_reason)
             if with_usage:
                 final = {**meta, "choices": [], "usage": usage}
                 tail += _chunk(b"data: %s\n\n" % json.dumps(final).encode())
@@ -458,6 +465,9 @@ class FakeDeepSeek:
         if scenario.cut_after_chunks is not None:
             return False
         message: dict[str, Any] = {"role": "assistant", "content": reply}
+        if scenario.tool_calls:
+            message = {"role": "assistant", "content": None, "tool_calls": _calls(scenario)}
+            finish_reason = "tool_calls"
         if reasons:
             message["reasoning_content"] = scenario.reasoning
         choice = {
@@ -485,6 +495,35 @@ class FakeDeepSeek:
         frames = [_chunk(f"{prefix}{d}{end % 'null'}".encode()) for d in deltas]
         last = f'{prefix}"content":"","reasoning_content":null{end % json.dumps(finish_reason)}'
         return frames, _chunk(last.encode())
+
+    @staticmethod
+    def _tool_call_frames(
+        meta: dict[str, Any], calls: list[dict[str, str]]
+    ) -> tuple[list[bytes], bytes]:
+        """A call of each function: its id and name first, then its arguments in two pieces."""
+        frames = []
+        for index, call in enumerate(calls):
+            arguments = call.get("arguments", "{}")
+            half = len(arguments) // 2
+            opening = {
+                "index": index,
+                "id": f"call_{index}",
+                "type": "function",
+                "function": {"name": call["name"], "arguments": ""},
+            }
+            pieces = [opening] + [
+                {"index": index, "function": {"arguments": piece}}
+                for piece in (arguments[:half], arguments[half:])
+            ]
+            for piece in pieces:
+                delta: dict[str, Any] = {"content": None, "tool_calls": [piece]}
+                if not frames:
+                    delta["role"] = "assistant"
+                choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": None}
+                frames.append(_event_frame({**meta, "choices": [choice]}))
+        last = {"index": 0, "delta": {"content": None}, "logprobs": None}
+        tail = _event_frame({**meta, "choices": [{**last, "finish_reason": "tool_calls"}]})
+        return frames, tail
 
     async def _stream(
         self,
@@ -517,6 +556,21 @@ class FakeDeepSeek:
             record.completed, record.disconnected = False, True
             return False
         return True
+
+
+def _event_frame(data: dict[str, Any]) -> bytes:
+    return _chunk(b"data: %s\n\n" % json.dumps(data).encode())
+
+
+def _calls(scenario: Scenario) -> list[dict[str, Any]]:
+    return [
+        {
+            "id": f"call_{index}",
+            "type": "function",
+            "function": {"name": call["name"], "arguments": call.get("arguments", "{}")},
+        }
+        for index, call in enumerate(scenario.tool_calls or ())
+    ]
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -37,7 +37,25 @@ def error_body(error: AppError) -> dict[str, Any]:
     if error.code == BUDGET_EXCEEDED:
         kind = "insufficient_quota"
     code = _CODES.get(status, error.code)
-    return {"error": {"message": error.message, "type": kind, "param": _param(error), "code": code}}
+    param = _param(error)
+    message = error.message
+    failure = _first_failure(error)
+    if failure is not None and failure.get("type") == "extra_forbidden":
+        code = "unknown_parameter"
+        message = f"Unrecognized request argument supplied: {param}."
+    elif failure is not None:
+        message = f"{message} {param or 'body'}: {failure.get('msg')}."
+    elif isinstance(error.details, dict) and "request_id" in error.details:
+        message = f"{message} Request id: {error.details['request_id']}."
+    return {"error": {"message": message, "type": kind, "param": param, "code": code}}
+
+
+def _first_failure(error: AppError) -> dict[str, Any] | None:
+    """The first field a validation error lists (`{loc, msg, type}`), if it lists any."""
+    details = error.details
+    if isinstance(details, list) and details and isinstance(details[0], dict):
+        return details[0]
+    return None
 
 
 def render_openai_error(exc: Exception, request_id: str) -> Response:
@@ -60,8 +78,9 @@ def _param(error: AppError) -> str | None:
         if "missing" in details:
             return "variables"
         return None
-    if isinstance(details, list) and details and isinstance(details[0], dict):
-        location = [part for part in details[0].get("loc", []) if part != "body"]
+    failure = _first_failure(error)
+    if failure is not None:
+        location = [part for part in failure.get("loc", []) if part != "body"]
         text = ""
         for part in location:
             text += f"[{part}]" if isinstance(part, int) else f".{part}"
