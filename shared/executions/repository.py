@@ -1,10 +1,13 @@
 """Storage of execution records."""
 
+import contextlib
 from datetime import datetime
 from typing import Any, ClassVar
 
-from pymongo import ASCENDING, DESCENDING, IndexModel, ReturnDocument
+from bson import ObjectId
+from pymongo import ASCENDING, DESCENDING, IndexModel
 from pymongo.collection import Collection
+from pymongo.errors import DuplicateKeyError
 
 from shared.db import (
     id_conditions,
@@ -36,6 +39,18 @@ def _execution(document: dict[str, Any]) -> Execution:
     )
 
 
+# What `finish` writes over a running record: the outcome and the end time.
+_FINISHED_FIELDS = (*ExecutionOutcome.model_fields, "finished_at")
+
+
+def _document(record: Execution) -> dict[str, Any]:
+    document = record.model_dump(exclude={"id"})
+    document["_id"] = to_object_id(record.id)
+    document["project_id"] = to_object_id(record.project_id)
+    document["prompt_id"] = record.prompt_id and to_object_id(record.prompt_id)
+    return document
+
+
 def _time_range(since: datetime | None, until: datetime | None) -> dict[str, Any]:
     bounds = {"$gte": since} if since else {}
     if until:
@@ -60,28 +75,33 @@ class ExecutionRepository:
     def __init__(self) -> None:
         self.collection: Collection = indexed_collection("executions", self.INDEXES)
 
-    def insert(self, draft: ExecutionDraft) -> Execution:
-        """Store a new run as running."""
-        document = {
+    @staticmethod
+    def new_record(draft: ExecutionDraft) -> Execution:
+        """The record of a run about to start, with its id, not stored yet (`insert`)."""
+        return Execution(
             **draft.model_dump(),
-            "project_id": to_object_id(draft.project_id),
-            "prompt_id": draft.prompt_id and to_object_id(draft.prompt_id),
-            # Nothing received yet: `finish` writes the outcome over these.
-            **ExecutionOutcome.not_yet().model_dump(),
-            "finished_at": None,
-            "created_at": utc_now(),
-        }
-        self.collection.insert_one(document)
-        return _execution(document)
-
-    def finish(self, execution_id: str, outcome: ExecutionOutcome) -> Execution | None:
-        """Write a run's outcome and end time."""
-        document = self.collection.find_one_and_update(
-            {"_id": to_object_id(execution_id)},
-            {"$set": {**outcome.model_dump(), "finished_at": utc_now()}},
-            return_document=ReturnDocument.AFTER,
+            **dict(ExecutionOutcome.not_yet()),
+            id=str(ObjectId()),
+            created_at=utc_now(),
+            finished_at=None,
         )
-        return _execution(document) if document else None
+
+    def insert(self, record: Execution) -> None:
+        """Store a run that has started, as running; a run whose `finish` came first (a call
+        that failed at once) is stored already and kept as it is."""
+        with contextlib.suppress(DuplicateKeyError):
+            self.collection.insert_one(_document(record))
+
+    def finish(self, record: Execution) -> None:
+        """Store a finished run's outcome and end time, and the run itself when its start was
+        not stored (`insert` has not landed yet, or failed)."""
+        document = _document(record)
+        outcome = {name: document.pop(name) for name in _FINISHED_FIELDS}
+        self.collection.update_one(
+            {"_id": document.pop("_id")},
+            {"$set": outcome, "$setOnInsert": document},
+            upsert=True,
+        )
 
     def get(self, execution_id: str) -> Execution | None:
         object_id = to_object_id(execution_id)

@@ -1,6 +1,8 @@
 """Running prompts against DeepSeek and keeping a record of every run."""
 
+import asyncio
 import contextlib
+import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from itertools import groupby
@@ -9,6 +11,7 @@ from typing import Any
 import anyio
 
 from shared.access.models import Actor
+from shared.db import utc_now
 from shared.deepseek.answer import Answer, answer_events, stream_answer
 from shared.deepseek.errors import UpstreamError
 from shared.deepseek.models import ChatCall
@@ -35,13 +38,17 @@ from shared.pagination import Page
 from shared.projects.models import ProjectLookup
 from shared.stats import percentile, usage_totals
 
+logger = logging.getLogger("better_assistant")
+
 
 @dataclass
 class Run:
-    """A run in progress: its stored record and the answer coming back."""
+    """A run in progress: its record and the answer coming back."""
 
     record: Execution
     answer: Answer
+    # Storing the record as running, while the call goes out (`ExecutionService.store_running`).
+    stored: "asyncio.Future[None] | None" = None
 
 
 class ExecutionService:
@@ -81,12 +88,19 @@ class ExecutionService:
         self, draft: ExecutionDraft, limits: Limits, call: ChatCall, *, is_request: bool = True
     ) -> Run:
         """Admit a planned call against its project's limits (`is_request`: it counts towards
-        the caller's rate), then store its record as running; the answer's usage goes to the
-        ledger, billed to the draft's project and actor."""
+        the caller's rate) and give it its record, stored by `store_running`; the answer's
+        usage goes to the ledger, billed to the draft's project and actor."""
         payer = Payer(draft.project_id, draft.actor)
         self.metering.admit(payer, limits, is_request=is_request)
-        execution = self.executions.insert(draft)
-        return Run(execution, Answer(call, on_usage=self.metering.recorder(payer)))
+        record = self.executions.new_record(draft)
+        return Run(record, Answer(call, on_usage=self.metering.recorder(payer)))
+
+    def store_running(self, run: Run) -> None:
+        """Store the run's record as running, in the background: its call need not wait for
+        the write, and `record_outcome` stores the whole record should this one not land."""
+        run.stored = asyncio.ensure_future(
+            anyio.to_thread.run_sync(self.executions.insert, run.record)
+        )
 
     async def start(
         self,
@@ -95,8 +109,10 @@ class ExecutionService:
         source: str = "api",
         is_request: bool = True,
     ) -> Run:
-        """`prepare` off the event loop."""
-        return await anyio.to_thread.run_sync(self.prepare, data, actor, source, is_request)
+        """`prepare` off the event loop, its record stored while the call goes out."""
+        run = await anyio.to_thread.run_sync(self.prepare, data, actor, source, is_request)
+        self.store_running(run)
+        return run
 
     async def record_outcome(self, run: Run) -> None:
         """Complete the stored record with what the answer brought back."""
@@ -114,8 +130,14 @@ class ExecutionService:
             ttft_ms=done.ttft_ms,
             tool_calls=answer.tool_calls or None,
         )
-        finished = await anyio.to_thread.run_sync(self.executions.finish, run.record.id, outcome)
-        run.record = finished or run.record
+        if run.stored is not None:
+            try:
+                await run.stored
+            except Exception:
+                logger.warning("the running record of execution %s was not stored", run.record.id)
+        finished = run.record.model_copy(update={**dict(outcome), "finished_at": utc_now()})
+        await anyio.to_thread.run_sync(self.executions.finish, finished)
+        run.record = finished
 
     async def run_to_completion(self, data: ExecutionCreate, actor: Actor) -> Execution:
         """Run without streaming to the caller; an upstream failure is raised after recording."""
