@@ -28,7 +28,7 @@ from devtools.fake_deepseek import FakeDeepSeek
 from devtools.fake_oidc import FakeOidcIssuer
 from devtools.gateway import function_names, load_router
 from shared.access.models import ROLES_WITH, Permission, Role
-from shared.access.policy import Access, AccessKind
+from shared.access.policy import Access, AccessKind, callers_project
 from shared.http.routing import Route
 from shared.projects.service import ProjectService
 from shared.queues.signatures import SIGNATURE_HEADER, sign_data
@@ -40,6 +40,8 @@ from tests.test_history_publishers import StubGateway
 from tests.test_history_writer import make_turn
 
 MISSING_ID = "6b0731e5942f52642075caa9"
+# The seeded prompt's name, as a model name or a by-name lookup gives it.
+PROMPT_NAME = "seeded-prompt"
 # Written into every seeded resource: a refused call's answer never carries it.
 MARK = "seeded-isolation-mark"
 OBJECT_ID = re.compile(r"\b[0-9a-f]{24}\b")
@@ -57,6 +59,7 @@ class Seed:
 
     project: str
     prompt: str
+    prompt_name: str
     dataset: str
     spare_dataset: str
     case: str
@@ -71,6 +74,8 @@ class Seed:
         return {
             "project_id": self.project,
             "prompt_id": self.prompt,
+            "name": self.prompt_name,
+            "model": f"{self.prompt_name}@staging",
             "dataset_id": self.dataset,
             "case_id": self.case,
             "dialog_id": self.dialog,
@@ -84,6 +89,7 @@ class Seed:
         }
 
     def ids(self) -> list[str]:
+        """Every id and name a request may give of the seed."""
         return list(vars(self).values())
 
 
@@ -106,6 +112,13 @@ class Example:
     keys_refused: bool = False
     # Only the operators' admin key may: every other caller is refused (403).
     admin_only: bool = False
+    # For apps: only a project key whose role has the permission, acting in the key's own
+    # project; the admin key and users' tokens are refused (403). Another project's key names
+    # the seeded prompt in its own project, where it looks missing (404)...
+    key_only: bool = False
+    # ...unless the route names nothing of the seed (the model list): then it is served its own
+    # project's answer.
+    any_projects_key: bool = False
 
 
 # One valid request per route that needs a caller. A new route fails
@@ -148,9 +161,7 @@ EXAMPLES: dict[RouteKey, Example] = {
     # The project given; a project key may leave it out (tests/test_prompt_lookup.py).
     ("prompts", "GET", "/by-name/{name}"): Example(
         Permission.FETCH_PROMPTS,
-        lambda s: Call(
-            path={"name": "seeded"}, params={"project_id": s.project, "label": "staging"}
-        ),
+        lambda s: Call(params={"project_id": s.project, "label": "staging"}),
     ),
     ("prompts", "POST", "/{prompt_id}/render"): Example(
         Permission.FETCH_PROMPTS, lambda s: Call(json={"variables": {"question": "why?"}})
@@ -250,6 +261,31 @@ EXAMPLES: dict[RouteKey, Example] = {
     ("dead-letters", "GET", "/{dead_letter_id}"): Example(None, admin_only=True),
     ("dead-letters", "POST", "/{dead_letter_id}/replay"): Example(None, admin_only=True),
     ("dead-letters", "DELETE", "/{dead_letter_id}"): Example(None, admin_only=True),
+    # OpenAI's API, for apps: a prompt is named as a model (`name@label`), or by the Responses
+    # API's retired `prompt` (here by name and version number).
+    ("openai", "GET", "/v1/models"): Example(Permission.RUN, key_only=True, any_projects_key=True),
+    ("openai", "GET", "/v1/models/{model}"): Example(Permission.RUN, key_only=True),
+    ("openai", "POST", "/v1/chat/completions"): Example(
+        Permission.RUN,
+        lambda s: Call(
+            json={
+                "model": f"{s.prompt_name}@staging",
+                "messages": [{"role": "user", "content": "Hello"}],
+                "variables": {"question": "why?"},
+            }
+        ),
+        key_only=True,
+    ),
+    ("openai", "POST", "/v1/responses"): Example(
+        Permission.RUN,
+        lambda s: Call(
+            json={
+                "prompt": {"id": s.prompt_name, "version": "1", "variables": {"question": "why?"}},
+                "input": "Hello",
+            }
+        ),
+        key_only=True,
+    ),
 }
 
 
@@ -280,9 +316,11 @@ class Credential:
     role: Role | None = None
     in_seeded_project: bool = False
     is_key: bool = False
+    is_admin: bool = False
 
 
 CALLERS = [
+    "the admin key",
     "another project's owner key",
     "a user of another project",
     *(f"{role} key" for role in Role),
@@ -296,7 +334,12 @@ def expected_refusal(key: RouteKey, credential: Credential) -> int | None:
     if credential.role is None:
         return 401
     if example.admin_only:
-        return 403
+        return None if credential.is_admin else 403
+    if example.key_only:
+        assert example.permission is not None
+        if not credential.is_key or credential.role not in ROLES_WITH[example.permission]:
+            return 403
+        return None if credential.in_seeded_project or example.any_projects_key else 404
     if example.permission is None:
         return 403 if credential.is_key and example.keys_refused else None
     if not credential.in_seeded_project:
@@ -353,7 +396,7 @@ def seeded(client: httpx.Client, queues: StubGateway) -> Seed:
             "/prompts",
             json={
                 "project_id": pid,
-                "name": "seeded",
+                "name": PROMPT_NAME,
                 "type": "text",
                 "template": f"Answer {{{{question}}}} ({MARK})",
                 "labels": ["staging"],
@@ -404,6 +447,7 @@ def seeded(client: httpx.Client, queues: StubGateway) -> Seed:
     return Seed(
         project=pid,
         prompt=prompt["id"],
+        prompt_name=prompt["name"],
         dataset=dataset["id"],
         spare_dataset=spare_dataset["id"],
         case=case["id"],
@@ -447,6 +491,7 @@ def callers(
         200,
     )
     found = [
+        Credential("the admin key", bearer(TEST_ADMIN_KEY), Role.OWNER, True, is_admin=True),
         Credential("no credentials", {}),
         Credential("revoked key", bearer(revoked["key"])),
         Credential("expired key", bearer(expired["key"])),
@@ -501,24 +546,45 @@ def as_missing(request: Call, seeded: Seed) -> tuple[Call, Seed]:
     return Call(path, params, body), missing
 
 
-def error_of(response: httpx.Response) -> dict:
-    """The error as a client sees it, with ids blanked out."""
-    return json.loads(OBJECT_ID.sub("<id>", json.dumps(response.json()["error"])))
+def error_of(response: httpx.Response, *names: str) -> dict:
+    """The error as a client sees it, with ids blanked out, and the names given (a model name
+    comes back in the message as the caller sent it) blanked as ids are."""
+    text = json.dumps(response.json()["error"])
+    for name in names:
+        text = text.replace(name, MISSING_ID)
+    return json.loads(OBJECT_ID.sub("<id>", text))
 
 
-def refusal_problems(credential: Credential, status: int, response: httpx.Response) -> list[str]:
-    """How a refused call's answer differs from what the rules say."""
-    if response.status_code != status:
-        return [f"{response.status_code} instead of {status}: {response.text[:300]}"]
-    problems = []
-    code = response.json()["error"]["code"]
-    wanted = {
+# The function that speaks OpenAI's API refuses in OpenAI's error shape and codes, which its
+# SDKs turn into AuthenticationError, PermissionDeniedError and NotFoundError.
+OPENAI_ERROR_FIELDS = {"message", "type", "param", "code"}
+OPENAI_REFUSAL_CODES = {401: "invalid_api_key", 403: "permission_denied", 404: "model_not_found"}
+
+
+def refusal_code(key: RouteKey, credential: Credential, status: int) -> str:
+    """The error code the function answers a refusal with."""
+    if key[0] == "openai":
+        return OPENAI_REFUSAL_CODES[status]
+    return {
         401: "unauthenticated" if not credential.headers else "invalid_credentials",
         403: "forbidden",
         404: "not_found",
     }[status]
-    if code != wanted:
-        problems.append(f"code {code}, not {wanted}")
+
+
+def refusal_problems(
+    key: RouteKey, credential: Credential, status: int, response: httpx.Response
+) -> list[str]:
+    """How a refused call's answer differs from what the rules say."""
+    if response.status_code != status:
+        return [f"{response.status_code} instead of {status}: {response.text[:300]}"]
+    problems = []
+    error = response.json()["error"]
+    wanted = refusal_code(key, credential, status)
+    if error["code"] != wanted:
+        problems.append(f"code {error['code']}, not {wanted}")
+    if key[0] == "openai" and error.keys() != OPENAI_ERROR_FIELDS:
+        problems.append(f"not OpenAI's error shape: {sorted(error)}")
     if status == 401 and not response.headers.get("WWW-Authenticate", "").startswith("Bearer"):
         problems.append("no Bearer challenge")
     if MARK in response.text:
@@ -546,11 +612,12 @@ def test_refused_calls_answer_by_the_rules_and_change_nothing(
                 continue
             refusals[status] += 1
             response = send(anonymous, key, request, seeded, credential.headers)
-            problems = refusal_problems(credential, status, response)
+            problems = refusal_problems(key, credential, status, response)
             if status == 404 and not problems:
                 missing_request, missing = as_missing(request, seeded)
                 absent = send(anonymous, key, missing_request, missing, credential.headers)
-                if (absent.status_code, error_of(absent)) != (404, error_of(response)):
+                named = error_of(response, seeded.prompt_name)
+                if (absent.status_code, error_of(absent)) != (404, named):
                     problems.append(f"differs from a missing resource's {absent.text[:300]}")
             # Nothing changes between refused calls, so one's "after" is the next one's "before".
             before, stored = stored, snapshot(database)
@@ -629,12 +696,15 @@ EVENT_ATTRIBUTES: dict[RouteKey, Callable[[Any], dict[str, str]]] = {
 def test_every_route_declares_who_may_call_it() -> None:
     """Only health, readiness and the function's document are open; only the queue-triggered
     functions take signed events; a project route names its permission and how its project is
-    found."""
+    found, an app's route its permission in the calling key's own project."""
     for key, route in ROUTES.items():
         access = route.access
         assert isinstance(access, Access) and access.kind in get_args(AccessKind), key
         if access.kind == "project":
             assert access.permission in ROLES_WITH and access.locate is not None, key
+        elif access.kind == "project_key":
+            # The key's own project is the target: a request cannot name another.
+            assert access.permission in ROLES_WITH and access.locate is callers_project, key
         else:
             assert access.permission is None and access.locate is None, key
         assert (access.kind == "public") == ((key[1], key[2]) in PUBLIC_ROUTES), key
@@ -652,6 +722,7 @@ def test_every_route_has_an_example() -> None:
         access = ROUTES[key].access
         kind = "admin" if example.admin_only else "signed_in"
         kind = kind if example.permission is None else "project"
+        kind = "project_key" if example.key_only else kind
         assert (access.kind, access.permission) == (kind, example.permission), key
 
 
@@ -714,12 +785,33 @@ def test_lists_without_a_project_show_only_the_callers_projects(
     assert [item["id"] for item in viewer.json()["items"]] == [seeded.execution]
 
 
+def test_the_model_list_is_the_calling_keys_project(
+    client: httpx.Client, anonymous: httpx.Client, seeded: Seed, callers: dict[str, Credential]
+) -> None:
+    """OpenAI's model list names the prompts of the key's own project: the seeded prompt is
+    listed to a key of the seeded project, never to another project's, which sees its own."""
+    own = {"project_id": seeded.other_project, "name": "own", "type": "text", "template": "Hi"}
+    created(client.post("/prompts", json=own))
+
+    def models(caller: str) -> set[str]:
+        response = anonymous.get("/v1/models", headers=callers[caller].headers)
+        assert response.status_code == 200, response.text
+        assert seeded.project not in response.text and MARK not in response.text
+        return {model["id"] for model in response.json()["data"]}
+
+    seeded_names = {seeded.prompt_name, f"{seeded.prompt_name}@staging"}
+    assert seeded_names <= models("runner key") and "own" not in models("runner key")
+    elsewhere = models("another project's owner key")
+    assert "own" in elsewhere
+    assert [name for name in elsewhere if name.partition("@")[0] == seeded.prompt_name] == []
+
+
 def test_another_projects_resources_named_from_ones_own_look_missing(
     client: httpx.Client, anonymous: httpx.Client, database: Database, seeded: Seed
 ) -> None:
     """An owner of another project names the seeded prompt, dataset, case or key next to its
-    own project's resources (in a body, or below its own resource in a path): the answer is
-    the one a missing id gets, and nothing is stored."""
+    own project's resources (in a body, or below its own resource in a path; the prompt by its
+    id as OpenAI's model, too): the answer is the one a missing id gets, and nothing is stored."""
     theirs = seeded.other_project
     owner = bearer(new_key(client, theirs, "owner")["key"])
     prompt = {"project_id": theirs, "name": "own", "type": "text", "template": "{{question}}"}
@@ -744,6 +836,13 @@ def test_another_projects_resources_named_from_ones_own_look_missing(
         ("PUT", f"{cases}/{seeded.case}", {"expected": "Changed"}),
         ("DELETE", f"{cases}/{seeded.case}", None),
         ("DELETE", f"/projects/{theirs}/keys/{seeded.spare_key}", None),
+        ("GET", f"/v1/models/{seeded.prompt}", None),
+        (
+            "POST",
+            "/v1/chat/completions",
+            {"model": seeded.prompt, "messages": [{"role": "user", "content": "Hi"}]},
+        ),
+        ("POST", "/v1/responses", {"prompt": {"id": seeded.prompt, "version": "1"}}),
     ]
     stored = snapshot(database)
     for method, path, body in calls:
