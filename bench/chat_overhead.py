@@ -25,7 +25,6 @@ import json
 import os
 import re
 import sys
-import time
 from pathlib import Path
 
 import httpx
@@ -39,6 +38,7 @@ from bench.harness import (
     Load,
     Served,
     cpu_seconds,
+    idle_cpu_ms_per_s,
     mongodb,
     peak_rss_mb,
     run_load,
@@ -136,21 +136,6 @@ def print_added(direct: dict, through: dict, cpu_ms: float, note: str) -> None:
         f"{added['ttft99']:>+9.1f} {added['total50']:>+10.1f} {added['total99']:>+10.1f} "
         f"{through['rps'] / direct['rps'] * 100:>6.0f}%  cpu {cpu_ms:.1f} ms/request{note}"
     )
-
-
-def idle_cpu_ms_per_s(pids: list[int], seconds: float = 5) -> float:
-    """CPU the idle processes spend per second, to the nanosecond (their live threads')."""
-
-    def nanoseconds() -> int:
-        return sum(
-            int((task / "schedstat").read_text().split()[0])
-            for pid in pids
-            for task in Path(f"/proc/{pid}/task").iterdir()
-        )
-
-    before = nanoseconds()
-    time.sleep(seconds)
-    return (nanoseconds() - before) / 1e6 / seconds
 
 
 def main() -> None:

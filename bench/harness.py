@@ -167,6 +167,21 @@ def load(
     return asyncio.run(run())
 
 
+def idle_cpu_ms_per_s(pids: list[int], seconds: float = 5) -> float:
+    """CPU the idle processes spend per second, to the nanosecond (their live threads')."""
+
+    def nanoseconds() -> int:
+        return sum(
+            int((task / "schedstat").read_text().split()[0])
+            for pid in pids
+            for task in Path(f"/proc/{pid}/task").iterdir()
+        )
+
+    before = nanoseconds()
+    time.sleep(seconds)
+    return (nanoseconds() - before) / 1e6 / seconds
+
+
 def spawn_pinned(core: int, command: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
         command,
