@@ -153,6 +153,11 @@ def _api_pages(document: dict[str, Any]) -> dict[str, ASGIApp]:
     return {DOCUMENT_PATH.strip("/"): openapi_json, DOCS_PATH.strip("/"): docs}
 
 
+# Paths served at the gateway's root by the function named, as well as under `/<name>`: the
+# OpenAI-compatible API answers at `/v1`, where OpenAI's SDKs expect a base URL to end.
+ROOT_PATHS = {"v1": "openai"}
+
+
 class Gateway:
     """Routes `/<name>` and `/<name>/...` to that function, which sees paths from its own root."""
 
@@ -168,6 +173,10 @@ class Gateway:
             return
         root_path = scope.get("root_path", "")
         name = scope["path"][len(root_path) :].strip("/").split("/", 1)[0]
+        at_root = self.functions.get(ROOT_PATHS.get(name, ""))
+        if at_root is not None:
+            await at_root(scope, receive, send)
+            return
         function = self.functions.get(name)
         if function is not None:
             mount = f"{root_path}/{name}"

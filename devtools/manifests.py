@@ -175,6 +175,8 @@ FUNCTIONS: dict[str, Function] = {
     ),
     "executions": streaming(),
     "history-writer": Function(consumes=("com.better-assistant.turn.completed",)),
+    # Apps' OpenAI SDKs: streamed answers, like chat's.
+    "openai": streaming(),
     "projects": Function(),
     "prompts": Function(),
 }

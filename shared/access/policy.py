@@ -2,7 +2,8 @@
 
 A route is open (health), triggered by the queue (its events carry their own signature), open to
 any authenticated caller (the project list, creating a project), kept for operators (the admin
-key: dead letters, which hold events of every project), or scoped to one project: the
+key: dead letters, which hold events of every project), kept for apps (a project API key in its
+own project: the OpenAI-compatible API), or scoped to one project: the
 project is located from the request (a path resource, a body or query field) and the caller
 must hold the route's permission there. A resource of a project the caller is not in is
 answered exactly as one that does not exist.
@@ -16,7 +17,7 @@ from shared.access.callers import Caller
 from shared.access.models import ROLES_WITH, Permission
 from shared.errors import Forbidden, not_found
 
-AccessKind = Literal["public", "signed_event", "signed_in", "admin", "project"]
+AccessKind = Literal["public", "signed_event", "signed_in", "admin", "project", "project_key"]
 
 
 @dataclass(frozen=True)
@@ -41,7 +42,7 @@ class Access:
 
     @property
     def needs_caller(self) -> bool:
-        return self.kind in ("signed_in", "admin", "project")
+        return self.kind in ("signed_in", "admin", "project", "project_key")
 
     def check(self, caller: Caller | None, arguments: Mapping[str, Any]) -> None:
         """Refuse the call (404 or 403) unless the caller may make it on its target."""
@@ -50,7 +51,14 @@ class Access:
             if not caller.is_admin:
                 raise Forbidden("Only an operator's admin key may do this.")
             return
-        if self.kind != "project":
+        if self.kind == "project_key":
+            assert caller is not None
+            if caller.key is None:
+                raise Forbidden(
+                    "Only a project API key may call this; an app should never hold an "
+                    "operator's admin key, and a user's token names no single project."
+                )
+        elif self.kind != "project":
             return
         assert caller is not None and self.permission is not None and self.locate is not None
         target = self.locate(arguments)
@@ -111,6 +119,12 @@ def callers_project(arguments: Mapping[str, Any]) -> Target | None:
     `first_of`, a project the request may leave implicit. The handler takes `caller`."""
     own = arguments["caller"].own_project
     return None if own is None else Target("project", own, own)
+
+
+def project_key(permission: Permission) -> Access:
+    """For apps: a project API key with `permission`, acting in its own project; every other
+    credential is refused (403)."""
+    return Access("project_key", permission, callers_project)
 
 
 def first_of(*locators: Locate) -> Locate:

@@ -15,7 +15,7 @@ import anyio
 
 from shared.deepseek.client import get_deepseek
 from shared.deepseek.events import DoneData, ErrorData
-from shared.deepseek.models import ChatCall, Delta, Finish, Usage, UsageHook
+from shared.deepseek.models import ChatCall, Delta, Finish, UpstreamChunk, Usage, UsageHook
 from shared.errors import AppError
 from shared.settings import get_settings
 
@@ -31,6 +31,8 @@ class Answer:
     call: ChatCall
     output: list[str] = field(default_factory=list)
     reasoning: list[str] = field(default_factory=list)
+    # The functions the model called, each's arguments joined from its deltas (relayed calls).
+    tool_calls: list[dict[str, Any]] = field(default_factory=list)
     finish: Finish | None = None
     ttft_ms: float | None = None
     latency_ms: float | None = None
@@ -84,20 +86,70 @@ class Answer:
         )
 
 
-async def stream_answer(answer: Answer) -> AsyncIterator[Delta]:
-    """The answer's deltas as they arrive, recorded into `answer`; failures are re-raised.
+def stream_answer(answer: Answer) -> AsyncIterator[Delta]:
+    """The answer's deltas as they arrive, recorded into `answer`; failures are re-raised."""
+    return _recorded(answer, get_deepseek().stream(answer.call), _take_delta)
+
+
+def relay_answer(answer: Answer) -> AsyncIterator[UpstreamChunk]:
+    """DeepSeek's chunks as they arrive, whole, recorded into `answer` as `stream_answer` does;
+    tool calls included."""
+    return _recorded(answer, get_deepseek().relay(answer.call), _take_chunk)
+
+
+def _take_delta(answer: Answer, delta: Delta) -> bool:
+    (answer.output if delta.kind == "content" else answer.reasoning).append(delta.text)
+    return True
+
+
+def _take_chunk(answer: Answer, chunk: UpstreamChunk) -> bool:
+    """Record what the chunk says; whether it said anything of the answer (its first token)."""
+    said = False
+    for choice in chunk.data.get("choices") or ():
+        delta = choice.get("delta") or {}
+        if content := delta.get("content"):
+            answer.output.append(content)
+            said = True
+        if reasoning := delta.get("reasoning_content"):
+            answer.reasoning.append(reasoning)
+            said = True
+        for call in delta.get("tool_calls") or ():
+            _add_tool_call_delta(answer.tool_calls, call)
+            said = True
+    return said
+
+
+def _add_tool_call_delta(calls: list[dict[str, Any]], delta: dict[str, Any]) -> None:
+    """A tool call's delta merged into the calls so far: the first names it, the next ones
+    carry pieces of its arguments."""
+    index = delta.get("index", len(calls))
+    while len(calls) <= index:
+        calls.append({"id": None, "type": "function", "function": {"name": "", "arguments": ""}})
+    call = calls[index]
+    call["id"] = delta.get("id") or call["id"]
+    function = delta.get("function") or {}
+    call["function"]["name"] += function.get("name") or ""
+    call["function"]["arguments"] += function.get("arguments") or ""
+
+
+async def _recorded(
+    answer: Answer,
+    items: AsyncIterator[Any],
+    take: Callable[[Answer, Any], bool],
+) -> AsyncIterator[Any]:
+    """The items of the call as they arrive, each recorded into `answer` by `take`; failures are
+    re-raised.
 
     Every DeepSeek call goes through here, so this is where a finished call's usage is metered.
     """
     started = time.perf_counter()
     try:
-        async for item in get_deepseek().stream(answer.call):
+        async for item in items:
             if isinstance(item, Finish):
                 answer.finish = item
                 continue
-            if answer.ttft_ms is None:
+            if take(answer, item) and answer.ttft_ms is None:
                 answer.ttft_ms = round((time.perf_counter() - started) * 1000, 3)
-            (answer.output if item.kind == "content" else answer.reasoning).append(item.text)
             yield item
     except AppError as exc:
         answer.status = "error"

@@ -10,7 +10,7 @@ errors worth retrying.
 import asyncio
 import random
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import httpx2
 import openai
@@ -18,7 +18,7 @@ import orjson
 
 from shared.clients import loop_client
 from shared.deepseek import errors
-from shared.deepseek.models import ChatCall, Delta, Finish, Usage
+from shared.deepseek.models import ChatCall, Delta, Finish, UpstreamChunk, Usage
 from shared.settings import Settings, get_settings
 
 _REQUEST_PARAMETERS = (
@@ -30,6 +30,14 @@ _REQUEST_PARAMETERS = (
     "presence_penalty",
     "stop",
     "response_format",
+    # What an OpenAI-compatible caller may set besides (`shared.openai_api`); the upstream judges.
+    "tools",
+    "tool_choice",
+    "parallel_tool_calls",
+    "seed",
+    "logprobs",
+    "top_logprobs",
+    "user",
 )
 # A Retry-After longer than this is not waited out inside a request; the caller gets the 429.
 _MAX_RETRY_WAIT_S = 20.0
@@ -40,6 +48,10 @@ _STREAM_HEADERS = {
     # body is read as it arrives, without two layers of decoding per chunk.
     "Accept-Encoding": "identity",
 }
+
+
+# What a streamed answer is read as: deltas of text, or DeepSeek's chunks whole.
+Item = TypeVar("Item", Delta, UpstreamChunk)
 
 
 def _retry_after(response: httpx2.Response) -> float | None:
@@ -94,10 +106,21 @@ class DeepSeekClient:
     async def close(self) -> None:
         await self._sdk.close()
 
-    async def stream(self, call: ChatCall) -> AsyncIterator[Delta | Finish]:
-        """Deltas as they arrive, then one Finish; raises UpstreamError on any failure.
+    def stream(self, call: ChatCall) -> AsyncIterator[Delta | Finish]:
+        """Deltas as they arrive, then one Finish; raises UpstreamError on any failure."""
+        return self._read(call, _StreamedAnswer)
 
-        Retries happen only before the first token, so reading and retrying share one loop;
+    def relay(self, call: ChatCall) -> AsyncIterator[UpstreamChunk | Finish]:
+        """Every chunk as DeepSeek sent it (its JSON text and parsed), then one Finish: for
+        callers that pass DeepSeek's own wire format on; raises UpstreamError on any failure."""
+        return self._read(call, _RelayedAnswer)
+
+    async def _read(
+        self, call: ChatCall, reader: "type[_StreamedAnswer[Item]]"
+    ) -> AsyncIterator[Item | Finish]:
+        """The items `reader` makes of the answer, then one Finish.
+
+        Retries happen only before the first item, so reading and retrying share one loop;
         each chunk costs a read of the body, one parse and a watchdog update.
         """
         if not self.configured:
@@ -108,7 +131,7 @@ class DeepSeekClient:
         attempt = 0
         while True:
             got_token = False
-            answer = _StreamedAnswer(call.model)
+            answer = reader(call.model)
             deadline = loop.time() + first_token_s
             watchdog = _Watchdog(loop)
             try:
@@ -123,9 +146,9 @@ class DeepSeekClient:
                         watchdog.rest()
                         if not chunk:
                             break
-                        for delta in answer.feed(chunk):
+                        for item in answer.feed(chunk):
                             got_token = True
-                            yield delta
+                            yield item
                         if got_token:
                             deadline = loop.time() + idle_s
                 finally:
@@ -206,9 +229,9 @@ def _body_reader(response: httpx2.Response) -> Callable[[], Awaitable[bytes]]:
     return lambda: anext(chunks, b"")
 
 
-class _StreamedAnswer:
+class _StreamedAnswer(Generic[Item]):
     """What a streamed answer has said so far, fed the body's bytes as they arrive: each SSE
-    `data:` line parsed once."""
+    `data:` line parsed once, and the deltas of its content and reasoning made of it."""
 
     def __init__(self, model: str) -> None:
         self.model = model
@@ -221,10 +244,10 @@ class _StreamedAnswer:
     def complete(self) -> bool:
         return self.done or self.finish_reason is not None
 
-    def feed(self, chunk: bytes) -> list[Delta]:
-        """The deltas the chunk completes; raises ValueError for a line that is not JSON."""
+    def feed(self, chunk: bytes) -> list[Item]:
+        """The items the chunk completes; raises ValueError for a line that is not JSON."""
         *lines, self._pending = (self._pending + chunk).split(b"\n")
-        deltas: list[Delta] = []
+        items: list[Item] = []
         for line in lines:
             # Blank separators and ": keep-alive" comments carry no data.
             if not line.startswith(b"data:"):
@@ -235,19 +258,30 @@ class _StreamedAnswer:
                 break
             data = orjson.loads(payload)
             for choice in data.get("choices") or ():
-                delta = choice.get("delta") or {}
-                if reasoning := delta.get("reasoning_content"):
-                    deltas.append(Delta("reasoning", reasoning))
-                if content := delta.get("content"):
-                    deltas.append(Delta("content", content))
                 self.finish_reason = choice.get("finish_reason") or self.finish_reason
             if data.get("usage"):
                 self.usage = Usage.from_upstream(data["usage"])
             self.model = data.get("model") or self.model
-        return deltas
+            self._collect(payload, data, items)
+        return items
+
+    def _collect(self, payload: bytes, data: dict[str, Any], items: list[Item]) -> None:
+        for choice in data.get("choices") or ():
+            delta = choice.get("delta") or {}
+            if reasoning := delta.get("reasoning_content"):
+                items.append(Delta("reasoning", reasoning))
+            if content := delta.get("content"):
+                items.append(Delta("content", content))
 
     def finish(self) -> Finish:
         return Finish(self.finish_reason, self.usage, self.model)
+
+
+class _RelayedAnswer(_StreamedAnswer[UpstreamChunk]):
+    """As `_StreamedAnswer`, every chunk kept whole: its JSON text to pass on, and parsed."""
+
+    def _collect(self, payload: bytes, data: dict[str, Any], items: list[UpstreamChunk]) -> None:
+        items.append(UpstreamChunk(payload, data))
 
 
 class _Watchdog:

@@ -90,7 +90,8 @@ class ChatCall:
     """One chat completion request: the model, the messages and the sampling parameters."""
 
     model: str
-    messages: list[dict[str, str]]
+    # Role and text; a relayed OpenAI-compatible call's may also carry tool calls and their ids.
+    messages: list[dict[str, Any]]
     params: dict[str, Any]
 
 
@@ -98,6 +99,14 @@ class ChatCall:
 class Delta:
     kind: Literal["reasoning", "content"]
     text: str
+
+
+@dataclass(slots=True)
+class UpstreamChunk:
+    """One `chat.completion.chunk` as DeepSeek sent it: its JSON text, and that text parsed."""
+
+    payload: bytes
+    data: dict[str, Any]
 
 
 @dataclass(slots=True)

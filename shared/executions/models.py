@@ -3,8 +3,9 @@
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, SerializerFunctionWrapHandler, model_serializer
 
+from shared.access.models import Actor
 from shared.bounds import StoredJson
 from shared.deepseek.events import answer_stream_events
 from shared.deepseek.models import ModelConfig, Usage
@@ -37,8 +38,17 @@ class ExecutionError(Model):
 
 
 class RenderedMessage(Model):
-    role: Literal["system", "user", "assistant"]
+    """A message as sent to the model. Those of an OpenAI-compatible call may also answer a
+    tool call or carry the assistant's; fields a message does not have are left out."""
+
+    role: Literal["system", "user", "assistant", "tool"]
     content: str
+    tool_calls: list[dict[str, Any]] | None = None
+    tool_call_id: str | None = None
+
+    @model_serializer(mode="wrap")
+    def _without_absent_fields(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        return {name: value for name, value in handler(self).items() if value is not None}
 
 
 class VariableUse(Model):
@@ -68,8 +78,9 @@ class ExecutionDraft(Model):
     came from. Stored as a running record."""
 
     project_id: str
-    prompt_id: str
-    prompt_version: int
+    # None for a call that names a model rather than a prompt (the OpenAI-compatible API).
+    prompt_id: str | None
+    prompt_version: int | None
     label: str | None
     model: str
     params: dict[str, Any]
@@ -77,6 +88,7 @@ class ExecutionDraft(Model):
     variables: dict[str, Any]
     input: str | None
     source: str
+    actor: Actor | None = None
 
 
 class ExecutionOutcome(Model):
@@ -91,6 +103,7 @@ class ExecutionOutcome(Model):
     cost: float | None
     latency_ms: float | None
     ttft_ms: float | None
+    tool_calls: list[dict[str, Any]] | None = None
 
     @classmethod
     def not_yet(cls) -> "ExecutionOutcome":
@@ -113,8 +126,8 @@ class ExecutionOutcome(Model):
 class Execution(Model):
     id: str
     project_id: str
-    prompt_id: str
-    prompt_version: int
+    prompt_id: str | None = Field(description="None for a call that named a model, no prompt")
+    prompt_version: int | None
     label: str | None
     model: str
     params: dict[str, Any]
@@ -133,6 +146,12 @@ class Execution(Model):
     source: str
     created_at: datetime
     finished_at: datetime | None
+    tool_calls: list[dict[str, Any]] | None = Field(
+        default=None, description="The functions the model called, when it called any"
+    )
+    actor: Actor | None = Field(
+        default=None, description="Who ran it: a project key or user (absent on older records)"
+    )
 
 
 class RunFigures(Model):
@@ -148,8 +167,8 @@ class RunFigures(Model):
 
 class ExecutionMeta(Model):
     execution_id: str
-    prompt_id: str
-    prompt_version: int
+    prompt_id: str | None
+    prompt_version: int | None
     model: str
 
 

@@ -55,7 +55,9 @@ class RunPlanner:
         )
         limits = self.projects.get_recent(record.project_id).limits
         call = bounded_call(version.config, inputs.config, limits, messages)
-        label = inputs.label or (None if inputs.version else _label_of(record, version.version))
+        label = inputs.label or (
+            None if inputs.version else default_run_label(record, version.version)
+        )
         return RunPlan(record, version, label, limits, call)
 
     def preview(self, prompt_id: str, inputs: RunInputs) -> RunPreview:
@@ -79,7 +81,7 @@ class RunPlanner:
         )
 
 
-def _label_of(record: PromptRecord, number: int) -> str | None:
+def default_run_label(record: PromptRecord, number: int) -> str | None:
     """The label a defaulted run went through: production when it points here, else latest."""
     if record.labels.get(RUN_DEFAULT_LABEL) == number:
         return RUN_DEFAULT_LABEL

@@ -25,12 +25,13 @@ from shared.pagination import find_page
 
 
 def _execution(document: dict[str, Any]) -> Execution:
+    prompt_id = document.get("prompt_id")
     return Execution(
         **{
             **document,
             "id": str(document["_id"]),
             "project_id": str(document["project_id"]),
-            "prompt_id": str(document["prompt_id"]),
+            "prompt_id": None if prompt_id is None else str(prompt_id),
         }
     )
 
@@ -64,7 +65,7 @@ class ExecutionRepository:
         document = {
             **draft.model_dump(),
             "project_id": to_object_id(draft.project_id),
-            "prompt_id": to_object_id(draft.prompt_id),
+            "prompt_id": draft.prompt_id and to_object_id(draft.prompt_id),
             # Nothing received yet: `finish` writes the outcome over these.
             **ExecutionOutcome.not_yet().model_dump(),
             "finished_at": None,

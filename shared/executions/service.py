@@ -11,6 +11,7 @@ import anyio
 from shared.access.models import Actor
 from shared.deepseek.answer import Answer, answer_events, stream_answer
 from shared.deepseek.errors import UpstreamError
+from shared.deepseek.models import ChatCall
 from shared.errors import not_found
 from shared.executions.models import (
     Execution,
@@ -28,7 +29,7 @@ from shared.executions.models import (
 )
 from shared.executions.planning import PromptsToRun, RunPlanner
 from shared.executions.repository import ExecutionRepository
-from shared.metering.models import Payer
+from shared.metering.models import Limits, Payer
 from shared.metering.service import Metering
 from shared.pagination import Page
 from shared.projects.models import ProjectLookup
@@ -60,23 +61,31 @@ class ExecutionService:
         """Plan the run (`RunPlanner.plan`), admit it against the project's limits
         (`is_request`: it counts towards the caller's rate) and store the record as running."""
         plan = self.planner.plan(data.prompt_id, data)
-        payer = Payer(plan.record.project_id, actor)
-        self.metering.admit(payer, plan.limits, is_request=is_request)
         call = plan.call
-        execution = self.executions.insert(
-            ExecutionDraft(
-                project_id=plan.record.project_id,
-                prompt_id=plan.record.id,
-                prompt_version=plan.version.version,
-                label=plan.label,
-                model=call.model,
-                params=call.params,
-                messages=[RenderedMessage.model_validate(message) for message in call.messages],
-                variables=data.variables,
-                input=data.input,
-                source=source,
-            )
+        draft = ExecutionDraft(
+            project_id=plan.record.project_id,
+            prompt_id=plan.record.id,
+            prompt_version=plan.version.version,
+            label=plan.label,
+            model=call.model,
+            params=call.params,
+            messages=[RenderedMessage.model_validate(message) for message in call.messages],
+            variables=data.variables,
+            input=data.input,
+            source=source,
+            actor=actor,
         )
+        return self.open_run(draft, plan.limits, call, is_request=is_request)
+
+    def open_run(
+        self, draft: ExecutionDraft, limits: Limits, call: ChatCall, *, is_request: bool = True
+    ) -> Run:
+        """Admit a planned call against its project's limits (`is_request`: it counts towards
+        the caller's rate), then store its record as running; the answer's usage goes to the
+        ledger, billed to the draft's project and actor."""
+        payer = Payer(draft.project_id, draft.actor)
+        self.metering.admit(payer, limits, is_request=is_request)
+        execution = self.executions.insert(draft)
         return Run(execution, Answer(call, on_usage=self.metering.recorder(payer)))
 
     async def start(
@@ -103,6 +112,7 @@ class ExecutionService:
             cost=done.cost,
             latency_ms=done.latency_ms,
             ttft_ms=done.ttft_ms,
+            tool_calls=answer.tool_calls or None,
         )
         finished = await anyio.to_thread.run_sync(self.executions.finish, run.record.id, outcome)
         run.record = finished or run.record

@@ -15,16 +15,15 @@ from starlette.responses import Response as StarletteResponse
 from starlette.responses import StreamingResponse
 
 from shared.errors import PayloadTooLarge
-from shared.http.messages import EventStream, Request, Response
+from shared.http.messages import ByteStream, EventStream, Request, Response
 from shared.http.openapi import serve_document
 from shared.http.routing import (
     Router,
     finish,
     freeze_imported_objects,
     new_request_id,
-    render_error,
 )
-from shared.http.sse import STREAM_HEADERS, encode_stream
+from shared.http.sse import STREAM_HEADERS, encode_stream, keep_alive
 from shared.logs import begin_request, configure_logging, log_access
 from shared.settings import get_settings
 
@@ -54,12 +53,14 @@ async def read_body(request: StarletteRequest) -> bytes:
 
 def to_starlette(response: Response) -> StarletteResponse:
     if isinstance(response, EventStream) and response.events is not None:
-        return StreamingResponse(
-            encode_stream(response.events, get_settings().stream_keepalive_s),
-            status_code=response.status,
-            headers={**response.headers, **STREAM_HEADERS},
-        )
-    return StarletteResponse(response.body, response.status, response.headers)
+        chunks = encode_stream(response.events, get_settings().stream_keepalive_s)
+    elif isinstance(response, ByteStream) and response.chunks is not None:
+        chunks = keep_alive(response.chunks, get_settings().stream_keepalive_s)
+    else:
+        return StarletteResponse(response.body, response.status, response.headers)
+    return StreamingResponse(
+        chunks, status_code=response.status, headers={**response.headers, **STREAM_HEADERS}
+    )
 
 
 def route_path(scope: Any) -> str:
@@ -152,7 +153,7 @@ def starlette_handler(
         try:
             body = await read_body(request)
         except Exception as exc:
-            response = finish(neutral, render_error(exc, neutral.request_id))
+            response = finish(neutral, router.render_error(exc, neutral.request_id))
         else:
             neutral.read_body = lambda: body
             response = await router.dispatch_async(neutral)

@@ -111,6 +111,14 @@ class EventStream(Response):
     events: AsyncIterator[tuple[str, dict[str, Any]]] | None = None
 
 
+@dataclass
+class ByteStream(Response):
+    """A `text/event-stream` response of frames already encoded (another API's wire format),
+    sent as they come."""
+
+    chunks: AsyncIterator[bytes] | None = None
+
+
 def json_response(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
     """A JSON response; pydantic models are dumped in JSON mode."""
     if isinstance(data, BaseModel):

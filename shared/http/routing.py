@@ -158,11 +158,19 @@ def _compile(path: str, path_types: dict[str, type]) -> re.Pattern[str]:
     return re.compile(regex if regex.endswith(".+)") else f"{regex}/?")
 
 
-class Router:
-    """The route table of one function; paths are relative to the function's own root."""
+# Renders any failure of a request, given its request id, as the function's error response.
+ErrorRenderer = Callable[[Exception, str], Response]
 
-    def __init__(self, name: str) -> None:
+
+class Router:
+    """The route table of one function; paths are relative to the function's own root.
+
+    Failures are answered in our error model unless `error_renderer` names another (the
+    OpenAI-compatible function answers in OpenAI's)."""
+
+    def __init__(self, name: str, error_renderer: ErrorRenderer | None = None) -> None:
         self.name = name
+        self.render_error: ErrorRenderer = error_renderer or render_error
         self.routes: list[Route] = [
             Route("GET", "/healthz", _health, PUBLIC),
             Route("GET", "/readyz", _readiness, PUBLIC),
@@ -248,7 +256,7 @@ class Router:
             route, path_values = self.resolve(request.method, request.path)
             response = route.render(route.handler(**route.admit(request, path_values)))
         except Exception as exc:
-            response = render_error(exc, request.request_id)
+            response = self.render_error(exc, request.request_id)
         return finish(request, response)
 
     async def dispatch_async(self, request: Request) -> Response:
@@ -269,7 +277,7 @@ class Router:
                 result = await asyncio.to_thread(_admitted_call, route, request, path_values)
             response = route.render(result)
         except Exception as exc:
-            response = render_error(exc, request.request_id)
+            response = self.render_error(exc, request.request_id)
         return finish(request, response)
 
 
@@ -301,26 +309,25 @@ def finish(request: Request, response: Response) -> Response:
     return response
 
 
-def render_error(exc: Exception, request_id: str) -> Response:
-    """The response for any exception; internals are logged, never sent."""
+def as_app_error(exc: Exception, request_id: str) -> AppError:
+    """What a client is told of any exception; internals are logged, never sent."""
     if isinstance(exc, DatabaseUnreachable):
         # The breaker's own refusal: it logged when it opened, and will when it closes.
-        exc = DatabaseUnavailable(RETRY_AFTER_S)
-    elif is_database_unavailable(exc):
+        return DatabaseUnavailable(RETRY_AFTER_S)
+    if is_database_unavailable(exc):
         database_failed(exc)
         logger.warning("database unavailable request_id=%s: %s", request_id, type(exc).__name__)
-        exc = DatabaseUnavailable(RETRY_AFTER_S)
+        return DatabaseUnavailable(RETRY_AFTER_S)
     if isinstance(exc, AppError):
-        return json_response(exc.to_body(), exc.status, exc.headers)
+        return exc
     logger.exception("unhandled error request_id=%s", request_id)
-    body = {
-        "error": {
-            "code": "internal_error",
-            "message": "An unexpected error occurred.",
-            "details": {"request_id": request_id},
-        }
-    }
-    return json_response(body, 500)
+    return AppError("An unexpected error occurred.", details={"request_id": request_id})
+
+
+def render_error(exc: Exception, request_id: str) -> Response:
+    """The response for any exception, in our error model."""
+    error = as_app_error(exc, request_id)
+    return json_response(error.to_body(), error.status, error.headers)
 
 
 def cors_headers(request: Request) -> dict[str, str]:

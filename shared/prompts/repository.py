@@ -172,6 +172,12 @@ class PromptRepository:
         object_id = to_object_id(project_id)
         return self._read(object_id and {"project_id": object_id, "name": name})
 
+    def in_project(self, project_id: str, limit: int) -> list[PromptRecord]:
+        """The project's prompts by name, at most `limit`."""
+        object_id = to_object_id(project_id)
+        documents = self.prompts.find({"project_id": object_id}).sort("name", 1).limit(limit)
+        return [_record(document) for document in documents]
+
     def _read(self, query: dict[str, Any] | None) -> PromptRecord | None:
         """The one prompt `query` finds (None for a query an id made impossible)."""
         document = query and self.prompts.find_one(query)

@@ -121,6 +121,14 @@ class PromptService:
             raise not_found("prompt", prompt_id)
         return record
 
+    def record_by_name(self, project_id: str, name: str) -> PromptRecord | None:
+        """The project's prompt of that name, if there is one."""
+        return self.prompts.get_by_name(project_id, name)
+
+    def records_in_project(self, project_id: str, limit: int) -> list[PromptRecord]:
+        """The project's prompts by name, at most `limit`."""
+        return self.prompts.in_project(project_id, limit)
+
     def resolve_version_number(self, record: PromptRecord, selector: VersionSelector) -> int:
         """The version a selector names: a number, a label, or the latest."""
         if selector.version is not None:

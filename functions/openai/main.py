@@ -1,0 +1,84 @@
+"""The `openai` function: OpenAI's API over the project's managed prompts, at `/v1`.
+
+An app that speaks OpenAI changes its base URL and API key (a project key) and names a prompt
+as its model; every call is recorded as an execution of that prompt.
+"""
+
+import anyio
+
+from shared.access.callers import Caller
+from shared.access.models import Permission
+from shared.access.policy import project_key
+from shared.http.asgi_adapter import asgi_function
+from shared.http.messages import ByteStream, Response, json_response
+from shared.http.routing import PathRest, Router
+from shared.http.sse import started
+from shared.settings import get_settings
+from shared.workflows.openai_api.errors import render_openai_error
+from shared.workflows.openai_api.models import (
+    ChatCompletionRequest,
+    ModelEntry,
+    ModelList,
+    ResponseRequest,
+)
+from shared.workflows.openai_api.service import EXECUTION_HEADER, OpenAIService
+from shared.workflows.openai_api.wire import (
+    ChunkPresenter,
+    ResponseEventPresenter,
+    completion,
+    response_object,
+    response_status,
+)
+
+router = Router("openai", error_renderer=render_openai_error)
+# An app's own project key, allowed to run prompts; never the admin key or a user's token.
+APP_KEY = project_key(Permission.RUN)
+
+
+@router.get("/v1/models", access=APP_KEY)
+def list_models(caller: Caller) -> ModelList:
+    """The project's prompts as models (`name`, `name@label`), then the DeepSeek models."""
+    return OpenAIService().models(caller.key_project)
+
+
+@router.get("/v1/models/{model}", access=APP_KEY)
+def get_model(model: PathRest, caller: Caller) -> ModelEntry:
+    """One model of the list; 404 `model_not_found` for any other."""
+    return OpenAIService().model(caller.key_project, model)
+
+
+@router.post("/v1/chat/completions", access=APP_KEY, metered=True)
+async def chat_completions(body: ChatCompletionRequest, caller: Caller) -> Response:
+    """OpenAI's Chat Completions, the named prompt's messages before the caller's; with
+    `stream: true`, `chat.completion.chunk` events ending with `data: [DONE]`."""
+    service = await anyio.to_thread.run_sync(OpenAIService)
+    run = await anyio.to_thread.run_sync(service.open_chat, body, caller.key_project, caller.actor)
+    headers = {EXECUTION_HEADER: run.record.id}
+    if body.stream:
+        include_usage = body.stream_options is not None and body.stream_options.include_usage
+        frames = service.frames(run, ChunkPresenter(run, include_usage))
+        wait_s = get_settings().stream_keepalive_s
+        return ByteStream(chunks=await started(frames, wait_s), headers=headers)
+    await service.complete(run)
+    return json_response(completion(run), headers=headers)
+
+
+@router.post("/v1/responses", access=APP_KEY, metered=True)
+async def responses(body: ResponseRequest, caller: Caller) -> Response:
+    """OpenAI's Responses API for text output, `prompt: {id, version, variables}` included;
+    with `stream: true`, its `response.*` events."""
+    service = await anyio.to_thread.run_sync(OpenAIService)
+    run = await anyio.to_thread.run_sync(
+        service.open_response, body, caller.key_project, caller.actor
+    )
+    headers = {EXECUTION_HEADER: run.record.id}
+    prompt = body.prompt.model_dump() if body.prompt else None
+    if body.stream:
+        frames = service.frames(run, ResponseEventPresenter(run, prompt))
+        wait_s = get_settings().stream_keepalive_s
+        return ByteStream(chunks=await started(frames, wait_s), headers=headers)
+    await service.complete(run)
+    return json_response(response_object(run, response_status(run), prompt), headers=headers)
+
+
+handle = asgi_function(router)

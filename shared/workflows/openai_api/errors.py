@@ -1,0 +1,69 @@
+"""Errors in OpenAI's shape, `{"error": {"message", "type", "param", "code"}}`, with the statuses
+OpenAI's SDKs turn into their exception classes (400 BadRequestError, 401 AuthenticationError,
+403 PermissionDeniedError, 404 NotFoundError, 429 RateLimitError, 5xx InternalServerError).
+"""
+
+from typing import Any
+
+from shared.errors import AppError, NotFound, ValidationFailed
+from shared.http.messages import Response, json_response
+from shared.http.routing import as_app_error
+from shared.metering.models import BUDGET_EXCEEDED
+
+# Ours -> OpenAI's status, where they differ: OpenAI answers every invalid request with 400,
+# and a spent quota with 429 (an SDK's RateLimitError), never 402.
+_STATUSES = {415: 400, 422: 400, 402: 429}
+_TYPES = {401: "invalid_request_error", 429: "rate_limit_error"}
+_CODES = {401: "invalid_api_key", 403: "permission_denied"}
+
+
+def model_not_found(model: str) -> NotFound:
+    return NotFound(
+        f"The model {model!r} does not exist in this project, or you do not have access to it.",
+        code="model_not_found",
+        details={"param": "model"},
+    )
+
+
+def unsupported(param: str, message: str) -> ValidationFailed:
+    """A 400 for what OpenAI's API takes and this one cannot do, naming the parameter."""
+    return ValidationFailed(message, code="unsupported_parameter", details={"param": param})
+
+
+def error_body(error: AppError) -> dict[str, Any]:
+    """The error as OpenAI words it; its message is ours and names no internals."""
+    status = _STATUSES.get(error.status, error.status)
+    kind = _TYPES.get(status, "server_error" if status >= 500 else "invalid_request_error")
+    if error.code == BUDGET_EXCEEDED:
+        kind = "insufficient_quota"
+    code = _CODES.get(status, error.code)
+    return {"error": {"message": error.message, "type": kind, "param": _param(error), "code": code}}
+
+
+def render_openai_error(exc: Exception, request_id: str) -> Response:
+    """Any failure of a request, as OpenAI's SDKs expect it."""
+    error = as_app_error(exc, request_id)
+    status = _STATUSES.get(error.status, error.status)
+    headers = dict(error.headers)
+    if error.code == BUDGET_EXCEEDED:
+        # A spent budget comes back next month: an SDK's automatic retries would only spin.
+        headers["x-should-retry"] = "false"
+    return json_response(error_body(error), status, headers)
+
+
+def _param(error: AppError) -> str | None:
+    """The request parameter the error is about: `messages[0].role` for a body field."""
+    details = error.details
+    if isinstance(details, dict):
+        if "param" in details:
+            return str(details["param"])
+        if "missing" in details:
+            return "variables"
+        return None
+    if isinstance(details, list) and details and isinstance(details[0], dict):
+        location = [part for part in details[0].get("loc", []) if part != "body"]
+        text = ""
+        for part in location:
+            text += f"[{part}]" if isinstance(part, int) else f".{part}"
+        return text.lstrip(".") or None
+    return None
