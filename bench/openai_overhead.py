@@ -270,7 +270,8 @@ def print_targets(
         level: rows[level, "openai"][1] / max(rows[level, "litellm"][1], 1e-9) for level in levels
     }
     figures = ", ".join(
-        f"{level} streams {rows[level, 'openai'][1]:.1f} vs {rows[level, 'litellm'][1]:.1f} "
+        f"{level} stream{'s' * (level != 1)} {rows[level, 'openai'][1]:.1f} vs "
+        f"{rows[level, 'litellm'][1]:.1f} "
         f"(1/{1 / share:.1f})"
         for level, share in shares.items()
     )
