@@ -107,7 +107,7 @@ def litellm_executable(requirement: str) -> Path:
     folder = CACHE / re.sub(r"[^A-Za-z0-9.]+", "-", requirement).strip("-")
     executable, installed = folder / "bin" / "litellm", folder / "installed"
     if installed.exists():
-        print(f"{requirement}: installed in {folder}")
+        print(f"{requirement}: already installed in {folder}")
         return executable
     uv = shutil.which("uv")
     if uv is None:
