@@ -44,6 +44,7 @@ bench: sync ## Run the benchmarks and print their figures (a few minutes; Linux,
 	$(UV) run --frozen python -m bench.prompt_fetch
 	$(UV) run --frozen python -m bench.cold_start
 	$(UV) run --frozen python -m bench.chat_overhead
+	$(UV) run --frozen python -m bench.openai_overhead
 	$(UV) run --frozen python -m bench.evaluation
 	$(UV) run --frozen python -m bench.database_outage
 

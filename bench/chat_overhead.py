@@ -23,96 +23,36 @@ import argparse
 import asyncio
 import json
 import os
-import subprocess
+import re
 import sys
-import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
-from functools import partial
 from pathlib import Path
 
 import httpx
-from pymongo import MongoClient
 
-from bench.harness import cpu_seconds, pin_to, process_tree, start_function, stop
-from devtools.embedded_mongo import EmbeddedMongo, free_port
+from bench.harness import (
+    FIRST_TOKEN_MS,
+    FUNCTION_CORE,
+    LOAD_CORE,
+    TOKENS,
+    LaterWrites,
+    Load,
+    Served,
+    cpu_seconds,
+    idle_cpu_ms_per_s,
+    mongodb,
+    peak_rss_mb,
+    run_load,
+    spawn_pinned,
+    start_fake_upstream,
+)
+from devtools.embedded_mongo import free_port
 from devtools.gateway import FUNCTIONS_DIR
 
-FUNCTION_CORE, LOAD_CORE = 0, 1
-TOKENS, FIRST_TOKEN_MS, TOKEN_INTERVAL_MS = 50, 200, 10
 HISTORY_TURNS = 3
-
-
-def spawn_pinned(core: int, command: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
-        command,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        preexec_fn=pin_to(core),
-    )
-
-
-def peak_rss_mb(pids: list[int]) -> float:
-    total_kb = 0
-    for pid in pids:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                total_kb += int(line.split()[1])
-    return total_kb / 1024
-
-
-@dataclass
-class Sample:
-    ttft_ms: float
-    total_ms: float
-    ok: bool
-
-
-async def one_request(port: int, path: str, body: bytes, first_token_marker: bytes) -> Sample:
-    """POST and read the streamed answer on a raw socket: the cheapest client Python allows."""
-    started = time.perf_counter()
-    ttft = None
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    writer.write(
-        f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
-        f"Accept: text/event-stream\r\nAuthorization: Bearer bench\r\nConnection: close\r\n"
-        f"Content-Length: {len(body)}\r\n\r\n".encode()
-        + body
-    )
-    received = b""
-    while chunk := await reader.read(65536):
-        if ttft is None:
-            received += chunk
-            if first_token_marker in received:
-                ttft = (time.perf_counter() - started) * 1000
-        else:
-            received = received[-512:] + chunk
-    writer.close()
-    total = (time.perf_counter() - started) * 1000
-    ok = ttft is not None and (b"[DONE]" in received or b"event: done" in received)
-    return Sample(ttft or float("nan"), total, ok)
-
-
-async def run_load(
-    port: int, path: str, bodies: list[bytes], marker: bytes, concurrency: int
-) -> tuple[list[Sample], float]:
-    queue = list(reversed(bodies))
-    samples: list[Sample] = []
-
-    async def worker() -> None:
-        while queue:
-            samples.append(await one_request(port, path, queue.pop(), marker))
-
-    started = time.perf_counter()
-    await asyncio.gather(*(worker() for _ in range(concurrency)))
-    return samples, time.perf_counter() - started
-
-
-def percentile(values: list[float], fraction: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))] if ordered else float("nan")
+# Every request sends `Bearer bench`: to the chat function, the admin key.
+TOKEN = "bench"
+DIRECT_TOKEN = re.compile(rb'"content":"')
+CHAT_TOKEN = re.compile(rb"event: content")
 
 
 def seed(mongo_uri: str, database: str, dialogs: int) -> tuple[str, list[str]]:
@@ -177,36 +117,8 @@ DIRECT_BODY = json.dumps(
 CHAT_VARIABLES = {"persona": "a support agent", "topic": "billing"}
 
 
-def wait_for_history(mongo_uri: str, database: str, messages: int, timeout_s: float = 60) -> None:
-    """Wait until `messages` messages are stored: the local queue writes each turn after its
-    stream ends, in the chat process, and that work belongs to the requests just measured."""
-    with MongoClient(mongo_uri) as client:
-        collection = client[database]["messages"]
-        deadline = time.monotonic() + timeout_s
-        while collection.count_documents({}) < messages:
-            if time.monotonic() > deadline:
-                sys.exit(f"history not written within {timeout_s:g} s")
-            time.sleep(0.05)
-
-
 def chat_body(**fields: str) -> bytes:
     return json.dumps({**fields, "variables": CHAT_VARIABLES}).encode()
-
-
-def summary(label: str, concurrency: int, samples: list[Sample], seconds: float) -> dict:
-    ttfts = [sample.ttft_ms for sample in samples if sample.ok]
-    totals = [sample.total_ms for sample in samples if sample.ok]
-    return {
-        "streams": concurrency,
-        "path": label,
-        "ttft50": percentile(ttfts, 0.5),
-        "ttft99": percentile(ttfts, 0.99),
-        "total50": percentile(totals, 0.5),
-        "total99": percentile(totals, 0.99),
-        "rps": len(samples) / seconds,
-        "seconds": seconds,
-        "errors": sum(not sample.ok for sample in samples),
-    }
 
 
 def print_row(row: dict) -> None:
@@ -224,85 +136,6 @@ def print_added(direct: dict, through: dict, cpu_ms: float, note: str) -> None:
         f"{added['ttft99']:>+9.1f} {added['total50']:>+10.1f} {added['total99']:>+10.1f} "
         f"{through['rps'] / direct['rps'] * 100:>6.0f}%  cpu {cpu_ms:.1f} ms/request{note}"
     )
-
-
-@dataclass
-class Load:
-    """One level's requests, sent to one path and measured."""
-
-    label: str
-    concurrency: int
-    path: str
-    bodies: list[bytes]
-    marker: bytes = b'"content":"'
-
-    def measure(
-        self, port: int, pids: list[int], settle: Callable[[], None] | None = None
-    ) -> tuple[dict, float]:
-        """The summary row, and the CPU ms per request the processes spent (until `settle`
-        returns: work a request leaves behind counts too)."""
-        before = cpu_seconds(pids)
-        samples, seconds = asyncio.run(
-            run_load(port, self.path, self.bodies, self.marker, self.concurrency)
-        )
-        if settle is not None:
-            settle()
-        cpu_ms = (cpu_seconds(pids) - before) * 1000 / len(self.bodies)
-        return summary(self.label, self.concurrency, samples, seconds), cpu_ms
-
-
-def idle_cpu_ms_per_s(pids: list[int], seconds: float = 5) -> float:
-    """CPU the idle processes spend per second, to the nanosecond (their live threads')."""
-
-    def nanoseconds() -> int:
-        return sum(
-            int((task / "schedstat").read_text().split()[0])
-            for pid in pids
-            for task in Path(f"/proc/{pid}/task").iterdir()
-        )
-
-    before = nanoseconds()
-    time.sleep(seconds)
-    return (nanoseconds() - before) / 1e6 / seconds
-
-
-@dataclass
-class Served:
-    """A function under the functions-framework CLI (gunicorn + uvicorn worker, as in its
-    image), pinned alone to the function core."""
-
-    process: subprocess.Popen[bytes]
-    port: int
-
-    @classmethod
-    def start(cls, source: Path, env: dict[str, str]) -> "Served":
-        port = free_port()
-        return cls(start_function(source, env, port, core=FUNCTION_CORE), port)
-
-    @property
-    def pids(self) -> list[int]:
-        return process_tree(self.process.pid)
-
-    def stop(self) -> None:
-        stop(self.process)
-
-
-@contextmanager
-def mongodb(uri: str | None) -> Iterator[tuple[str, str, list[int]]]:
-    """(URI, database, the server's processes when it runs here): an embedded SecantusDB pinned
-    to the load core, or a database of the bench's own on the given server, dropped at the end."""
-    if uri is None:
-        with EmbeddedMongo(":memory:") as mongo:
-            assert mongo.process is not None
-            os.sched_setaffinity(mongo.process.pid, {LOAD_CORE})
-            yield mongo.uri, "bench_chat", process_tree(mongo.process.pid)
-        return
-    database = f"bench_chat_{os.getpid()}"
-    try:
-        yield uri, database, []
-    finally:
-        with MongoClient(uri) as client:
-            client.drop_database(database)
 
 
 def main() -> None:
@@ -329,51 +162,54 @@ def main() -> None:
         sys.exit("needs two cores")
     os.sched_setaffinity(0, {LOAD_CORE})
 
-    with mongodb(arguments.mongodb_uri) as (mongo_uri, database, mongo_pids):
-        upstream_port = free_port()
-        fake_command = [
-            sys.executable, "-m", "devtools.fake_deepseek", "--port", str(upstream_port),
-            "--first-token-ms", str(FIRST_TOKEN_MS), "--tokens", str(TOKENS),
-            "--token-interval-ms", str(TOKEN_INTERVAL_MS),
-        ]  # fmt: skip
-        upstream = spawn_pinned(LOAD_CORE, fake_command, dict(os.environ))
-        project_id, dialog_ids = seed(mongo_uri, database, max(counts.values()))
-        upstream_env = {
-            **os.environ,
-            "DEEPSEEK_BASE_URL": f"http://127.0.0.1:{upstream_port}",
-            "DEEPSEEK_API_KEY": "bench",
-        }
-        chat_env = {
-            **upstream_env,
-            "MONGODB_URI": mongo_uri,
-            "MONGODB_DB": database,
-            "HISTORY_QUEUE": "local",
-            # Every load request sends `Bearer bench`: to the chat function, the admin key.
-            "ADMIN_API_KEY": "bench",
-        }
-        served: list[Served] = []
-        forwarder_port = free_port()
-        forwarder_command = [
-            sys.executable, "-m", "bench.tcp_forwarder", "--port", str(forwarder_port),
-            "--upstream-port", str(upstream_port),
-        ]  # fmt: skip
-        forwarder = spawn_pinned(FUNCTION_CORE, forwarder_command, dict(os.environ))
+    with mongodb(arguments.mongodb_uri, "bench_chat") as (mongo_uri, database, mongo_pids):
+        upstream = start_fake_upstream()
+        served = [upstream]
         try:
+            project_id, dialog_ids = seed(mongo_uri, database, max(counts.values()))
+            upstream_env = {
+                **os.environ,
+                "DEEPSEEK_BASE_URL": f"http://127.0.0.1:{upstream.port}",
+                "DEEPSEEK_API_KEY": "bench",
+            }
+            chat_env = {
+                **upstream_env,
+                "MONGODB_URI": mongo_uri,
+                "MONGODB_DB": database,
+                "HISTORY_QUEUE": "local",
+                "ADMIN_API_KEY": TOKEN,
+            }
+            forwarder_port = free_port()
+            forwarder_command = [
+                sys.executable, "-m", "bench.tcp_forwarder", "--port", str(forwarder_port),
+                "--upstream-port", str(upstream.port),
+            ]  # fmt: skip
+            forwarder = Served(
+                spawn_pinned(FUNCTION_CORE, forwarder_command, dict(os.environ)), forwarder_port
+            )
+            served.append(forwarder)
             chat = Served.start(FUNCTIONS_DIR / "chat" / "main.py", chat_env)
             served.append(chat)
             relay = Served.start(Path(__file__).with_name("reference_relay.py"), upstream_env)
             served.append(relay)
             # The fake upstream has no health route; a models listing shows it is up.
-            for port in (upstream_port, forwarder_port):
+            for port in (upstream.port, forwarder.port):
                 models = f"http://127.0.0.1:{port}/models"
-                auth = {"Authorization": "Bearer bench"}
+                auth = {"Authorization": f"Bearer {TOKEN}"}
                 httpx.get(models, headers=auth, timeout=10).raise_for_status()
             warm_up = [chat_body(project_id=project_id, input="warm up") for _ in range(20)]
-            asyncio.run(run_load(chat.port, "/", warm_up, b"event: content", 5))
-            asyncio.run(run_load(relay.port, "/", warm_up, b"event: content", 5))
+            for function in (chat, relay):
+                asyncio.run(run_load(function.port, "/", warm_up, CHAT_TOKEN, 5, TOKEN, 600))
             # Two messages per turn: the seeded history, then each request's turn.
-            stored = 2 * (len(dialog_ids) * HISTORY_TURNS + len(warm_up))
-            wait_for_history(mongo_uri, database, stored)
+            history = LaterWrites(
+                mongo_uri,
+                database,
+                "messages",
+                {},
+                per_request=2,
+                expected=2 * len(dialog_ids) * HISTORY_TURNS,
+            )
+            history.wait(len(warm_up))
             idle_ms_per_s = idle_cpu_ms_per_s(chat.pids[1:])
             print(
                 f"chat worker idle: {idle_ms_per_s:.1f} ms CPU per second (the server's own ticks)"
@@ -394,25 +230,22 @@ def main() -> None:
                     chat_body(dialog_id=dialog_ids[index], input="What about my refund?")
                     for index in range(count)
                 ]
+                direct_bodies = [DIRECT_BODY] * count
                 direct_load = Load(
-                    "direct", concurrency, "/chat/completions", [DIRECT_BODY] * count
+                    "direct", concurrency, "/chat/completions", direct_bodies, DIRECT_TOKEN, TOKEN
                 )
-                direct, upstream_ms = direct_load.measure(upstream_port, [upstream.pid])
+                direct, upstream_ms = direct_load.measure(upstream.port, upstream.pids)
                 mongo_before = cpu_seconds(mongo_pids)
-                chat_load = Load("chat", concurrency, "/", bodies, b"event: content")
+                chat_load = Load("chat", concurrency, "/", bodies, CHAT_TOKEN, TOKEN)
                 # The turns are written after their streams end; their CPU counts too.
-                stored += 2 * count
-                through, chat_ms = chat_load.measure(
-                    chat.port,
-                    chat.pids,
-                    settle=partial(wait_for_history, mongo_uri, database, stored),
-                )
+                through, chat_ms = chat_load.measure(chat.port, chat.pids, settle=history.wait)
                 mongo_ms = (cpu_seconds(mongo_pids) - mongo_before) * 1000 / count
-                relayed, relay_ms = Load(
-                    "relay", concurrency, "/", bodies, b"event: content"
-                ).measure(relay.port, relay.pids)
-                floor_load = Load("floor", concurrency, "/chat/completions", [DIRECT_BODY] * count)
-                floored, floor_ms = floor_load.measure(forwarder_port, [forwarder.pid])
+                relay_load = Load("relay", concurrency, "/", bodies, CHAT_TOKEN, TOKEN)
+                relayed, relay_ms = relay_load.measure(relay.port, relay.pids)
+                floor_load = Load(
+                    "floor", concurrency, "/chat/completions", direct_bodies, DIRECT_TOKEN, TOKEN
+                )
+                floored, floor_ms = floor_load.measure(forwarder.port, forwarder.pids)
                 for row in (direct, through, relayed, floored):
                     print_row(row)
                 idle_share = idle_ms_per_s * through["seconds"] / count
@@ -432,10 +265,8 @@ def main() -> None:
                 f"{peak_rss_mb(chat.pids):.0f} MB"
             )
         finally:
-            for function in served:
-                function.stop()
-            for process in (forwarder, upstream):
-                stop(process)
+            for process in reversed(served):
+                process.stop()
 
 
 if __name__ == "__main__":

@@ -7,13 +7,16 @@ import httpx
 
 
 def wait_until_healthy(
-    url: str, process: subprocess.Popen[bytes] | None = None, timeout: float = 60
+    url: str,
+    process: subprocess.Popen[bytes] | None = None,
+    timeout: float = 60,
+    path: str = "/healthz",
 ) -> None:
-    """Poll `{url}/healthz` until it answers 200; fail early if the process has exited."""
+    """Poll `{url}{path}` until it answers 200; fail early if the process has exited."""
     deadline = time.monotonic() + timeout
     while True:
         try:
-            if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
+            if httpx.get(f"{url}{path}", timeout=1).status_code == 200:
                 return
         except httpx.TransportError:
             pass
