@@ -17,7 +17,14 @@ from shared.models import Model
 
 # Functions that never call DeepSeek must not pay for importing the openai SDK.
 # dead-letters: a replayed evaluation cell runs there.
-CALLS_DEEPSEEK = {"executions", "chat", "evaluations", "evaluation-worker", "dead-letters"}
+CALLS_DEEPSEEK = {
+    "executions",
+    "chat",
+    "evaluations",
+    "evaluation-worker",
+    "dead-letters",
+    "openai",
+}
 
 _PROBE = """
 import importlib.util, json, os, sys

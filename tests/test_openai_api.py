@@ -339,9 +339,9 @@ def test_a_non_streamed_tool_call_comes_back_as_the_message(sdk: openai.OpenAI) 
 
 
 def test_bad_credentials_are_authentication_errors(gateway_url: str) -> None:
-    with openai.OpenAI(base_url=f"{gateway_url}/v1", api_key="ba_nope", max_retries=0) as app:
-        with pytest.raises(openai.AuthenticationError) as raised:
-            app.models.list()
+    app = openai.OpenAI(base_url=f"{gateway_url}/v1", api_key="ba_nope", max_retries=0)
+    with app, pytest.raises(openai.AuthenticationError) as raised:
+        app.models.list()
     assert raised.value.code == "invalid_api_key"
     assert raised.value.body["type"] == "invalid_request_error"
 
@@ -354,9 +354,9 @@ def test_the_admin_key_and_a_viewer_key_are_refused(
         key = ADMIN_HEADERS["Authorization"].removeprefix("Bearer ")
     else:
         key = key_headers(project, "viewer")["Authorization"].removeprefix("Bearer ")
-    with openai.OpenAI(base_url=f"{gateway_url}/v1", api_key=key, max_retries=0) as app:
-        with pytest.raises(openai.PermissionDeniedError):
-            app.chat.completions.create(model="deepseek-v4-flash", messages=ask())
+    app = openai.OpenAI(base_url=f"{gateway_url}/v1", api_key=key, max_retries=0)
+    with app, pytest.raises(openai.PermissionDeniedError):
+        app.chat.completions.create(model="deepseek-v4-flash", messages=ask())
 
 
 def test_another_projects_prompt_is_not_found_as_any_unknown_model(
