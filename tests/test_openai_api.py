@@ -5,6 +5,7 @@ Everything runs through the real function behind the dev gateway, against the fa
 """
 
 import json
+import time
 from collections.abc import Callable, Iterator
 
 import httpx
@@ -13,6 +14,7 @@ import pytest
 from pymongo.database import Database
 
 from devtools.fake_deepseek import FakeDeepSeek
+from shared.workflows.openai_api.service import RECENT_TARGET_S
 from tests.conftest import ADMIN_HEADERS, configure
 from tests.test_executions import fake
 from tests.test_limits import PRICES, set_limits
@@ -157,6 +159,22 @@ def test_the_name_alone_runs_production_and_a_number_runs_that_version(
     )
     record = execution(client, by_number.headers["x-execution-id"])
     assert (record["prompt_version"], record["label"]) == (2, None)
+
+
+def test_a_moved_label_reaches_the_next_calls_within_a_second(
+    sdk: openai.OpenAI, refund_prompt: dict, client: httpx.Client
+) -> None:
+    def version_run() -> int:
+        raw = sdk.chat.completions.with_raw_response.create(
+            model="refund-answer@staging", messages=ask(), extra_body={"variables": PERSONA}
+        )
+        return execution(client, raw.headers["x-execution-id"])["prompt_version"]
+
+    assert version_run() == 2
+    moved = client.put(f"/prompts/{refund_prompt['id']}/labels/staging", json={"version": 1})
+    assert moved.status_code == 200, moved.text
+    time.sleep(RECENT_TARGET_S + 0.1)
+    assert version_run() == 1
 
 
 def test_parameters_the_caller_sets_win_over_the_versions_config(

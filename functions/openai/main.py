@@ -4,8 +4,6 @@ An app that speaks OpenAI changes its base URL and API key (a project key) and n
 as its model; every call is recorded as an execution of that prompt.
 """
 
-import anyio
-
 from shared.access.callers import Caller
 from shared.access.models import Permission
 from shared.access.policy import project_key
@@ -51,8 +49,9 @@ def get_model(model: PathRest, caller: Caller) -> ModelEntry:
 async def chat_completions(body: ChatCompletionRequest, caller: Caller) -> Response:
     """OpenAI's Chat Completions, the named prompt's messages before the caller's; with
     `stream: true`, `chat.completion.chunk` events ending with `data: [DONE]`."""
-    service = await anyio.to_thread.run_sync(OpenAIService)
-    run = await anyio.to_thread.run_sync(service.open_chat, body, caller.key_project, caller.actor)
+    service, run = await OpenAIService.begin(
+        lambda service: service.open_chat(body, caller.key_project, caller.actor)
+    )
     headers = {EXECUTION_HEADER: run.record.id}
     if body.stream:
         include_usage = body.stream_options is not None and body.stream_options.include_usage
@@ -67,9 +66,8 @@ async def chat_completions(body: ChatCompletionRequest, caller: Caller) -> Respo
 async def responses(body: ResponseRequest, caller: Caller) -> Response:
     """OpenAI's Responses API for text output, `prompt: {id, version, variables}` included;
     with `stream: true`, its `response.*` events."""
-    service = await anyio.to_thread.run_sync(OpenAIService)
-    run = await anyio.to_thread.run_sync(
-        service.open_response, body, caller.key_project, caller.actor
+    service, run = await OpenAIService.begin(
+        lambda service: service.open_response(body, caller.key_project, caller.actor)
     )
     headers = {EXECUTION_HEADER: run.record.id}
     prompt = body.prompt.model_dump() if body.prompt else None

@@ -7,13 +7,14 @@ stored config, then every parameter the caller sets explicitly. The prompt's mes
 conversation (its system messages first), the caller's messages follow.
 """
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
 
 import anyio
 
 from shared.access.models import Actor
+from shared.caching import ExpiringCache
 from shared.deepseek.answer import relay_answer
 from shared.deepseek.models import ChatCall
 from shared.errors import AppError, NotFound
@@ -43,6 +44,9 @@ SOURCE = "openai"
 EXECUTION_HEADER = "X-Execution-Id"
 # More prompts than anyone lists as models; the list stays one bounded read.
 MAX_LISTED_PROMPTS = 5000
+# A label moved or a prompt deleted reaches this API's calls within this, on every replica: the
+# hot path then reads no prompt from MongoDB.
+RECENT_TARGET_S = 1.0
 # Version numbers stay below 2**31.
 _MAX_VERSION_DIGITS = 9
 _TEXT_PARTS = frozenset({"text", "input_text", "output_text"})
@@ -88,6 +92,19 @@ class OpenAIService:
         self.projects = ProjectService()
         self.prompts = PromptService(self.projects)
         self.executions = ExecutionService(self.prompts, self.projects)
+
+    @classmethod
+    async def begin(cls, open_run: "Callable[[OpenAIService], Run]") -> "tuple[OpenAIService, Run]":
+        """A service and the run `open_run` opens with it, both made off the event loop in one
+        trip; the run's record is stored while its call goes out."""
+
+        def build_and_open() -> tuple[OpenAIService, Run]:
+            service = cls()
+            return service, open_run(service)
+
+        service, run = await anyio.to_thread.run_sync(build_and_open)
+        service.executions.store_running(run)
+        return service, run
 
     def models(self, project_id: str) -> ModelList:
         """Every prompt of the project as `name` and `name@label` for each of its labels, then
@@ -185,7 +202,12 @@ class OpenAIService:
 
     def _target(self, project_id: str, reference: str, selector: str | None = None) -> Target:
         """The prompt version (or model) a call names: `name`, `name@label`, `name@<number>`, a
-        prompt id (Responses' `prompt.id`), or a configured model id; else 404."""
+        prompt id (Responses' `prompt.id`), or a configured model id; else 404. Resolved at
+        most RECENT_TARGET_S ago in this process."""
+        key = (get_settings().mongodb_db, project_id, reference, selector)
+        return _recent_targets.get(key, lambda: self._resolve(project_id, reference, selector))
+
+    def _resolve(self, project_id: str, reference: str, selector: str | None) -> Target:
         name = reference
         if selector is None and "@" in reference:
             name, _, selector = reference.rpartition("@")
@@ -253,6 +275,11 @@ class OpenAIService:
             raise failure
         for frame in presenter.end(run) if failure is None else presenter.failure(failure):
             yield frame
+
+
+_recent_targets: ExpiringCache[tuple[str, str, str, str | None], Target] = ExpiringCache(
+    RECENT_TARGET_S
+)
 
 
 def _models() -> list[str]:
