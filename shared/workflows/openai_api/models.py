@@ -18,7 +18,8 @@ MAX_MESSAGES = 2000
 
 
 class ContentPart(Model):
-    """One part of a message's content; only text parts can be sent to DeepSeek."""
+    """One part of a message's content (Chat Completions' or the Responses API's); only text
+    parts can be sent to DeepSeek."""
 
     model_config = ConfigDict(extra="allow")
 
@@ -107,13 +108,6 @@ class PromptReference(InputModel):
     variables: Variables = Field(default_factory=dict)
 
 
-class InputContent(Model):
-    model_config = ConfigDict(extra="ignore")
-
-    type: str = Field(max_length=50)
-    text: str | None = None
-
-
 class InputItem(Model):
     """An item of the Responses API's `input`: a message (the only kind of text input)."""
 
@@ -121,7 +115,7 @@ class InputItem(Model):
 
     type: str = Field("message", max_length=50)
     role: Literal["system", "developer", "user", "assistant"] | None = None
-    content: str | list[InputContent] | None = None
+    content: str | list[ContentPart] | None = None
 
 
 class TextFormat(InputModel):

@@ -310,16 +310,14 @@ def _refuse_unsupported_response(body: ResponseRequest) -> None:
         raise unsupported("background", "Background responses are not supported.")
 
 
-def _text(content: str | list[ContentPart] | list[Any] | None, param: str) -> str | None:
+def _text(content: str | list[ContentPart] | None, param: str) -> str | None:
     """A message's content as the text DeepSeek takes: text parts joined, others refused."""
     if content is None or isinstance(content, str):
         return content
     texts = []
     for index, part in enumerate(content):
         if part.type not in _TEXT_PARTS or part.text is None:
-            raise unsupported(
-                f"{param}[{index}]", f"Only text content can be sent; not {part.type!r}."
-            )
+            raise unsupported(f"{param}[{index}]", "Only text content parts can be sent.")
         texts.append(part.text)
     return "\n".join(texts)
 
