@@ -21,6 +21,16 @@ def fake(**scenario: object) -> str:
     return "#fake" + json.dumps(scenario)
 
 
+def cancelled_upstream_and_record(fake_deepseek: FakeDeepSeek, database: Database) -> dict:
+    """Once the caller went away: the upstream call was cut before its end, and the execution
+    is recorded as cancelled (its record returned)."""
+    upstream = fake_deepseek.wait_for(
+        lambda: next((r for r in fake_deepseek.chat_requests() if r.disconnected), None), 5
+    )
+    assert not upstream.completed
+    return fake_deepseek.wait_for(lambda: database.executions.find_one({"status": "cancelled"}), 5)
+
+
 def read_events(response: httpx.Response) -> Iterator[tuple[str, dict]]:
     """Parse an SSE body into (event, data) pairs; comments are skipped."""
     name = None
@@ -444,13 +454,7 @@ def test_client_disconnect_cancels_the_upstream_request(
             received += line.startswith("event: content")
             if received == 3:
                 break
-    upstream = fake_deepseek.wait_for(
-        lambda: next((r for r in fake_deepseek.chat_requests() if r.disconnected), None), 5
-    )
-    assert not upstream.completed
-    record = fake_deepseek.wait_for(
-        lambda: database.executions.find_one({"status": "cancelled"}), 5
-    )
+    record = cancelled_upstream_and_record(fake_deepseek, database)
     assert record["output"].startswith("tok0 tok1 tok2 ")
     assert record["error"]["code"] == "cancelled"
 
@@ -539,13 +543,7 @@ def test_disconnect_before_the_first_token_is_recorded_as_cancelled(
         for line in response.iter_lines():
             if line == ": keep-alive" and fake_deepseek.chat_requests():
                 break
-    upstream = fake_deepseek.wait_for(
-        lambda: next((r for r in fake_deepseek.chat_requests() if r.disconnected), None), 5
-    )
-    assert not upstream.completed
-    record = fake_deepseek.wait_for(
-        lambda: database.executions.find_one({"status": "cancelled"}), 5
-    )
+    record = cancelled_upstream_and_record(fake_deepseek, database)
     assert record["output"] == ""
 
 

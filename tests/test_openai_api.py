@@ -16,7 +16,7 @@ from pymongo.database import Database
 from devtools.fake_deepseek import FakeDeepSeek
 from shared.workflows.openai_api.service import RECENT_TARGET_S
 from tests.conftest import ADMIN_HEADERS, configure
-from tests.test_executions import fake
+from tests.test_executions import cancelled_upstream_and_record, fake
 from tests.test_limits import PRICES, set_limits
 
 PERSONA = {"persona": "a refunds clerk"}
@@ -492,13 +492,7 @@ def test_a_client_that_disconnects_stops_the_upstream_call_and_is_recorded_cance
             break
     stream.close()
 
-    upstream = fake_deepseek.wait_for(
-        lambda: next((r for r in fake_deepseek.chat_requests() if r.disconnected), None), 5
-    )
-    assert not upstream.completed
-    record = fake_deepseek.wait_for(
-        lambda: database.executions.find_one({"status": "cancelled"}), 5
-    )
+    record = cancelled_upstream_and_record(fake_deepseek, database)
     assert record["output"].startswith("tok0 tok1 ")
     assert record["error"]["code"] == "cancelled"
 
