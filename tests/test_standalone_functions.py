@@ -70,7 +70,7 @@ def test_each_function_alone_answers_every_unmatched_request_in_the_error_model(
     deployed: dict[str, str], name: str
 ) -> None:
     """The framework's own routing (Starlette's for the ASGI functions) answers nothing itself."""
-    assert_odd_requests_get_the_error_model(deployed[name])
+    assert_odd_requests_get_the_error_model(deployed[name], name)
 
 
 def test_a_newline_is_no_empty_path_alone(deployed: dict[str, str]) -> None:

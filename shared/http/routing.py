@@ -107,6 +107,9 @@ class Route:
             raise TypeError(f"{self.method} {self.path} wants a caller its access does not have")
         if self.body is not None and self.body_doc is not None:
             raise TypeError(f"{self.method} {self.path} has a body model: it needs no body_doc")
+        makes_response = isinstance(self.response, type) and issubclass(self.response, Response)
+        if self.returns is not None and not makes_response:
+            raise TypeError(f"{self.method} {self.path} returns a model: it needs no `returns`")
 
     def admit(self, request: Request, path_values: dict[str, str]) -> dict[str, Any]:
         """The handler's keyword arguments, once the caller may make this call (401, 403, 404)."""
