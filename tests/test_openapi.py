@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import jsonschema_rs
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, Phase, assume, settings
@@ -145,7 +146,36 @@ def existing(project: dict, make_prompt) -> dict[str, object]:
         "prompt_id": prompt["id"],
         "number": 1,
         "label": "production",
+        "model": prompt["name"],
     }
+
+
+# The OpenAI-compatible API refuses the admin key: apps call it with their project's key.
+APP_PATHS = "/openai/v1/"
+
+
+@pytest.fixture
+def app_headers(key_headers, project: dict) -> dict[str, str]:
+    return key_headers(project, "runner")
+
+
+def _name_existing_model(case: schemathesis.Case, model: object) -> None:
+    """Every other generated body of the OpenAI-compatible API names the existing prompt and
+    its variable, so that it reaches past the model lookup and the rendering to DeepSeek."""
+    body = case.body
+    if not isinstance(body, dict) or not zlib.crc32(json.dumps(body, default=str).encode()) % 2:
+        return
+    if "model" in body:
+        body["model"] = model
+        body["variables"] = {**_as_dict(body.get("variables")), "question": "hi"}
+    prompt = body.get("prompt")
+    if isinstance(prompt, dict):
+        prompt["id"] = model
+        prompt["variables"] = {**_as_dict(prompt.get("variables")), "question": "hi"}
+
+
+def _as_dict(value: object) -> dict:
+    return value if isinstance(value, dict) else {}
 
 
 _HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
@@ -188,7 +218,10 @@ STATEFUL_SCENARIOS = 30
     suppress_health_check=list(HealthCheck),
 )
 def test_generated_requests_never_get_a_server_error(
-    case: schemathesis.Case, gateway_url: str, existing: dict[str, object]
+    case: schemathesis.Case,
+    gateway_url: str,
+    existing: dict[str, object],
+    app_headers: dict[str, str],
 ) -> None:
     """Generated requests, valid and not: never a 5xx, and every response as documented."""
     # A header that breaks HTTP itself (a name that is no token, a framing header such as a
@@ -200,11 +233,11 @@ def test_generated_requests_never_get_a_server_error(
         case.path_parameters = parameters | {
             name: value for name, value in existing.items() if name in parameters
         }
-    case.call_and_validate(
-        base_url=gateway_url,
-        headers=ADMIN_HEADERS,
-        checks=CHECKS,
-    )
+    headers = ADMIN_HEADERS
+    if case.path.startswith(APP_PATHS):
+        headers = app_headers
+        _name_existing_model(case, existing["model"])
+    case.call_and_validate(base_url=gateway_url, headers=headers, checks=CHECKS)
 
 
 def test_streamed_events_are_as_documented(
@@ -223,6 +256,84 @@ def test_streamed_events_are_as_documented(
         assert response.headers["content-type"].startswith("text/event-stream"), response.text
         assert response.text.startswith("event: meta\ndata: {")
         fuzzed[path]["POST"].validate_response(response)
+
+
+def _parsed_events(stream: str) -> list[dict[str, str]]:
+    """The events of a `text/event-stream` body, as `{event?, data}`."""
+    return [
+        dict(line.split(": ", 1) for line in block.splitlines())
+        for block in stream.strip().split("\n\n")
+    ]
+
+
+def _content_validator(document: dict[str, Any], event_schema: dict[str, Any]) -> Any:
+    """A validator of an event's `data`, once read as JSON, against its `contentSchema`."""
+    content = event_schema["properties"]["data"]["contentSchema"]
+    return jsonschema_rs.validator_for({**content, "components": document["components"]})
+
+
+def test_openai_streams_are_as_documented(
+    client: httpx.Client, existing: dict[str, object], app_headers: dict[str, str]
+) -> None:
+    """A stream of OpenAI's Chat Completions (bare `data:` frames ending with `[DONE]`) and of its
+    Responses API (`event: response.*`): each frame as documented, its JSON as the document's
+    `contentSchema` says."""
+    document = api_document()
+    schemas = document["components"]["schemas"]
+    variables = {"question": "hi"}
+    chat = {
+        "model": existing["model"],
+        "messages": [{"role": "user", "content": "hi"}],
+        "variables": variables,
+        "stream": True,
+        "stream_options": {"include_usage": True},
+    }
+    response = client.post("/openai/v1/chat/completions", json=chat, headers=app_headers)
+    assert response.headers["content-type"].startswith("text/event-stream"), response.text
+    fuzzed["/openai/v1/chat/completions"]["POST"].validate_response(response)
+    *chunks, done = _parsed_events(response.text)
+    assert done == {"data": "[DONE]"}
+    chunk = _content_validator(document, schemas["ChunkFrame"])
+    for frame in chunks:
+        assert "event" not in frame
+        chunk.validate(json.loads(frame["data"]))
+    assert json.loads(chunks[-1]["data"])["usage"]["prompt_tokens_details"]["cached_tokens"] >= 0
+
+    prompt = {"id": existing["model"], "variables": variables}
+    responses = {"prompt": prompt, "input": "hi", "stream": True}
+    response = client.post("/openai/v1/responses", json=responses, headers=app_headers)
+    assert response.headers["content-type"].startswith("text/event-stream"), response.text
+    fuzzed["/openai/v1/responses"]["POST"].validate_response(response)
+    mapping = schemas["ResponsesEvents"]["discriminator"]["mapping"]
+    events = _parsed_events(response.text)
+    assert (events[0]["event"], events[-1]["event"]) == ("response.created", "response.completed")
+    for event in events:
+        schema = schemas[mapping[event["event"]].rsplit("/", 1)[1]]
+        _content_validator(document, schema).validate(json.loads(event["data"]))
+
+
+def test_openai_errors_are_documented_as_the_sdks_read_them() -> None:
+    """OpenAI's error shape and statuses: an invalid body is a 400 (never 415 or 422), a spent
+    budget a 429 (never 402), every error `{"error": {message, type, param, code}}`, and the
+    key a bearer credential."""
+    document = api_document()
+    error = document["components"]["schemas"]["OpenAIError"]
+    assert set(error["required"]) == {"message", "type", "param", "code"}
+    for path, item in document["paths"].items():
+        if not path.startswith(APP_PATHS):
+            continue
+        for method, operation in item.items():
+            assert operation["security"] == [{"bearer": []}], (method, path)
+            responses = operation["responses"]
+            assert not {"402", "409", "415", "422"} & responses.keys(), (method, path)
+            for status, response in responses.items():
+                if int(status) >= 400:
+                    schema = response["content"]["application/json"]["schema"]
+                    assert schema == {"$ref": "#/components/schemas/OpenAIErrorBody"}, status
+            if method == "post":
+                assert "Retry-After" in responses["429"]["headers"]
+                answers = responses["200"]["content"]
+                assert answers.keys() == {"application/json", "text/event-stream"}
 
 
 def test_linked_operations_in_sequence_never_get_a_server_error(gateway_url: str) -> None:

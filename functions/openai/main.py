@@ -12,7 +12,13 @@ from shared.http.messages import ByteStream, Response, json_response
 from shared.http.routing import PathRest, Router
 from shared.http.sse import started
 from shared.settings import get_settings
-from shared.workflows.openai_api.errors import render_openai_error
+from shared.workflows.openai_api.documents import (
+    ChatCompletion,
+    ChatCompletionFrame,
+    ResponseObject,
+    ResponseStreamEvent,
+)
+from shared.workflows.openai_api.errors import OPENAI_ERRORS
 from shared.workflows.openai_api.models import (
     ChatCompletionRequest,
     ModelEntry,
@@ -28,7 +34,7 @@ from shared.workflows.openai_api.wire import (
     response_status,
 )
 
-router = Router("openai", error_renderer=render_openai_error)
+router = Router("openai", errors=OPENAI_ERRORS)
 # An app's own project key, allowed to run prompts; never the admin key or a user's token.
 APP_KEY = project_key(Permission.RUN)
 
@@ -45,10 +51,18 @@ def get_model(model: PathRest, caller: Caller) -> ModelEntry:
     return OpenAIService().model(caller.key_project, model)
 
 
-@router.post("/v1/chat/completions", access=APP_KEY, metered=True)
+@router.post(
+    "/v1/chat/completions",
+    access=APP_KEY,
+    metered=True,
+    returns=ChatCompletion,
+    events=ChatCompletionFrame,
+)
 async def chat_completions(body: ChatCompletionRequest, caller: Caller) -> Response:
-    """OpenAI's Chat Completions, the named prompt's messages before the caller's; with
-    `stream: true`, `chat.completion.chunk` events ending with `data: [DONE]`."""
+    """OpenAI's Chat Completions over a managed prompt, streamed with `stream: true`.
+
+    The named prompt's messages come before the caller's; a stream is `chat.completion.chunk`
+    frames ending with `data: [DONE]`."""
     service, run = await OpenAIService.begin(
         lambda service: service.open_chat(body, caller.key_project, caller.actor)
     )
@@ -62,10 +76,18 @@ async def chat_completions(body: ChatCompletionRequest, caller: Caller) -> Respo
     return json_response(completion(run), headers=headers)
 
 
-@router.post("/v1/responses", access=APP_KEY, metered=True)
+@router.post(
+    "/v1/responses",
+    access=APP_KEY,
+    metered=True,
+    returns=ResponseObject,
+    events=ResponseStreamEvent,
+)
 async def responses(body: ResponseRequest, caller: Caller) -> Response:
-    """OpenAI's Responses API for text output, `prompt: {id, version, variables}` included;
-    with `stream: true`, its `response.*` events."""
+    """OpenAI's Responses API for text output, streamed with `stream: true`.
+
+    `prompt: {id, version, variables}` names a managed prompt; a stream is `response.*`
+    events."""
     service, run = await OpenAIService.begin(
         lambda service: service.open_response(body, caller.key_project, caller.actor)
     )

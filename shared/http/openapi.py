@@ -21,8 +21,7 @@ from pydantic.json_schema import JsonSchemaMode
 
 from shared.access.policy import PUBLIC
 from shared.http.messages import Response
-from shared.http.routing import PathRest, Route, Router
-from shared.models import Model
+from shared.http.routing import ErrorFormat, PathRest, Route, Router
 
 OPENAPI_VERSION = "3.1.0"
 DOCUMENT_PATH = "/openapi.json"
@@ -46,30 +45,11 @@ _SECURITY_SCHEMES = {
         "carries it in its `signature` attribute instead.",
     },
 }
-# The scheme each kind of access asks for; public routes ask for none.
-_SECURITY = {
-    "signed_in": "bearer",
-    "admin": "bearer",
-    "project": "bearer",
-    "signed_event": "signedEvent",
-}
 _FUNCTION_SERVER = {
     "url": ".",
     "description": "The function's root, where this document was fetched from: "
     "`<gateway>/function/<name>/` on OpenFaaS, its Knative URL, `/<name>/` on the dev gateway.",
 }
-
-
-class ErrorDetail(Model):
-    code: str
-    message: str
-    details: Any = None
-
-
-class ErrorBody(Model):
-    """Every error, from every function: a stable code, a human message, optional details."""
-
-    error: ErrorDetail
 
 
 _ERRORS = {
@@ -115,6 +95,16 @@ def _hand_made(response: Any) -> bool:
     return isinstance(response, type) and issubclass(response, Response)
 
 
+def _documented_response(route: Route) -> Any:
+    """The type of the route's JSON answer: its return annotation, or for a handler making its
+    own `Response` what it declares it `returns`; None when there is no JSON to describe."""
+    if route.response is type(None):
+        return None
+    if _hand_made(route.response):
+        return route.returns
+    return route.response
+
+
 def _is_conditional(route: Route) -> bool:
     """A GET whose handler reads the request to compare entity tags (`If-None-Match` -> 304)."""
     return route.method == "GET" and route.wants_request
@@ -127,12 +117,28 @@ def _request_media(route: Route) -> Mapping[str, Any]:
     return route.body_doc.media if route.body_doc is not None else {}
 
 
-def _error_statuses(route: Route) -> list[int]:
+def _security(route: Route) -> list[dict[str, list[str]]]:
+    """The scheme the route's access asks for: a signed event, else a bearer credential for any
+    access that names a caller; public routes ask for none."""
+    if route.access.kind == "signed_event":
+        return [{"signedEvent": []}]
+    return [{"bearer": []}] if route.access.needs_caller else []
+
+
+def _error_statuses(route: Route, errors: ErrorFormat) -> list[int]:
+    """The statuses of ours the route may answer, as the function's error format answers them."""
+    answered = {errors.statuses.get(status, status) for status in _our_statuses(route)}
+    if route.metered:
+        answered |= errors.metered
+    return sorted(status for status in answered if status is not None)
+
+
+def _our_statuses(route: Route) -> set[int]:
     """What may go wrong: any id a request names may be unknown, any input invalid."""
     if route.path in ("/healthz", DOCUMENT_PATH):
-        return [500]
+        return {500}
     if route.path == "/readyz":
-        return [500, 503]
+        return {500, 503}
     statuses = {404, 422, 500, 503}
     if route.access.kind != "public":
         statuses.add(401)
@@ -144,7 +150,7 @@ def _error_statuses(route: Route) -> list[int]:
         statuses.add(409)
     if route.metered:
         statuses |= {402, 429}
-    return sorted(statuses)
+    return statuses
 
 
 def _event_types(route: Route) -> tuple[Any, ...]:
@@ -161,7 +167,8 @@ def _as_sent(event: dict[str, Any]) -> dict[str, Any]:
     """An event as a stream carries it: `data` is a line of JSON text (RFC 8895 `data:` field,
     OpenAPI's `text/event-stream` items), whose content is what the model describes."""
     data = event["properties"]["data"]
-    if "contentSchema" in data:  # an event shared by two streams, already rewritten
+    if "contentSchema" in data or data.get("type") == "string":
+        # Rewritten already (an event shared by two streams), or text sent as it is.
         return event
     text = {"type": "string", "contentMediaType": "application/json", "contentSchema": data}
     return {**event, "properties": {**event["properties"], "data": text}}
@@ -258,8 +265,11 @@ def _success(route: Route, refs: dict[tuple[int, JsonSchemaMode], Any]) -> dict[
     if response is type(None):
         return {"204": {"description": "Done; no body.", "headers": headers}}
     success: dict[str, Any] = {"description": _summary(route), "headers": headers}
-    if not _hand_made(response):
-        success["content"] = {"application/json": {"schema": refs[(id(response), "serialization")]}}
+    documented = _documented_response(route)
+    if documented is not None:
+        success["content"] = {
+            "application/json": {"schema": refs[(id(documented), "serialization")]}
+        }
     responses = {str(route.status): success}
     if _is_streamed(route):
         # A stream always starts 200; each event's `event` and `data` follow the union's schema.
@@ -300,8 +310,9 @@ def _links(function: str, route: Route, router: Router) -> dict[str, Any]:
 
 
 def _operation(
-    function: str, route: Route, refs: dict[tuple[int, JsonSchemaMode], Any], schemas: dict
+    router: Router, route: Route, refs: dict[tuple[int, JsonSchemaMode], Any], schemas: dict
 ) -> dict[str, Any]:
+    function = router.name
     parameters = _path_parameters(route)
     if route.query is not None:
         parameters += _query_parameters(route.query, schemas)
@@ -322,8 +333,7 @@ def _operation(
     }
     if parameters:
         operation["parameters"] = parameters
-    scheme = _SECURITY.get(route.access.kind)
-    operation["security"] = [{scheme: []}] if scheme else []
+    operation["security"] = _security(route)
     media = _request_media(route)
     if media:
         operation["requestBody"] = {
@@ -335,16 +345,19 @@ def _operation(
         }
         if route.body_doc is not None and route.body_doc.description:
             operation["requestBody"]["description"] = route.body_doc.description
+    errors = router.errors
+    body = refs[(id(errors.body), "serialization")]
     operation["responses"] = _success(route, refs) | {
-        str(status): _error_response(status) for status in _error_statuses(route)
+        str(status): _error_response(status, errors, body)
+        for status in _error_statuses(route, errors)
     }
     return operation
 
 
-def _error_response(status: int) -> dict[str, Any]:
+def _error_response(status: int, errors: ErrorFormat, body: dict[str, Any]) -> dict[str, Any]:
     response: dict[str, Any] = {
-        "description": _ERRORS[status],
-        "content": {"application/json": {"schema": {"$ref": _REF.format(model="ErrorBody")}}},
+        "description": errors.descriptions.get(status) or _ERRORS[status],
+        "content": {"application/json": {"schema": body}},
     }
     if status in _RETRY_AFTER:
         response["headers"] = {"Retry-After": _RETRY_AFTER[status]}
@@ -371,14 +384,15 @@ def openapi_document(
     """The document describing every route of the given functions (name -> router), each under
     `/<function>` when `mounted`, else from the function's own root."""
     collector = _Schemas()
-    collector.add(ErrorBody, "serialization")
     for function, router in routers.items():
+        collector.add(router.errors.body, "serialization")
         for route in router.routes:
             _check_annotations(function, route)
             for annotation in _request_media(route).values():
                 collector.add(annotation, "validation")
-            if route.response is not type(None) and not _hand_made(route.response):
-                collector.add(route.response, "serialization")
+            documented = _documented_response(route)
+            if documented is not None:
+                collector.add(documented, "serialization")
             if _is_streamed(route):
                 events_name = _camel(route.handler.__name__, "events")
                 collector.add(route.events, "serialization", title=events_name)
@@ -394,7 +408,7 @@ def openapi_document(
     path_of = _gateway_path if mounted else _own_path
     for function, router in routers.items():
         for route in router.routes:
-            operation = _operation(function, route, refs, schemas)
+            operation = _operation(router, route, refs, schemas)
             links = _links(function, route, router)
             if links:
                 operation["responses"][str(route.status)]["links"] = links

@@ -36,6 +36,7 @@ from shared.db import (
 from shared.errors import AppError, DatabaseUnavailable, MethodNotAllowed, NotFound
 from shared.http.messages import Request, Response, json_response, no_content
 from shared.logs import note_route
+from shared.models import Model
 from shared.settings import get_settings
 
 logger = logging.getLogger("better_assistant")
@@ -77,6 +78,9 @@ class Route:
     # month's budget is spent) and 429 (the caller's rate), for the OpenAPI document.
     metered: bool = False
     body_doc: BodyDoc | None = None
+    # For a handler returning a ready `Response` of JSON: the model of that JSON, for the
+    # OpenAPI document.
+    returns: Any = None
     pattern: re.Pattern[str] = field(init=False)
     body: type[BaseModel] | None = field(init=False, default=None)
     query: type[BaseModel] | None = field(init=False, default=None)
@@ -103,6 +107,9 @@ class Route:
             raise TypeError(f"{self.method} {self.path} wants a caller its access does not have")
         if self.body is not None and self.body_doc is not None:
             raise TypeError(f"{self.method} {self.path} has a body model: it needs no body_doc")
+        makes_response = isinstance(self.response, type) and issubclass(self.response, Response)
+        if self.returns is not None and not makes_response:
+            raise TypeError(f"{self.method} {self.path} returns a model: it needs no `returns`")
 
     def admit(self, request: Request, path_values: dict[str, str]) -> dict[str, Any]:
         """The handler's keyword arguments, once the caller may make this call (401, 403, 404)."""
@@ -162,15 +169,44 @@ def _compile(path: str, path_types: dict[str, type]) -> re.Pattern[str]:
 ErrorRenderer = Callable[[Exception, str], Response]
 
 
+class ErrorDetail(Model):
+    code: str
+    message: str
+    details: Any = None
+
+
+class ErrorBody(Model):
+    """Every error, from every function: a stable code, a human message, optional details."""
+
+    error: ErrorDetail
+
+
+@dataclass(frozen=True)
+class ErrorFormat:
+    """How a function words every failure: `render` answers it; the rest describes the answers
+    in the OpenAPI document."""
+
+    render: ErrorRenderer
+    # The model of every error body.
+    body: type[BaseModel]
+    # The status answered in place of one of ours; None: never answered.
+    statuses: Mapping[int, int | None] = field(default_factory=dict)
+    # What a status means in this format's words, where the document's own would mislead.
+    descriptions: Mapping[int, str] = field(default_factory=dict)
+    # Statuses a metered route answers besides ours: DeepSeek's failures, passed on.
+    metered: frozenset[int] = frozenset()
+
+
 class Router:
     """The route table of one function; paths are relative to the function's own root.
 
-    Failures are answered in our error model unless `error_renderer` names another (the
+    Failures are answered in our error model unless `errors` names another format (the
     OpenAI-compatible function answers in OpenAI's)."""
 
-    def __init__(self, name: str, error_renderer: ErrorRenderer | None = None) -> None:
+    def __init__(self, name: str, errors: ErrorFormat | None = None) -> None:
         self.name = name
-        self.render_error: ErrorRenderer = error_renderer or render_error
+        self.errors = errors or OUR_ERRORS
+        self.render_error: ErrorRenderer = self.errors.render
         self.routes: list[Route] = [
             Route("GET", "/healthz", _health, PUBLIC),
             Route("GET", "/readyz", _readiness, PUBLIC),
@@ -186,9 +222,10 @@ class Router:
         events: Any = None,
         metered: bool = False,
         body_doc: BodyDoc | None = None,
+        returns: Any = None,
     ) -> Callable[[Handler], Handler]:
         def register(handler: Handler) -> Handler:
-            route = Route(method, path, handler, access, status, events, metered, body_doc)
+            route = Route(method, path, handler, access, status, events, metered, body_doc, returns)
             self.routes.append(route)
             return handler
 
@@ -206,6 +243,7 @@ class Router:
         events: Any = None,
         metered: bool = False,
         body_doc: BodyDoc | None = None,
+        returns: Any = None,
     ) -> Callable[[Handler], Handler]:
         return self.route(
             "POST",
@@ -215,6 +253,7 @@ class Router:
             events=events,
             metered=metered,
             body_doc=body_doc,
+            returns=returns,
         )
 
     def put(
@@ -328,6 +367,9 @@ def render_error(exc: Exception, request_id: str) -> Response:
     """The response for any exception, in our error model."""
     error = as_app_error(exc, request_id)
     return json_response(error.to_body(), error.status, error.headers)
+
+
+OUR_ERRORS = ErrorFormat(render_error, ErrorBody)
 
 
 def cors_headers(request: Request) -> dict[str, str]:

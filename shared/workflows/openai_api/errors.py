@@ -7,8 +7,9 @@ from typing import Any
 
 from shared.errors import AppError, NotFound, ValidationFailed
 from shared.http.messages import Response, json_response
-from shared.http.routing import as_app_error
+from shared.http.routing import ErrorFormat, as_app_error
 from shared.metering.models import BUDGET_EXCEEDED
+from shared.workflows.openai_api.models import OpenAIErrorBody
 
 # Ours -> OpenAI's status, where they differ: OpenAI answers every invalid request with 400,
 # and a spent quota with 429 (an SDK's RateLimitError), never 402.
@@ -86,3 +87,33 @@ def _param(error: AppError) -> str | None:
             text += f"[{part}]" if isinstance(part, int) else f".{part}"
         return text.lstrip(".") or None
     return None
+
+
+# For the OpenAPI document: what each status means here, where our words would mislead.
+_DESCRIPTIONS = {
+    400: "`invalid_request_error`: the body is not JSON or not application/json, a parameter is "
+    "invalid (`validation_failed`) or unsupported (`unsupported_parameter`: `n` > 1, audio, "
+    "...), or a variable of the prompt is missing; `param` names it.",
+    401: "`invalid_api_key`: no API key, or one that is unknown, expired or revoked.",
+    403: "`permission_denied`: not a project API key (the admin key and users' tokens are "
+    "refused here), or its role cannot run prompts.",
+    404: "`model_not_found`: no such prompt, label or version in the key's project, nor a "
+    "configured model.",
+    429: "`rate_limit_error`: over the project's requests_per_minute for this key "
+    "(`rate_limited`), or DeepSeek limiting ours (`upstream_rate_limited`); retry after the "
+    "`Retry-After` seconds. `insufficient_quota` (`budget_exceeded`, with "
+    "`x-should-retry: false`): the project's monthly budget is spent; nothing was called.",
+    500: "`server_error`: unexpected failure; the X-Request-Id header identifies it in the logs.",
+    502: "`server_error`: DeepSeek failed or its answer broke off; the execution is recorded.",
+    503: "`server_error`: MongoDB or DeepSeek cannot serve now (`code` names which); retry "
+    "after the `Retry-After` seconds when sent.",
+    504: "`server_error` (`upstream_timeout`): DeepSeek did not answer in time.",
+}
+OPENAI_ERRORS = ErrorFormat(
+    render=render_openai_error,
+    body=OpenAIErrorBody,
+    # No resource is created or changed here, so nothing conflicts.
+    statuses={**_STATUSES, 409: None},
+    descriptions=_DESCRIPTIONS,
+    metered=frozenset({502, 504}),
+)
