@@ -401,6 +401,7 @@ def test_another_projects_prompt_is_not_found_as_any_unknown_model(
         ({"logit_bias": {"50256": -100}}, "logit_bias"),
         ({"frobnicate": True}, "frobnicate"),
         ({"temperature": 7}, "temperature"),
+        ({"stop": 5}, "stop"),
     ],
 )
 def test_unsupported_or_invalid_options_are_bad_requests(

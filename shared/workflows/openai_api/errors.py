@@ -70,6 +70,19 @@ def render_openai_error(exc: Exception, request_id: str) -> Response:
     return json_response(error_body(error), status, headers)
 
 
+# Names pydantic gives the members of a union in an error's location: they name no parameter.
+_TYPE_TAGS = frozenset({"str", "int", "float", "bool", "list", "dict", "none"})
+
+
+def _is_field(part: object) -> bool:
+    """Whether a part of a validation error's location is a parameter's name or index, rather
+    than the body itself or the member of a union it was read as (`str`, `list[...]`)."""
+    if isinstance(part, int):
+        return True
+    text = str(part)
+    return text != "body" and text not in _TYPE_TAGS and not any(c in text for c in "[]-")
+
+
 def _param(error: AppError) -> str | None:
     """The request parameter the error is about: `messages[0].role` for a body field."""
     details = error.details
@@ -81,7 +94,7 @@ def _param(error: AppError) -> str | None:
         return None
     failure = _first_failure(error)
     if failure is not None:
-        location = [part for part in failure.get("loc", []) if part != "body"]
+        location = [part for part in failure.get("loc", []) if _is_field(part)]
         text = ""
         for part in location:
             text += f"[{part}]" if isinstance(part, int) else f".{part}"
