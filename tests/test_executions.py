@@ -12,6 +12,7 @@ from pymongo.database import Database
 from devtools.fake_deepseek import FakeDeepSeek, Scenario
 from shared.deepseek.client import DeepSeekClient
 from shared.deepseek.models import ChatCall, Delta, Finish
+from shared.executions.service import RUNNING_RECORD_AFTER_S
 from shared.settings import get_settings
 from tests.conftest import configure
 
@@ -527,6 +528,42 @@ def test_stream_sends_keepalive_comments_until_the_first_token(
     assert lines[2:first_content].count(": keep-alive") >= 3
     assert ": keep-alive" not in lines[first_content:]
     assert lines[-2] == "event: done"
+
+
+def test_a_run_shows_as_running_once_it_has_lasted_a_second(
+    client: httpx.Client, prompt: dict, database: Database
+) -> None:
+    body = {
+        "prompt_id": prompt["id"],
+        "variables": {"customer": "A"},
+        "input": fake(tokens=4, token_interval_s=0.6),
+        "stream": True,
+    }
+    with client.stream("POST", "/executions", json=body) as response:
+        lines = response.iter_lines()
+        meta = json.loads(next(line for line in lines if line.startswith("data:"))[5:])
+        assert database.executions.count_documents({}) == 0
+        time.sleep(RUNNING_RECORD_AFTER_S + 0.4)
+        running = client.get(f"/executions/{meta['execution_id']}").json()
+        assert (running["status"], running["finished_at"]) == ("running", None)
+        assert running["messages"] and running["output"] == ""
+        list(lines)
+    record = client.get(f"/executions/{meta['execution_id']}").json()
+    assert (record["status"], record["output"]) == ("ok", "tok0 tok1 tok2 tok3")
+    assert record["created_at"] == running["created_at"]
+
+
+def test_a_finished_runs_answer_is_its_stored_record(
+    client: httpx.Client, prompt: dict, database: Database
+) -> None:
+    response = client.post(
+        "/executions",
+        json={"prompt_id": prompt["id"], "variables": {"customer": "A"}, "input": "Hi"},
+    )
+    assert response.status_code == 201, response.text
+    stored = database.executions.find_one({})
+    assert stored is not None and stored["status"] == "ok"
+    assert client.get(f"/executions/{stored['_id']}").json() == response.json()
 
 
 def test_disconnect_before_the_first_token_is_recorded_as_cancelled(

@@ -161,7 +161,7 @@ def test_the_name_alone_runs_production_and_a_number_runs_that_version(
     assert (record["prompt_version"], record["label"]) == (2, None)
 
 
-def test_a_moved_label_reaches_the_next_calls_within_a_second(
+def test_a_moved_label_reaches_the_next_calls_within_seconds(
     sdk: openai.OpenAI, refund_prompt: dict, client: httpx.Client
 ) -> None:
     def version_run() -> int:
@@ -259,6 +259,38 @@ def test_a_stream_is_openais_chunks_ending_with_done(
         assert response.headers["content-type"].startswith("text/event-stream")
         lines = [line for line in response.iter_lines() if line]
     assert lines[-1] == "data: [DONE]"
+
+
+def test_a_slow_first_token_is_waited_for_with_keep_alive_comments(
+    sdk: openai.OpenAI, gateway_url: str, monkeypatch: pytest.MonkeyPatch, database: Database
+) -> None:
+    """Up to one keep-alive interval the answer's status waits for DeepSeek's first token;
+    after it, the stream starts and keep-alive comments hold the connection until it comes."""
+    configure(monkeypatch, STREAM_KEEPALIVE_S="0.1")
+    body = {
+        "model": "deepseek-v4-flash",
+        "messages": ask(fake(first_token_delay_s=0.55, tokens=3)),
+        "stream": True,
+    }
+    headers = {"Authorization": f"Bearer {sdk.api_key}"}
+    with httpx.stream(
+        "POST", f"{gateway_url}/v1/chat/completions", json=body, headers=headers
+    ) as response:
+        lines = [line for line in response.iter_lines() if line]
+    first_data = next(index for index, line in enumerate(lines) if line.startswith("data:"))
+    assert lines[:first_data].count(": keep-alive") >= 3
+    assert ": keep-alive" not in lines[first_data:]
+    assert lines[-1] == "data: [DONE]"
+
+    stream = sdk.chat.completions.create(
+        model="deepseek-v4-flash",
+        messages=ask(fake(first_token_delay_s=0.35, tokens=3)),
+        stream=True,
+    )
+    assert "".join(chunk.choices[0].delta.content or "" for chunk in stream if chunk.choices) == (
+        "tok0 tok1 tok2"
+    )
+    assert database.executions.count_documents({"status": "ok"}) == 2
 
 
 def test_include_usage_adds_a_final_chunk_with_cached_tokens(

@@ -39,6 +39,9 @@ from shared.projects.models import ProjectLookup
 from shared.stats import percentile, usage_totals
 
 logger = logging.getLogger("better_assistant")
+# A run shows as `running` in the records once it has lasted this long; one that ends sooner is
+# stored once, when it ends.
+RUNNING_RECORD_AFTER_S = 1.0
 
 
 @dataclass
@@ -47,7 +50,9 @@ class Run:
 
     record: Execution
     answer: Answer
-    # Storing the record as running, while the call goes out (`ExecutionService.store_running`).
+    # The record stored as running, once the call has lasted RUNNING_RECORD_AFTER_S
+    # (`ExecutionService.store_running`): the timer, then the write.
+    pending: asyncio.TimerHandle | None = None
     stored: "asyncio.Future[None] | None" = None
 
 
@@ -96,11 +101,17 @@ class ExecutionService:
         return Run(record, Answer(call, on_usage=self.metering.recorder(payer)))
 
     def store_running(self, run: Run) -> None:
-        """Store the run's record as running, in the background: its call need not wait for
-        the write, and `record_outcome` stores the whole record should this one not land."""
-        run.stored = asyncio.ensure_future(
-            anyio.to_thread.run_sync(self.executions.insert, run.record)
-        )
+        """Store the run's record as running once its call has lasted RUNNING_RECORD_AFTER_S,
+        in the background: no call waits for that write, and the many that end sooner make one
+        write, `record_outcome`'s, which stores the whole record."""
+
+        def insert() -> None:
+            run.pending = None
+            run.stored = asyncio.ensure_future(
+                anyio.to_thread.run_sync(self.executions.insert, run.record)
+            )
+
+        run.pending = asyncio.get_running_loop().call_later(RUNNING_RECORD_AFTER_S, insert)
 
     async def start(
         self,
@@ -130,6 +141,9 @@ class ExecutionService:
             ttft_ms=done.ttft_ms,
             tool_calls=answer.tool_calls or None,
         )
+        if run.pending is not None:
+            run.pending.cancel()
+            run.pending = None
         if run.stored is not None:
             try:
                 await run.stored

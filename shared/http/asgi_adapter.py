@@ -23,7 +23,7 @@ from shared.http.routing import (
     freeze_imported_objects,
     new_request_id,
 )
-from shared.http.sse import STREAM_HEADERS, encode_stream, keep_alive
+from shared.http.sse import STREAM_HEADERS, encode_stream
 from shared.logs import begin_request, configure_logging, log_access
 from shared.settings import get_settings
 
@@ -55,7 +55,7 @@ def to_starlette(response: Response) -> StarletteResponse:
     if isinstance(response, EventStream) and response.events is not None:
         chunks = encode_stream(response.events, get_settings().stream_keepalive_s)
     elif isinstance(response, ByteStream) and response.chunks is not None:
-        chunks = keep_alive(response.chunks, get_settings().stream_keepalive_s)
+        chunks = response.chunks
     else:
         return StarletteResponse(response.body, response.status, response.headers)
     return StreamingResponse(

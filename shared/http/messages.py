@@ -114,7 +114,7 @@ class EventStream(Response):
 @dataclass
 class ByteStream(Response):
     """A `text/event-stream` response of frames already encoded (another API's wire format),
-    sent as they come."""
+    sent as they come; keep-alives are the producer's (`shared.http.sse.started`)."""
 
     chunks: AsyncIterator[bytes] | None = None
 

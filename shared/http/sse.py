@@ -1,7 +1,7 @@
 """Server-sent events on the wire: `event: <name>` and one line of JSON `data:` per event."""
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from typing import Any
 
 import anyio
@@ -69,26 +69,37 @@ async def keep_alive(
                 await asyncio.wait({pending})
 
 
-async def started(chunks: AsyncIterator[bytes], wait_s: float) -> AsyncIterator[bytes]:
-    """`chunks` once its first chunk has come, or `wait_s` has passed without one.
+async def started(chunks: AsyncIterator[bytes], keepalive_s: float) -> AsyncIterator[bytes]:
+    """`chunks` once its first chunk has come, or after `keepalive_s` without one, when the
+    stream starts with keep-alive comments until it comes.
 
     A failure before the first chunk is raised here, so the request can still be answered with
     the failure's own status rather than a stream that has already said 200.
     """
     iterator = aiter(chunks)
     first = asyncio.ensure_future(anext(iterator))
-    await asyncio.wait({first}, timeout=wait_s)
-    if first.done() and first.exception() is not None:
-        if isinstance(first.exception(), StopAsyncIteration):
-            return _after(None, iterator)
-        first.result()
-    return _after(first, iterator)
+    await asyncio.wait({first}, timeout=keepalive_s)
+    if not first.done():
+        return keep_alive(_Resumed(first, iterator), keepalive_s)
+    if isinstance(first.exception(), StopAsyncIteration):
+        return iterator
+    first.result()
+    return _Resumed(first, iterator)
 
 
-async def _after(
-    first: "asyncio.Future[bytes] | None", rest: AsyncIterator[bytes]
-) -> AsyncIterator[bytes]:
-    if first is not None:
-        yield await first
-    async for chunk in rest:
-        yield chunk
+class _Resumed:
+    """A stream whose first chunk was taken ahead: that chunk, then the rest handed over
+    straight from the stream, with no layer of its own per chunk."""
+
+    def __init__(self, first: "asyncio.Future[bytes]", rest: AsyncIterator[bytes]) -> None:
+        self._first: asyncio.Future[bytes] | None = first
+        self._rest = rest
+
+    def __aiter__(self) -> "_Resumed":
+        return self
+
+    def __anext__(self) -> Awaitable[bytes]:
+        if self._first is None:
+            return self._rest.__anext__()
+        first, self._first = self._first, None
+        return first

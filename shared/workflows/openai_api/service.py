@@ -44,9 +44,9 @@ SOURCE = "openai"
 EXECUTION_HEADER = "X-Execution-Id"
 # More prompts than anyone lists as models; the list stays one bounded read.
 MAX_LISTED_PROMPTS = 5000
-# A label moved or a prompt deleted reaches this API's calls within this, on every replica: the
-# hot path then reads no prompt from MongoDB.
-RECENT_TARGET_S = 1.0
+# A label moved or a prompt deleted reaches this API's calls within this, on every replica (as a
+# revoked key or a project's new limits do): the hot path then reads no prompt from MongoDB.
+RECENT_TARGET_S = 5.0
 # Version numbers stay below 2**31.
 _MAX_VERSION_DIGITS = 9
 _TEXT_PARTS = frozenset({"text", "input_text", "output_text"})
