@@ -99,6 +99,10 @@ def stream_body(model: str, messages: list[dict], **fields: object) -> bytes:
 
 OPENAI_BODY = stream_body(f"{PROMPT}@production", [QUESTION], variables=VARIABLES)
 DIRECT_BODY = stream_body(MODEL, [RENDERED, QUESTION])
+# `bench.reference_relay`, for scale: the same stack (functions-framework, the openai SDK)
+# relaying the answer and nothing else: no prompt, no record, no ledger.
+RELAY_BODY = json.dumps({"input": QUESTION["content"]}).encode()
+RELAY_TOKEN = re.compile(rb'"delta": ?"[^"]')
 
 
 def litellm_executable(requirement: str) -> Path:
@@ -206,6 +210,7 @@ class Target:
     body: bytes
     token: str
     records: LaterWrites | None = None
+    first_token: re.Pattern[bytes] = FIRST_TOKEN
 
     def measure(self, concurrency: int, count: int, max_seconds: float) -> tuple[dict, float]:
         load = Load(
@@ -213,7 +218,7 @@ class Target:
             concurrency,
             self.path,
             [self.body] * count,
-            FIRST_TOKEN,
+            self.first_token,
             self.token,
             max_seconds,
         )
@@ -295,6 +300,15 @@ def print_targets(
     )
     errors = sum(rows[level, "openai"][0]["errors"] for level in levels)
     print(f"{verdict(errors == 0)}  no errors: {errors} through the function")
+    print("\nfor scale, the bare reference relay on the same stack, in this run:")
+    for level in levels:
+        row, cpu_ms = rows[level, "relay"]
+        direct = rows[level, "direct"][0]
+        print(
+            f"      {level} stream{'s' * (level != 1)}: added TTFT p50 "
+            f"{added_ttft(level, 'relay'):+.1f} ms, CPU {cpu_ms:.1f} ms per request, "
+            f"{row['rps'] / direct['rps']:.0%} of direct"
+        )
 
 
 def main() -> None:
@@ -348,6 +362,8 @@ def main() -> None:
             served.append(function)
             litellm = start_litellm(executable, upstream.port, Path(scratch))
             served.append(litellm)
+            relay = Served.start(Path(__file__).with_name("reference_relay.py"), env)
+            served.append(relay)
             # The fake upstream has no health route; a models listing shows it is up.
             models = f"http://127.0.0.1:{upstream.port}/models"
             auth = {"Authorization": f"Bearer {UPSTREAM_KEY}"}
@@ -361,12 +377,19 @@ def main() -> None:
                     "openai", function, "/v1/chat/completions", OPENAI_BODY, runner_key, records
                 ),
                 Target("litellm", litellm, "/v1/chat/completions", DIRECT_BODY, LITELLM_KEY),
+                Target("relay", relay, "/", RELAY_BODY, UPSTREAM_KEY, first_token=RELAY_TOKEN),
             ]
             for target in targets[1:]:
                 warm_up = [target.body] * 20
                 asyncio.run(
                     run_load(
-                        target.server.port, target.path, warm_up, FIRST_TOKEN, 5, target.token, 120
+                        target.server.port,
+                        target.path,
+                        warm_up,
+                        target.first_token,
+                        5,
+                        target.token,
+                        120,
                     )
                 )
             records.wait(20)
@@ -394,6 +417,7 @@ def main() -> None:
                     "direct": f"  (the fake upstream: {upstream_ms:.1f} ms CPU per request)",
                     "openai": f"  (MongoDB: {mongo_ms['openai']:.1f})" if mongo_pids else "",
                     "litellm": "",
+                    "relay": "  (bench.reference_relay: the SDK's stream relayed, nothing stored)",
                 }
                 for target in targets:
                     row, cpu_ms = rows[concurrency, target.name]
