@@ -108,6 +108,7 @@ def test_a_completion_renders_the_labelled_version_before_the_callers_messages(
     sdk: openai.OpenAI, refund_prompt: dict, fake_deepseek: FakeDeepSeek, client: httpx.Client
 ) -> None:
     messages = [
+        {"role": "system", "content": "The customer is a member."},
         {"role": "developer", "content": "Be brief."},
         {
             "role": "user",
@@ -132,6 +133,7 @@ def test_a_completion_renders_the_labelled_version_before_the_callers_messages(
         {"role": "system", "content": "You are a refunds clerk."},
         {"role": "system", "content": "Answer in one sentence."},
         {"role": "user", "content": "Our policy: refunds within 30 days."},
+        {"role": "system", "content": "The customer is a member."},
         {"role": "system", "content": "Be brief."},
         {"role": "user", "content": "Can I get\na refund?"},
     ]
