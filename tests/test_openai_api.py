@@ -426,6 +426,21 @@ def test_another_projects_prompt_is_not_found_as_any_unknown_model(
 
 
 @pytest.mark.parametrize(
+    "model", ["refund-answer@0", "refund-answer@", "refund-answer@\u0663", "refund-answer@a.b"]
+)
+def test_a_selector_no_version_or_label_can_have_is_not_found(
+    sdk: openai.OpenAI, refund_prompt: dict, database: Database, model: str
+) -> None:
+    with pytest.raises(openai.NotFoundError) as raised:
+        sdk.chat.completions.create(model=model, messages=ask(), extra_body={"variables": PERSONA})
+    assert raised.value.code == "model_not_found"
+    name, _, version = model.partition("@")
+    with pytest.raises(openai.NotFoundError):
+        sdk.responses.create(prompt={"id": name, "version": version, "variables": PERSONA})
+    assert database.executions.count_documents({}) == 0
+
+
+@pytest.mark.parametrize(
     ("extra", "param"),
     [
         ({"n": 2}, "n"),

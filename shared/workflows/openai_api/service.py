@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import anyio
+from pydantic import ValidationError
 
 from shared.access.models import Actor
 from shared.caching import ExpiringCache
@@ -225,7 +226,9 @@ class OpenAIService:
             number, label = int(selector), None
         try:
             version = self.prompts.version_of(record, number, label)
-        except NotFound:
+        except (NotFound, ValidationError):
+            # A selector no version or label can have (`name@0`, `name@`, `name@a.b`) names
+            # nothing, as an unknown label does.
             raise model_not_found(reference if selector is None else f"{name}@{selector}") from None
         if number is None and label is None:
             label = default_run_label(record, version.version)
