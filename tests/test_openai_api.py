@@ -461,6 +461,15 @@ def test_unsupported_or_invalid_options_are_bad_requests(
     assert database.executions.count_documents({}) == 0
 
 
+def test_max_tokens_above_the_projects_cap_is_said_once(sdk: openai.OpenAI) -> None:
+    with pytest.raises(openai.BadRequestError) as raised:
+        sdk.chat.completions.create(model="deepseek-v4-flash", messages=ask(), max_tokens=10**6)
+    assert raised.value.param == "max_tokens"
+    assert raised.value.body["message"] == (
+        "max_tokens 1000000 is above the project's max_output_tokens (8192)."
+    )
+
+
 def test_non_text_content_is_a_bad_request(sdk: openai.OpenAI) -> None:
     image = {"type": "image_url", "image_url": {"url": "https://example.com/cat.png"}}
     with pytest.raises(openai.BadRequestError) as raised:

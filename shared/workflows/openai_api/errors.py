@@ -44,7 +44,8 @@ def error_body(error: AppError) -> dict[str, Any]:
     if failure is not None and failure.get("type") == "extra_forbidden":
         code = "unknown_parameter"
         message = f"Unrecognized request argument supplied: {param}."
-    elif failure is not None:
+    elif failure is not None and failure.get("msg") != message:
+        # Our message is the generic one for a body; the field's own says what is wrong.
         message = f"{message} {param or 'body'}: {failure.get('msg')}."
     elif isinstance(error.details, dict) and "request_id" in error.details:
         message = f"{message} Request id: {error.details['request_id']}."
