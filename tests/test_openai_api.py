@@ -588,6 +588,23 @@ def test_responses_with_the_retired_prompt_parameter(
     assert sent(fake_deepseek)["max_tokens"] == 2
 
 
+def test_responses_text_format_is_sent_as_chat_completions_response_format(
+    sdk: openai.OpenAI, fake_deepseek: FakeDeepSeek
+) -> None:
+    schema = {"type": "object", "properties": {"answer": {"type": "string"}}}
+    text_format = {"type": "json_schema", "name": "reply", "schema": schema, "strict": True}
+    response = sdk.responses.create(
+        model="deepseek-v4-flash", input="Can I get a refund?", text={"format": text_format}
+    )
+
+    assert sent(fake_deepseek)["response_format"] == {
+        "type": "json_schema",
+        "json_schema": {"name": "reply", "schema": schema, "strict": True},
+    }
+    assert response.text is not None
+    assert response.text.format.model_dump(exclude_none=True, by_alias=True) == text_format
+
+
 def test_responses_stream_events_the_sdk_assembles(sdk: openai.OpenAI, refund_prompt: dict) -> None:
     with sdk.responses.stream(
         model="refund-answer",

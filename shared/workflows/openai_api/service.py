@@ -148,7 +148,7 @@ class OpenAIService:
         if body.max_output_tokens is not None:
             explicit["max_tokens"] = body.max_output_tokens
         if body.text is not None and body.text.format is not None:
-            explicit["response_format"] = body.text.format.model_dump()
+            explicit["response_format"] = wire.chat_response_format(body.text.format.model_dump())
         variables = dict(body.variables)
         if body.prompt is not None:
             variables.update(body.prompt.variables)
