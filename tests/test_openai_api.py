@@ -4,6 +4,7 @@ it: base URL and project key changed, a managed prompt named as the model.
 Everything runs through the real function behind the dev gateway, against the fake DeepSeek.
 """
 
+import asyncio
 import json
 import time
 from collections.abc import Callable, Iterator
@@ -14,7 +15,10 @@ import pytest
 from pymongo.database import Database
 
 from devtools.fake_deepseek import FakeDeepSeek
-from shared.workflows.openai_api.service import RECENT_TARGET_S
+from shared.access.models import Actor
+from shared.workflows.openai_api.models import ChatCompletionRequest
+from shared.workflows.openai_api.service import RECENT_TARGET_S, OpenAIService
+from shared.workflows.openai_api.wire import ChunkPresenter
 from tests.conftest import ADMIN_HEADERS, configure
 from tests.test_executions import cancelled_upstream_and_record, fake
 from tests.test_limits import PRICES, set_limits
@@ -551,6 +555,29 @@ def test_a_client_that_disconnects_stops_the_upstream_call_and_is_recorded_cance
 
     record = cancelled_upstream_and_record(fake_deepseek, database)
     assert record["output"].startswith("tok0 tok1 ")
+    assert record["error"]["code"] == "cancelled"
+
+
+def test_a_stream_closed_between_two_frames_cuts_the_upstream_call_and_is_recorded_cancelled(
+    project: dict, fake_deepseek: FakeDeepSeek, database: Database
+) -> None:
+    """A client that goes away while a frame is being written leaves its stream between two
+    frames, closed by the server (or by the garbage collector) rather than cancelled."""
+    body = ChatCompletionRequest.model_validate(
+        {"model": "deepseek-v4-flash", "messages": ask(fake(tokens=200, token_interval_s=0.05))}
+    )
+    actor = Actor(kind="key", id="app-key", name="app")
+
+    async def take_a_frame_then_close() -> None:
+        service, run = await OpenAIService.begin(
+            lambda service: service.open_chat(body, project["id"], actor)
+        )
+        frames = service.frames(run, ChunkPresenter(run, include_usage=False))
+        await anext(frames)
+        await frames.aclose()
+
+    asyncio.run(take_a_frame_then_close())
+    record = cancelled_upstream_and_record(fake_deepseek, database)
     assert record["error"]["code"] == "cancelled"
 
 

@@ -7,6 +7,7 @@ stored config, then every parameter the caller sets explicitly. The prompt's mes
 conversation (its system messages first), the caller's messages follow.
 """
 
+import contextlib
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -261,11 +262,15 @@ class OpenAIService:
         sent = False
         failure: AppError | None = None
         try:
-            async for chunk in relay_answer(run.answer):
-                frame = presenter.chunk(chunk.data)
-                if frame is not None:
-                    sent = True
-                    yield frame
+            # Closed here, not left to the garbage collector, when this stream is closed between
+            # two frames (its client left while one was being sent): the upstream call is cut
+            # and the answer known as cancelled before it is recorded.
+            async with contextlib.aclosing(relay_answer(run.answer)) as chunks:
+                async for chunk in chunks:
+                    frame = presenter.chunk(chunk.data)
+                    if frame is not None:
+                        sent = True
+                        yield frame
         except AppError as exc:
             failure = exc
         except Exception:
