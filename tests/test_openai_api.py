@@ -165,6 +165,19 @@ def test_the_name_alone_runs_production_and_a_number_runs_that_version(
     assert (record["prompt_version"], record["label"]) == (2, None)
 
 
+def test_every_listed_model_can_be_called_even_a_prompt_named_with_an_at_sign(
+    sdk: openai.OpenAI, client: httpx.Client, project: dict
+) -> None:
+    body = {"project_id": project["id"], "name": "support@acme", "type": "text", "template": "x"}
+    assert client.post("/prompts", json=body).status_code == 201
+
+    listed = [model.id for model in sdk.models.list() if model.owned_by == "prompt"]
+    assert listed == ["support@acme", "support@acme@latest"]
+    for model in listed:
+        answer = sdk.chat.completions.create(model=model, messages=ask())
+        assert answer.choices[0].message.content
+
+
 def test_a_moved_label_reaches_the_next_calls_within_seconds(
     sdk: openai.OpenAI, refund_prompt: dict, client: httpx.Client
 ) -> None:

@@ -211,9 +211,12 @@ class OpenAIService:
 
     def _resolve(self, project_id: str, reference: str, selector: str | None) -> Target:
         name = reference
-        if selector is None and "@" in reference:
-            name, _, selector = reference.rpartition("@")
         record = self.prompts.record_by_name(project_id, name)
+        if record is None and selector is None and "@" in reference:
+            # Not a prompt's whole name (which may hold an `@`, as `models` lists it): a selector
+            # follows the last `@`.
+            name, _, selector = reference.rpartition("@")
+            record = self.prompts.record_by_name(project_id, name)
         if record is None and selector is None and reference in _models():
             return Target(model=reference)
         if record is None:
