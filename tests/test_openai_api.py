@@ -464,6 +464,8 @@ def test_a_selector_no_version_or_label_can_have_is_not_found(
         ({"modalities": ["text", "audio"]}, "modalities"),
         ({"logit_bias": {"50256": -100}}, "logit_bias"),
         ({"frobnicate": True}, "frobnicate"),
+        ({"frobnicate-level": 2}, "frobnicate-level"),
+        ({"list": []}, "list"),
         ({"temperature": 7}, "temperature"),
         ({"stop": 5}, "stop"),
     ],

@@ -95,7 +95,12 @@ def _param(error: AppError) -> str | None:
         return None
     failure = _first_failure(error)
     if failure is not None:
-        location = [part for part in failure.get("loc", []) if _is_field(part)]
+        path = list(failure.get("loc", []))
+        # An unknown parameter's name is the caller's, whatever it looks like.
+        unknown = path.pop() if failure.get("type") == "extra_forbidden" and path else None
+        location = [part for part in path if _is_field(part)]
+        if unknown is not None:
+            location.append(unknown)
         text = ""
         for part in location:
             text += f"[{part}]" if isinstance(part, int) else f".{part}"
