@@ -317,7 +317,7 @@ def test_include_usage_adds_a_final_chunk_with_cached_tokens(
         model="refund-answer",
         messages=ask(fake(cache_hit_tokens=3)),
         stream=True,
-        stream_options={"include_usage": True},
+        stream_options={"include_usage": True, "include_obfuscation": False},
         extra_body={"variables": PERSONA},
     )
     chunks = list(stream)
