@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterator
 import httpx
 import openai
 import pytest
+from bson import ObjectId
 from pymongo.database import Database
 
 from devtools.fake_deepseek import FakeDeepSeek
@@ -594,6 +595,39 @@ def test_a_stream_closed_between_two_frames_cuts_the_upstream_call_and_is_record
     asyncio.run(take_a_frame_then_close())
     record = cancelled_upstream_and_record(fake_deepseek, database)
     assert record["error"]["code"] == "cancelled"
+
+
+class _BrokenPresenter(ChunkPresenter):
+    """Words the first chunk, then fails as a bug would."""
+
+    def chunk(self, data: dict) -> bytes | None:
+        if getattr(self, "worded", False):
+            raise KeyError("choices")
+        self.worded = True
+        return super().chunk(data)
+
+
+def test_an_unexpected_failure_mid_stream_is_logged_recorded_and_ends_the_stream_with_an_error(
+    project: dict, database: Database, caplog: pytest.LogCaptureFixture
+) -> None:
+    body = ChatCompletionRequest.model_validate(
+        {"model": "deepseek-v4-flash", "messages": ask(fake(tokens=5))}
+    )
+    actor = Actor(kind="key", id="app-key", name="app")
+
+    async def read_all() -> list[bytes]:
+        service, run = await OpenAIService.begin(
+            lambda service: service.open_chat(body, project["id"], actor)
+        )
+        return [frame async for frame in service.frames(run, _BrokenPresenter(run, False))]
+
+    frames = asyncio.run(read_all())
+    error = json.loads(frames[-1].removeprefix(b"data: "))["error"]
+    assert error["type"] == "server_error"
+    assert any(record.exc_info and record.levelname == "ERROR" for record in caplog.records)
+    first = json.loads(frames[0].removeprefix(b"data: "))
+    stored = database.executions.find_one({"_id": ObjectId(first["id"].removeprefix("chatcmpl-"))})
+    assert (stored["status"], stored["error"]["code"]) == ("error", "internal_error")
 
 
 # --- responses -------------------------------------------------------------------------------

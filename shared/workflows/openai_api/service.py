@@ -8,6 +8,7 @@ conversation (its system messages first), the caller's messages follow.
 """
 
 import contextlib
+import logging
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -41,6 +42,7 @@ from shared.workflows.openai_api.models import (
     ResponseRequest,
 )
 
+logger = logging.getLogger("better_assistant")
 SOURCE = "openai"
 # Every answer names its execution record, failures included.
 EXECUTION_HEADER = "X-Execution-Id"
@@ -277,6 +279,10 @@ class OpenAIService:
         except AppError as exc:
             failure = exc
         except Exception:
+            logger.exception("streamed answer failed")
+            # A failure of this stream's own (its presenter) closed the upstream call as if its
+            # client had left: the record says what happened.
+            run.answer.failed_unexpectedly()
             failure = AppError("The answer failed unexpectedly.")
         finally:
             with anyio.CancelScope(shield=True):
