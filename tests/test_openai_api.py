@@ -4,6 +4,7 @@ it: base URL and project key changed, a managed prompt named as the model.
 Everything runs through the real function behind the dev gateway, against the fake DeepSeek.
 """
 
+import asyncio
 import json
 import time
 from collections.abc import Callable, Iterator
@@ -11,10 +12,14 @@ from collections.abc import Callable, Iterator
 import httpx
 import openai
 import pytest
+from bson import ObjectId
 from pymongo.database import Database
 
 from devtools.fake_deepseek import FakeDeepSeek
-from shared.workflows.openai_api.service import RECENT_TARGET_S
+from shared.access.models import Actor
+from shared.workflows.openai_api.models import ChatCompletionRequest
+from shared.workflows.openai_api.service import RECENT_TARGET_S, OpenAIService
+from shared.workflows.openai_api.wire import ChunkPresenter
 from tests.conftest import ADMIN_HEADERS, configure
 from tests.test_executions import cancelled_upstream_and_record, fake
 from tests.test_limits import PRICES, set_limits
@@ -163,6 +168,19 @@ def test_the_name_alone_runs_production_and_a_number_runs_that_version(
     assert (record["prompt_version"], record["label"]) == (2, None)
 
 
+def test_every_listed_model_can_be_called_even_a_prompt_named_with_an_at_sign(
+    sdk: openai.OpenAI, client: httpx.Client, project: dict
+) -> None:
+    body = {"project_id": project["id"], "name": "support@acme", "type": "text", "template": "x"}
+    assert client.post("/prompts", json=body).status_code == 201
+
+    listed = [model.id for model in sdk.models.list() if model.owned_by == "prompt"]
+    assert listed == ["support@acme", "support@acme@latest"]
+    for model in listed:
+        answer = sdk.chat.completions.create(model=model, messages=ask())
+        assert answer.choices[0].message.content
+
+
 def test_a_moved_label_reaches_the_next_calls_within_seconds(
     sdk: openai.OpenAI, refund_prompt: dict, client: httpx.Client
 ) -> None:
@@ -302,7 +320,7 @@ def test_include_usage_adds_a_final_chunk_with_cached_tokens(
         model="refund-answer",
         messages=ask(fake(cache_hit_tokens=3)),
         stream=True,
-        stream_options={"include_usage": True},
+        stream_options={"include_usage": True, "include_obfuscation": False},
         extra_body={"variables": PERSONA},
     )
     chunks = list(stream)
@@ -428,12 +446,29 @@ def test_another_projects_prompt_is_not_found_as_any_unknown_model(
 
 
 @pytest.mark.parametrize(
+    "model", ["refund-answer@0", "refund-answer@", "refund-answer@\u0663", "refund-answer@a.b"]
+)
+def test_a_selector_no_version_or_label_can_have_is_not_found(
+    sdk: openai.OpenAI, refund_prompt: dict, database: Database, model: str
+) -> None:
+    with pytest.raises(openai.NotFoundError) as raised:
+        sdk.chat.completions.create(model=model, messages=ask(), extra_body={"variables": PERSONA})
+    assert raised.value.code == "model_not_found"
+    name, _, version = model.partition("@")
+    with pytest.raises(openai.NotFoundError):
+        sdk.responses.create(prompt={"id": name, "version": version, "variables": PERSONA})
+    assert database.executions.count_documents({}) == 0
+
+
+@pytest.mark.parametrize(
     ("extra", "param"),
     [
         ({"n": 2}, "n"),
         ({"modalities": ["text", "audio"]}, "modalities"),
         ({"logit_bias": {"50256": -100}}, "logit_bias"),
         ({"frobnicate": True}, "frobnicate"),
+        ({"frobnicate-level": 2}, "frobnicate-level"),
+        ({"list": []}, "list"),
         ({"temperature": 7}, "temperature"),
         ({"stop": 5}, "stop"),
     ],
@@ -446,6 +481,15 @@ def test_unsupported_or_invalid_options_are_bad_requests(
     assert raised.value.param == param
     assert raised.value.body["type"] == "invalid_request_error"
     assert database.executions.count_documents({}) == 0
+
+
+def test_max_tokens_above_the_projects_cap_is_said_once(sdk: openai.OpenAI) -> None:
+    with pytest.raises(openai.BadRequestError) as raised:
+        sdk.chat.completions.create(model="deepseek-v4-flash", messages=ask(), max_tokens=10**6)
+    assert raised.value.param == "max_tokens"
+    assert raised.value.body["message"] == (
+        "max_tokens 1000000 is above the project's max_output_tokens (8192)."
+    )
 
 
 def test_non_text_content_is_a_bad_request(sdk: openai.OpenAI) -> None:
@@ -532,6 +576,62 @@ def test_a_client_that_disconnects_stops_the_upstream_call_and_is_recorded_cance
     assert record["error"]["code"] == "cancelled"
 
 
+def test_a_stream_closed_between_two_frames_cuts_the_upstream_call_and_is_recorded_cancelled(
+    project: dict, fake_deepseek: FakeDeepSeek, database: Database
+) -> None:
+    """A client that goes away while a frame is being written leaves its stream between two
+    frames, closed by the server (or by the garbage collector) rather than cancelled."""
+    body = ChatCompletionRequest.model_validate(
+        {"model": "deepseek-v4-flash", "messages": ask(fake(tokens=200, token_interval_s=0.05))}
+    )
+    actor = Actor(kind="key", id="app-key", name="app")
+
+    async def take_a_frame_then_close() -> None:
+        service, run = await OpenAIService.begin(
+            lambda service: service.open_chat(body, project["id"], actor)
+        )
+        frames = service.frames(run, ChunkPresenter(run, include_usage=False))
+        await anext(frames)
+        await frames.aclose()
+
+    asyncio.run(take_a_frame_then_close())
+    record = cancelled_upstream_and_record(fake_deepseek, database)
+    assert record["error"]["code"] == "cancelled"
+
+
+class _BrokenPresenter(ChunkPresenter):
+    """Words the first chunk, then fails as a bug would."""
+
+    def chunk(self, data: dict) -> bytes | None:
+        if getattr(self, "worded", False):
+            raise KeyError("choices")
+        self.worded = True
+        return super().chunk(data)
+
+
+def test_an_unexpected_failure_mid_stream_is_logged_recorded_and_ends_the_stream_with_an_error(
+    project: dict, database: Database, caplog: pytest.LogCaptureFixture
+) -> None:
+    body = ChatCompletionRequest.model_validate(
+        {"model": "deepseek-v4-flash", "messages": ask(fake(tokens=5))}
+    )
+    actor = Actor(kind="key", id="app-key", name="app")
+
+    async def read_all() -> list[bytes]:
+        service, run = await OpenAIService.begin(
+            lambda service: service.open_chat(body, project["id"], actor)
+        )
+        return [frame async for frame in service.frames(run, _BrokenPresenter(run, False))]
+
+    frames = asyncio.run(read_all())
+    error = json.loads(frames[-1].removeprefix(b"data: "))["error"]
+    assert error["type"] == "server_error"
+    assert any(record.exc_info and record.levelname == "ERROR" for record in caplog.records)
+    first = json.loads(frames[0].removeprefix(b"data: "))
+    stored = database.executions.find_one({"_id": ObjectId(first["id"].removeprefix("chatcmpl-"))})
+    assert (stored["status"], stored["error"]["code"]) == ("error", "internal_error")
+
+
 # --- responses -------------------------------------------------------------------------------
 
 
@@ -564,6 +664,23 @@ def test_responses_with_the_retired_prompt_parameter(
     assert by_name.status == "incomplete"
     assert by_name.incomplete_details is not None
     assert sent(fake_deepseek)["max_tokens"] == 2
+
+
+def test_responses_text_format_is_sent_as_chat_completions_response_format(
+    sdk: openai.OpenAI, fake_deepseek: FakeDeepSeek
+) -> None:
+    schema = {"type": "object", "properties": {"answer": {"type": "string"}}}
+    text_format = {"type": "json_schema", "name": "reply", "schema": schema, "strict": True}
+    response = sdk.responses.create(
+        model="deepseek-v4-flash", input="Can I get a refund?", text={"format": text_format}
+    )
+
+    assert sent(fake_deepseek)["response_format"] == {
+        "type": "json_schema",
+        "json_schema": {"name": "reply", "schema": schema, "strict": True},
+    }
+    assert response.text is not None
+    assert response.text.format.model_dump(exclude_none=True, by_alias=True) == text_format
 
 
 def test_responses_stream_events_the_sdk_assembles(sdk: openai.OpenAI, refund_prompt: dict) -> None:

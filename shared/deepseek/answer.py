@@ -45,6 +45,11 @@ class Answer:
     def text(self) -> str:
         return "".join(self.output)
 
+    def failed_unexpectedly(self) -> None:
+        """Mark the answer as failed by a bug (here or in whoever reads it), not by DeepSeek."""
+        self.status = "error"
+        self.error = ErrorData(code="internal_error", message="The answer failed unexpectedly.")
+
     @property
     def reasoning_text(self) -> str | None:
         return "".join(self.reasoning) or None
@@ -161,10 +166,7 @@ async def _recorded(
             answer.status = "cancelled"
             answer.error = ErrorData(code="cancelled", message="The client went away.")
         else:
-            answer.status = "error"
-            answer.error = ErrorData(
-                code="internal_error", message="The answer failed unexpectedly."
-            )
+            answer.failed_unexpectedly()
         await _record_cut_off(answer)
         raise
     finally:

@@ -30,7 +30,8 @@ _REQUEST_PARAMETERS = (
     "presence_penalty",
     "stop",
     "response_format",
-    # What an OpenAI-compatible caller may set besides (`shared.openai_api`); the upstream judges.
+    # What an OpenAI-compatible caller may set besides (`shared.workflows.openai_api`); the
+    # upstream judges.
     "tools",
     "tool_choice",
     "parallel_tool_calls",

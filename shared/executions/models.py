@@ -75,7 +75,8 @@ class RunPreview(Model):
 
 class ExecutionDraft(Model):
     """What a run is before its answer comes back: the rendered prompt it sends and where it
-    came from. Stored as a running record."""
+    came from. Its record is stored as running once the call has lasted a second, else
+    when it ends (`ExecutionService.store_running`)."""
 
     project_id: str
     # None for a call that names a model rather than a prompt (the OpenAI-compatible API).

@@ -44,7 +44,8 @@ def error_body(error: AppError) -> dict[str, Any]:
     if failure is not None and failure.get("type") == "extra_forbidden":
         code = "unknown_parameter"
         message = f"Unrecognized request argument supplied: {param}."
-    elif failure is not None:
+    elif failure is not None and failure.get("msg") != message:
+        # Our message is the generic one for a body; the field's own says what is wrong.
         message = f"{message} {param or 'body'}: {failure.get('msg')}."
     elif isinstance(error.details, dict) and "request_id" in error.details:
         message = f"{message} Request id: {error.details['request_id']}."
@@ -94,7 +95,12 @@ def _param(error: AppError) -> str | None:
         return None
     failure = _first_failure(error)
     if failure is not None:
-        location = [part for part in failure.get("loc", []) if _is_field(part)]
+        path = list(failure.get("loc", []))
+        # An unknown parameter's name is the caller's, whatever it looks like.
+        unknown = path.pop() if failure.get("type") == "extra_forbidden" and path else None
+        location = [part for part in path if _is_field(part)]
+        if unknown is not None:
+            location.append(unknown)
         text = ""
         for part in location:
             text += f"[{part}]" if isinstance(part, int) else f".{part}"

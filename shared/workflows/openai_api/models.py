@@ -41,6 +41,8 @@ class CallerMessage(Model):
 
 class StreamOptions(InputModel):
     include_usage: bool = False
+    # OpenAI pads its chunks against side channels unless told not to; nothing pads them here.
+    include_obfuscation: bool | None = None
 
 
 class ResponseFormat(InputModel):

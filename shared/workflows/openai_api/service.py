@@ -7,11 +7,14 @@ stored config, then every parameter the caller sets explicitly. The prompt's mes
 conversation (its system messages first), the caller's messages follow.
 """
 
+import contextlib
+import logging
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
 
 import anyio
+from pydantic import ValidationError
 
 from shared.access.models import Actor
 from shared.caching import ExpiringCache
@@ -39,6 +42,7 @@ from shared.workflows.openai_api.models import (
     ResponseRequest,
 )
 
+logger = logging.getLogger("better_assistant")
 SOURCE = "openai"
 # Every answer names its execution record, failures included.
 EXECUTION_HEADER = "X-Execution-Id"
@@ -147,7 +151,7 @@ class OpenAIService:
         if body.max_output_tokens is not None:
             explicit["max_tokens"] = body.max_output_tokens
         if body.text is not None and body.text.format is not None:
-            explicit["response_format"] = body.text.format.model_dump()
+            explicit["response_format"] = wire.chat_response_format(body.text.format.model_dump())
         variables = dict(body.variables)
         if body.prompt is not None:
             variables.update(body.prompt.variables)
@@ -209,9 +213,12 @@ class OpenAIService:
 
     def _resolve(self, project_id: str, reference: str, selector: str | None) -> Target:
         name = reference
-        if selector is None and "@" in reference:
-            name, _, selector = reference.rpartition("@")
         record = self.prompts.record_by_name(project_id, name)
+        if record is None and selector is None and "@" in reference:
+            # Not a prompt's whole name (which may hold an `@`, as `models` lists it): a selector
+            # follows the last `@`.
+            name, _, selector = reference.rpartition("@")
+            record = self.prompts.record_by_name(project_id, name)
         if record is None and selector is None and reference in _models():
             return Target(model=reference)
         if record is None:
@@ -225,7 +232,9 @@ class OpenAIService:
             number, label = int(selector), None
         try:
             version = self.prompts.version_of(record, number, label)
-        except NotFound:
+        except (NotFound, ValidationError):
+            # A selector no version or label can have (`name@0`, `name@`, `name@a.b`) names
+            # nothing, as an unknown label does.
             raise model_not_found(reference if selector is None else f"{name}@{selector}") from None
         if number is None and label is None:
             label = default_run_label(record, version.version)
@@ -258,14 +267,22 @@ class OpenAIService:
         sent = False
         failure: AppError | None = None
         try:
-            async for chunk in relay_answer(run.answer):
-                frame = presenter.chunk(chunk.data)
-                if frame is not None:
-                    sent = True
-                    yield frame
+            # Closed here, not left to the garbage collector, when this stream is closed between
+            # two frames (its client left while one was being sent): the upstream call is cut
+            # and the answer known as cancelled before it is recorded.
+            async with contextlib.aclosing(relay_answer(run.answer)) as chunks:
+                async for chunk in chunks:
+                    frame = presenter.chunk(chunk.data)
+                    if frame is not None:
+                        sent = True
+                        yield frame
         except AppError as exc:
             failure = exc
         except Exception:
+            logger.exception("streamed answer failed")
+            # A failure of this stream's own (its presenter) closed the upstream call as if its
+            # client had left: the record says what happened.
+            run.answer.failed_unexpectedly()
             failure = AppError("The answer failed unexpectedly.")
         finally:
             with anyio.CancelScope(shield=True):

@@ -167,10 +167,29 @@ def response_object(
         "parallel_tool_calls": False,
         "tool_choice": "none",
         "tools": [],
-        "text": {"format": params.get("response_format") or {"type": "text"}},
+        "text": {"format": _text_format(params.get("response_format"))},
         "prompt": prompt,
         "metadata": {},
     }
+
+
+def chat_response_format(text_format: dict[str, Any]) -> dict[str, Any]:
+    """The Responses API's `text.format` as Chat Completions' `response_format`: a JSON
+    schema's name, schema and strictness sit beside its type there, under `json_schema` here."""
+    if text_format["type"] != "json_schema":
+        return text_format
+    schema = {name: value for name, value in text_format.items() if name != "type"}
+    return {"type": "json_schema", "json_schema": schema}
+
+
+def _text_format(response_format: dict[str, Any] | None) -> dict[str, Any]:
+    """A call's `response_format` as the Responses API's `text.format` (`chat_response_format`
+    undone)."""
+    if response_format is None:
+        return {"type": "text"}
+    if response_format.get("type") == "json_schema" and "json_schema" in response_format:
+        return {"type": "json_schema", **response_format["json_schema"]}
+    return response_format
 
 
 def response_status(run: Run) -> str:
