@@ -17,6 +17,7 @@ from pymongo.database import Database
 
 from devtools.fake_deepseek import FakeDeepSeek
 from shared.access.models import Actor
+from shared.clients import close_clients
 from shared.workflows.openai_api.models import ChatCompletionRequest
 from shared.workflows.openai_api.service import RECENT_TARGET_S, OpenAIService
 from shared.workflows.openai_api.wire import ChunkPresenter
@@ -591,8 +592,11 @@ def test_a_stream_closed_between_two_frames_cuts_the_upstream_call_and_is_record
             lambda service: service.open_chat(body, project["id"], actor)
         )
         frames = service.frames(run, ChunkPresenter(run, include_usage=False))
-        await anext(frames)
-        await frames.aclose()
+        try:
+            await anext(frames)
+            await frames.aclose()
+        finally:
+            await close_clients()
 
     asyncio.run(take_a_frame_then_close())
     record = cancelled_upstream_and_record(fake_deepseek, database)
@@ -621,7 +625,10 @@ def test_an_unexpected_failure_mid_stream_is_logged_recorded_and_ends_the_stream
         service, run = await OpenAIService.begin(
             lambda service: service.open_chat(body, project["id"], actor)
         )
-        return [frame async for frame in service.frames(run, _BrokenPresenter(run, False))]
+        try:
+            return [frame async for frame in service.frames(run, _BrokenPresenter(run, False))]
+        finally:
+            await close_clients()
 
     frames = asyncio.run(read_all())
     error = json.loads(frames[-1].removeprefix(b"data: "))["error"]
