@@ -10,9 +10,13 @@ import pytest
 from pymongo.database import Database
 
 from devtools.fake_deepseek import FakeDeepSeek, Scenario
+from shared.clients import close_clients
 from shared.deepseek.client import DeepSeekClient
 from shared.deepseek.models import ChatCall, Delta, Finish
-from shared.executions.service import RUNNING_RECORD_AFTER_S
+from shared.executions.models import ExecutionCreate
+from shared.executions.service import RUNNING_RECORD_AFTER_S, ExecutionService
+from shared.projects.service import ProjectService
+from shared.prompts.service import PromptService
 from shared.settings import get_settings
 from tests.conftest import configure
 
@@ -458,6 +462,34 @@ def test_client_disconnect_cancels_the_upstream_request(
     record = cancelled_upstream_and_record(fake_deepseek, database)
     assert record["output"].startswith("tok0 tok1 tok2 ")
     assert record["error"]["code"] == "cancelled"
+
+
+def test_a_stream_closed_between_two_events_cuts_the_upstream_call_and_is_recorded_cancelled(
+    prompt: dict, fake_deepseek: FakeDeepSeek, database: Database
+) -> None:
+    """A client that goes away while an event is being written leaves the stream between two
+    events, closed by the server (or the garbage collector) rather than cancelled."""
+    service = ExecutionService(PromptService(ProjectService()), ProjectService())
+    data = ExecutionCreate(
+        prompt_id=prompt["id"],
+        variables={"customer": "A"},
+        input=fake(tokens=200, token_interval_s=0.05),
+        stream=True,
+    )
+
+    async def take_an_event_then_close() -> None:
+        run = await service.start(data, None)
+        events = service.stream_events(run)
+        try:
+            while (await anext(events))[0] != "content":
+                pass
+            await events.aclose()
+        finally:
+            await close_clients()
+
+    asyncio.run(take_an_event_then_close())
+    record = cancelled_upstream_and_record(fake_deepseek, database)
+    assert record["output"].startswith("tok0")
 
 
 def test_list_filters_and_paginates(client: httpx.Client, prompt: dict, make_prompt) -> None:

@@ -4,6 +4,7 @@ Executions and chat both stream an answer to a caller and must keep what came ba
 the upstream fails or the caller goes away; this is that shared piece.
 """
 
+import contextlib
 import logging
 import math
 import time
@@ -205,8 +206,12 @@ async def answer_events(
     """
     yield "meta", meta
     try:
-        async for delta in stream_answer(answer):
-            yield delta.kind, {"delta": delta.text}
+        # Closed here, not left to the garbage collector, when these events are closed between
+        # two of them (their client left while one was being sent): the upstream call is cut
+        # and the answer known as cancelled before `on_end` stores it.
+        async with contextlib.aclosing(stream_answer(answer)) as deltas:
+            async for delta in deltas:
+                yield delta.kind, {"delta": delta.text}
     except Exception:
         if answer.error is None or answer.error.code == "internal_error":
             logger.exception("streamed answer failed")
