@@ -472,6 +472,7 @@ def test_a_selector_no_version_or_label_can_have_is_not_found(
         ({"list": []}, "list"),
         ({"temperature": 7}, "temperature"),
         ({"stop": 5}, "stop"),
+        ({"stream_options": {"include_usage": True}}, "stream_options"),
     ],
 )
 def test_unsupported_or_invalid_options_are_bad_requests(
@@ -653,6 +654,8 @@ def test_responses_with_the_retired_prompt_parameter(
 
     assert response.output_text == "Hello from the fake DeepSeek."
     assert response.status == "completed"
+    assert response.instructions == "Mention the policy."
+    assert response.prompt is not None and response.prompt.version == "2"
     assert response.usage is not None and response.usage.output_tokens == 5
     assert sent(fake_deepseek)["messages"][-2:] == [
         {"role": "system", "content": "Mention the policy."},

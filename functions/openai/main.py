@@ -30,6 +30,7 @@ from shared.workflows.openai_api.wire import (
     ChunkPresenter,
     ResponseEventPresenter,
     completion,
+    request_echo,
     response_object,
     response_status,
 )
@@ -92,13 +93,13 @@ async def responses(body: ResponseRequest, caller: Caller) -> Response:
         lambda service: service.open_response(body, caller.key_project, caller.actor)
     )
     headers = {EXECUTION_HEADER: run.record.id}
-    prompt = body.prompt.model_dump() if body.prompt else None
+    echo = request_echo(body)
     if body.stream:
-        frames = service.frames(run, ResponseEventPresenter(run, prompt))
+        frames = service.frames(run, ResponseEventPresenter(run, echo))
         wait_s = get_settings().stream_keepalive_s
         return ByteStream(chunks=await started(frames, wait_s), headers=headers)
     await service.complete(run)
-    return json_response(response_object(run, response_status(run), prompt), headers=headers)
+    return json_response(response_object(run, response_status(run), echo), headers=headers)
 
 
 handle = asgi_function(router)

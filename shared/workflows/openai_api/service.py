@@ -306,6 +306,8 @@ def _models() -> list[str]:
 
 
 def _refuse_unsupported(body: ChatCompletionRequest) -> None:
+    if body.stream_options is not None and not body.stream:
+        raise unsupported("stream_options", "stream_options is only allowed with stream: true.")
     if body.n not in (None, 1):
         raise unsupported("n", "Only one choice per request is supported (n=1).")
     if body.modalities not in (None, ["text"]):

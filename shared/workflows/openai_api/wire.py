@@ -12,6 +12,7 @@ from shared.deepseek.models import Usage
 from shared.errors import AppError
 from shared.executions.service import Run
 from shared.workflows.openai_api.errors import error_body
+from shared.workflows.openai_api.models import ResponseRequest
 
 DONE_FRAME = b"data: [DONE]\n\n"
 
@@ -142,10 +143,20 @@ def _response_usage(usage: Usage) -> dict[str, Any]:
     }
 
 
+def request_echo(request: ResponseRequest) -> dict[str, Any]:
+    """What a `response` object repeats of the request that made it."""
+    return {
+        "prompt": request.prompt.model_dump() if request.prompt else None,
+        "instructions": request.instructions,
+        "metadata": request.metadata or {},
+    }
+
+
 def response_object(
-    run: Run, status: str, prompt: dict[str, Any] | None, error: AppError | None = None
+    run: Run, status: str, echo: dict[str, Any], error: AppError | None = None
 ) -> dict[str, Any]:
-    """The Responses API's `response` object for the call, as it stands in `status`."""
+    """The Responses API's `response` object for the call, as it stands in `status`; `echo` is
+    what it repeats of the request (`request_echo`)."""
     answer = run.answer
     finish = answer.finish
     done = status in ("completed", "incomplete")
@@ -160,7 +171,6 @@ def response_object(
         "usage": _response_usage(finish.usage) if finish and done else None,
         "error": None if error is None else {"code": error.code, "message": error.message},
         "incomplete_details": {"reason": "max_output_tokens"} if status == "incomplete" else None,
-        "instructions": None,
         "max_output_tokens": params.get("max_tokens"),
         "temperature": params.get("temperature"),
         "top_p": params.get("top_p"),
@@ -168,8 +178,7 @@ def response_object(
         "tool_choice": "none",
         "tools": [],
         "text": {"format": _text_format(params.get("response_format"))},
-        "prompt": prompt,
-        "metadata": {},
+        **echo,
     }
 
 
@@ -202,9 +211,9 @@ class ResponseEventPresenter:
     item and text part opened, each text delta, then everything closed and the response
     completed (or incomplete, or failed)."""
 
-    def __init__(self, run: Run, prompt: dict[str, Any] | None) -> None:
+    def __init__(self, run: Run, echo: dict[str, Any]) -> None:
         self.run = run
-        self.prompt = prompt
+        self.echo = echo
         self.sequence = 0
         self.opened = False
 
@@ -221,11 +230,11 @@ class ResponseEventPresenter:
             (
                 self._event(
                     "response.created",
-                    response=response_object(run, "in_progress", self.prompt),
+                    response=response_object(run, "in_progress", self.echo),
                 ),
                 self._event(
                     "response.in_progress",
-                    response=response_object(run, "in_progress", self.prompt),
+                    response=response_object(run, "in_progress", self.echo),
                 ),
                 self._event(
                     "response.output_item.added",
@@ -265,7 +274,7 @@ class ResponseEventPresenter:
             self._event(
                 "response.output_item.done", output_index=0, item=_message_item(run, "completed")
             ),
-            self._event(f"response.{status}", response=response_object(run, status, self.prompt)),
+            self._event(f"response.{status}", response=response_object(run, status, self.echo)),
         ]
 
     def failure(self, error: AppError) -> list[bytes]:
@@ -274,6 +283,6 @@ class ResponseEventPresenter:
             self._event("error", code=body["code"], message=body["message"], param=body["param"]),
             self._event(
                 "response.failed",
-                response=response_object(self.run, "failed", self.prompt, error),
+                response=response_object(self.run, "failed", self.echo, error),
             ),
         ]
