@@ -4,9 +4,13 @@ An app that speaks OpenAI changes its base URL and API key (a project key) and n
 as its model; every call is recorded as an execution of that prompt.
 """
 
+from collections.abc import Callable
+from typing import Any
+
 from shared.access.callers import Caller
 from shared.access.models import Permission
 from shared.access.policy import project_key
+from shared.executions.service import Run
 from shared.http.asgi_adapter import asgi_function
 from shared.http.messages import ByteStream, Response, json_response
 from shared.http.routing import PathRest, Router
@@ -28,6 +32,7 @@ from shared.workflows.openai_api.models import (
 from shared.workflows.openai_api.service import EXECUTION_HEADER, OpenAIService
 from shared.workflows.openai_api.wire import (
     ChunkPresenter,
+    Presenter,
     ResponseEventPresenter,
     completion,
     request_echo,
@@ -67,14 +72,9 @@ async def chat_completions(body: ChatCompletionRequest, caller: Caller) -> Respo
     service, run = await OpenAIService.begin(
         lambda service: service.open_chat(body, caller.key_project, caller.actor)
     )
-    headers = {EXECUTION_HEADER: run.record.id}
-    if body.stream:
-        include_usage = body.stream_options is not None and body.stream_options.include_usage
-        frames = service.frames(run, ChunkPresenter(run, include_usage))
-        wait_s = get_settings().stream_keepalive_s
-        return ByteStream(chunks=await started(frames, wait_s), headers=headers)
-    await service.complete(run)
-    return json_response(completion(run), headers=headers)
+    include_usage = body.stream_options is not None and body.stream_options.include_usage
+    presenter = ChunkPresenter(run, include_usage) if body.stream else None
+    return await _answer(service, run, presenter, completion)
 
 
 @router.post(
@@ -92,14 +92,28 @@ async def responses(body: ResponseRequest, caller: Caller) -> Response:
     service, run = await OpenAIService.begin(
         lambda service: service.open_response(body, caller.key_project, caller.actor)
     )
-    headers = {EXECUTION_HEADER: run.record.id}
     echo = request_echo(body)
-    if body.stream:
-        frames = service.frames(run, ResponseEventPresenter(run, echo))
-        wait_s = get_settings().stream_keepalive_s
-        return ByteStream(chunks=await started(frames, wait_s), headers=headers)
+    presenter = ResponseEventPresenter(run, echo) if body.stream else None
+    return await _answer(
+        service, run, presenter, lambda run: response_object(run, response_status(run), echo)
+    )
+
+
+async def _answer(
+    service: OpenAIService,
+    run: Run,
+    presenter: Presenter | None,
+    whole: Callable[[Run], dict[str, Any]],
+) -> Response:
+    """The run's answer, naming its execution: streamed as `presenter` words it, or, without
+    one, as the object `whole` makes of the complete answer."""
+    headers = {EXECUTION_HEADER: run.record.id}
+    if presenter is not None:
+        frames = service.frames(run, presenter)
+        chunks = await started(frames, get_settings().stream_keepalive_s)
+        return ByteStream(chunks=chunks, headers=headers)
     await service.complete(run)
-    return json_response(response_object(run, response_status(run), echo), headers=headers)
+    return json_response(whole(run), headers=headers)
 
 
 handle = asgi_function(router)
