@@ -37,10 +37,12 @@ from bench.harness import (
     LaterWrites,
     Load,
     Served,
+    add_load_arguments,
     cpu_seconds,
     idle_cpu_ms_per_s,
     mongodb,
     peak_rss_mb,
+    requests_per_level,
     run_load,
     spawn_pinned,
     start_fake_upstream,
@@ -140,26 +142,10 @@ def print_added(direct: dict, through: dict, cpu_ms: float, note: str) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--levels", default="1,10,100")
-    parser.add_argument("--requests-per-stream", type=int, default=3)
-    parser.add_argument(
-        "--min-requests",
-        type=int,
-        default=20,
-        help="at least this many requests per level (a few streams alone measure too little)",
-    )
-    parser.add_argument(
-        "--mongodb-uri",
-        help="a real MongoDB to use instead of the embedded SecantusDB (its CPU is not measured)",
-    )
+    add_load_arguments(parser)
     arguments = parser.parse_args()
-    levels = [int(level) for level in arguments.levels.split(",")]
-    counts = {
-        level: max(level * arguments.requests_per_stream, arguments.min_requests)
-        for level in levels
-    }
-    if (os.cpu_count() or 1) < 2:
-        sys.exit("needs two cores")
+    counts = requests_per_level(arguments)
+    levels = list(counts)
     os.sched_setaffinity(0, {LOAD_CORE})
 
     with mongodb(arguments.mongodb_uri, "bench_chat") as (mongo_uri, database, mongo_pids):

@@ -3,6 +3,7 @@
 All traffic goes to 127.0.0.1; every run is bounded by a request count and a time limit.
 """
 
+import argparse
 import asyncio
 import os
 import re
@@ -409,3 +410,32 @@ class LaterWrites:
                         f"within {timeout_s:g} s"
                     )
                 time.sleep(0.05)
+
+
+def add_load_arguments(parser: argparse.ArgumentParser) -> None:
+    """The arguments every streaming bench takes: its levels, how many requests each runs, and
+    the database."""
+    parser.add_argument("--levels", default="1,10,100", help="concurrent streams, comma-separated")
+    parser.add_argument("--requests-per-stream", type=int, default=3)
+    parser.add_argument(
+        "--min-requests",
+        type=int,
+        default=20,
+        help="at least this many requests per level (a few streams alone measure too little)",
+    )
+    parser.add_argument(
+        "--mongodb-uri",
+        help="a real MongoDB to use instead of the embedded SecantusDB (its CPU is not measured)",
+    )
+
+
+def requests_per_level(arguments: argparse.Namespace) -> dict[int, int]:
+    """How many requests each level sends, in order; exits on a machine of fewer than two cores
+    (the target and the load each need one)."""
+    if (os.cpu_count() or 1) < 2:
+        sys.exit("needs two cores")
+    levels = [int(level) for level in arguments.levels.split(",")]
+    return {
+        level: max(level * arguments.requests_per_stream, arguments.min_requests)
+        for level in levels
+    }

@@ -42,10 +42,12 @@ from bench.harness import (
     LaterWrites,
     Load,
     Served,
+    add_load_arguments,
     cpu_seconds,
     idle_cpu_ms_per_s,
     mongodb,
     peak_rss_mb,
+    requests_per_level,
     run_load,
     spawn_pinned,
     start_fake_upstream,
@@ -313,14 +315,7 @@ def print_targets(
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--levels", default="1,10,100", help="concurrent streams, comma-separated")
-    parser.add_argument("--requests-per-stream", type=int, default=3)
-    parser.add_argument(
-        "--min-requests",
-        type=int,
-        default=20,
-        help="at least this many requests per level (a few streams alone measure too little)",
-    )
+    add_load_arguments(parser)
     parser.add_argument(
         "--max-seconds",
         type=float,
@@ -328,18 +323,9 @@ def main() -> None:
         help="time cap per target and level: requests not sent by then count as errors",
     )
     parser.add_argument("--litellm", default=LITELLM, help="the pip requirement of LiteLLM")
-    parser.add_argument(
-        "--mongodb-uri",
-        help="a real MongoDB to use instead of the embedded SecantusDB (its CPU is not measured)",
-    )
     arguments = parser.parse_args()
-    levels = [int(level) for level in arguments.levels.split(",")]
-    counts = {
-        level: max(level * arguments.requests_per_stream, arguments.min_requests)
-        for level in levels
-    }
-    if (os.cpu_count() or 1) < 2:
-        sys.exit("needs two cores")
+    counts = requests_per_level(arguments)
+    levels = list(counts)
     CACHE.mkdir(exist_ok=True)
     executable = litellm_executable(arguments.litellm)
     os.sched_setaffinity(0, {LOAD_CORE})
